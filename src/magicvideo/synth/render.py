@@ -151,7 +151,15 @@ def _night_sky(rng, xx, yy, t, size):
     for i in range(n):
         s2 = sigma[i] ** 2 + pix**2
         amp = peak[i] * sigma[i] ** 2 / s2 * (0.8 + 0.2 * math.sin(2 * math.pi * rate[i] * t + phase[i]))
-        glow = glow + float(amp) * torch.exp(-((xx - sx[i]) ** 2 + (yy - sy[i]) ** 2) / float(2 * s2))
+        # Only the star's own neighbourhood: beyond 4 sigma its glow is below 1/2000 of its peak.
+        reach = 4 * math.sqrt(s2)
+        x0, x1 = max(0, int((sx[i] - reach) * size)), min(size, int((sx[i] + reach) * size) + 1)
+        y0, y1 = max(0, int((sy[i] - reach) * size)), min(size, int((sy[i] + reach) * size) + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        px, py = xx[y0:y1, x0:x1], yy[y0:y1, x0:x1]
+        blob = torch.exp(-((px - sx[i]) ** 2 + (py - sy[i]) ** 2) / float(2 * s2))
+        glow[y0:y1, x0:x1] += float(amp) * blob
     return img + glow.clamp(max=0.5) * torch.tensor([0.9, 0.92, 1.0]).view(3, 1, 1)
 
 
