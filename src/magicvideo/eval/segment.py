@@ -82,7 +82,7 @@ def match_shapes(canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     iou = torch.minimum(bank, a).sum(1) / torch.maximum(bank, a).sum(1).clamp(min=1e-6)
     scores = np.zeros(len(vocab.SHAPES))
     angles = np.zeros(len(vocab.SHAPES))
-    for i, ((shape, angle), value) in enumerate(zip(keys, iou.tolist())):
+    for (shape, angle), value in zip(keys, iou.tolist()):
         k = vocab.SHAPES.index(shape)
         if value > scores[k]:
             scores[k], angles[k] = value, angle
