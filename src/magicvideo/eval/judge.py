@@ -249,6 +249,7 @@ def score_clip(reading: ClipReading, expected: Expected) -> dict:
         "motion": int(right[:, 2].sum()) if motion_scored else None,
         "background": background_ok if expected.background is not None else None,
         "all": bool(right.all() and len(exp) == len(reading.objects) and background_ok),
+        "matches": [[a, b] for a, b in sorted(best)],  # (expected index, found index)
     }
 
 

@@ -96,28 +96,52 @@ def object_pixels(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dist.min(-1) < COLOUR_TOLERANCE, dist.argmin(-1)
 
 
+def _refine(lab: np.ndarray, background: np.ndarray, comp: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """The object's own outline: near the palette-threshold component, a pixel is object when
+    it is nearer the object's colour than the background estimated under it. The edge then
+    sits where an anti-aliased, blurred or compressed rim is half object, half background."""
+    colour = lab[core].mean(0)
+    near = cv2.dilate(comp.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    closer = np.linalg.norm(lab - colour, axis=-1) < np.linalg.norm(lab - background, axis=-1)
+    refined = (closer & near) | core
+    n, labels = cv2.connectedComponents(refined.astype(np.uint8), connectivity=8)
+    keep = np.unique(labels[core])
+    return np.isin(labels, keep[keep > 0])
+
+
 def detect(frame: np.ndarray) -> list[Detection]:
     """All objects in an (H, W, 3) float32 RGB frame in [0, 1], largest first."""
     h, w = frame.shape[:2]
+    frame = np.ascontiguousarray(frame, dtype=np.float32)
     mask, nearest = object_pixels(frame)
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    big = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] >= MIN_AREA_FRACTION * h * w]
+    if not big:
+        return []
+    # The background under the objects, painted in from around them.
+    hole = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8))
+    rgb8 = (frame.clip(0, 1) * 255).round().astype(np.uint8)
+    filled = cv2.inpaint(rgb8, hole, 3, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    lab = cv2.cvtColor(frame, cv2.COLOR_RGB2Lab)
+    background = cv2.cvtColor(filled, cv2.COLOR_RGB2Lab)
     found = []
-    for k in range(1, n):
-        area_px = float(stats[k, cv2.CC_STAT_AREA])
-        if area_px < MIN_AREA_FRACTION * h * w:
-            continue
+    for k in big:
         comp = labels == k
-        # The colour is read off the component's core: anti-aliased rims blend into the
-        # background and can sit nearer a neighbouring palette colour.
+        # Colour and outline start from the component's core: anti-aliased rims blend into
+        # the background and can sit nearer a neighbouring palette colour.
         core = cv2.erode(comp.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        votes = np.bincount(nearest[core if core.any() else comp], minlength=len(COLOUR_NAMES))
-        cx, cy = centroids[k]
-        scores, angles = match_shapes(_canonical(comp, cx, cy, area_px))
+        core = core if core.any() else comp
+        votes = np.bincount(nearest[core], minlength=len(COLOUR_NAMES))
+        outline = _refine(lab, background, comp, core)
+        ys, xs = np.nonzero(outline)
+        area_px = float(len(xs))
+        cx, cy = float(xs.mean()), float(ys.mean())
+        scores, angles = match_shapes(_canonical(outline, cx, cy, area_px))
         found.append(
             Detection(
                 x=(cx + 0.5) / w, y=(cy + 0.5) / h, area=area_px / (h * w),
                 colour=COLOUR_NAMES[int(votes.argmax())],
-                shape_scores=scores, angles=angles, mask=comp,
+                shape_scores=scores, angles=angles, mask=outline,
             )
         )
     return sorted(found, key=lambda d: -d.area)

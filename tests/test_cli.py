@@ -1,0 +1,65 @@
+"""The command line: synth writes what judge reads; bad input is one line and exit code 2."""
+
+import json
+
+import torch
+
+from magicvideo.cli import main
+from magicvideo.media import read_video, write_video
+from magicvideo.synth import draw_clip, render_clip
+
+
+def _meta(folder):
+    return [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+
+
+def test_synth_then_judge_scores_ground_truth_perfectly(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["synth", "--out", str(out), "--count", "6", "--split", "heldout", "--seed", "3",
+                 "--size", "64", "--quiet"]) == 0
+    meta = _meta(out)
+    assert len(meta) == 6 and all((out / m["file"]).is_file() for m in meta)
+    assert {"file", "caption", "objects", "background"} <= set(meta[0])
+    assert {"shape", "colour", "motion"} <= set(meta[0]["objects"][0])
+    capsys.readouterr()
+    assert main(["judge", str(out), "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"]["all"] == 1.0 and report["clips"] == 6
+    assert set(report["accuracy"]) == {"shape", "colour", "background", "motion", "all"}
+    assert set(report["temporal"]) == {"flicker", "track_jitter", "count_stability"}
+
+
+def test_scenes_do_not_depend_on_size_or_frame_rate(tmp_path):
+    common = ["--count", "3", "--split", "train", "--seed", "9", "--quiet"]
+    main(["synth", "--out", str(tmp_path / "a"), "--size", "64", *common])
+    main(["synth", "--out", str(tmp_path / "b"), "--size", "32", "--fps", "8", "--frames", "16", *common])
+    a, b = _meta(tmp_path / "a"), _meta(tmp_path / "b")
+    for x, y in zip(a, b):
+        assert x["caption"] == y["caption"] and x["objects"] == y["objects"]
+    full, _ = read_video(tmp_path / "a" / a[0]["file"])
+    assert full.shape == (3, 46, 64, 64)
+    keys, fps = read_video(tmp_path / "b" / b[0]["file"])
+    assert keys.shape == (3, 16, 32, 32) and fps == 8
+
+
+def test_judge_scores_a_video_against_a_prompt(tmp_path, capsys):
+    clip = draw_clip(2, "heldout", 0)
+    write_video(tmp_path / "v.mp4", render_clip(clip.scene, 64, 8, 16), 8)
+    assert main(["judge", str(tmp_path / "v.mp4"), "--prompt", clip.caption, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"]["all"] == 1.0
+    wrong = clip.caption.replace(clip.scene.background.split()[0], "zzz")
+    assert main(["judge", str(tmp_path / "v.mp4"), "--prompt", wrong, "--quiet"]) == 2
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "empty").mkdir()
+    torch.save({}, tmp_path / "x.mp4")
+    for argv in (["judge", str(tmp_path / "notes.txt")], ["judge", str(tmp_path / "empty")],
+                 ["judge", str(tmp_path / "x.mp4")], ["judge", str(tmp_path / "nope.mp4")],
+                 ["judge", str(tmp_path / "x.mp4"), "--prompt", "a red circle in space"],
+                 ["synth", "--out", str(tmp_path / "o"), "--count", "0"]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("magicvideo ") and "\n" not in err, err
