@@ -27,6 +27,11 @@ def test_synth_then_judge_scores_ground_truth_perfectly(tmp_path, capsys):
     assert report["accuracy"]["all"] == 1.0 and report["clips"] == 6
     assert set(report["accuracy"]) == {"shape", "colour", "background", "motion", "all"}
     assert set(report["temporal"]) == {"flicker", "track_jitter", "count_stability"}
+    clip = report["per_clip"][0]
+    assert clip["file"] == meta[0]["file"] and clip["score"]["all"] is True
+    assert len(clip["read"]["objects"]) == len(meta[0]["objects"])
+    assert main(["judge", str(out), "--quiet", "--summary", "--compact"]) == 0
+    assert "per_clip" not in json.loads(capsys.readouterr().out)
 
 
 def test_scenes_do_not_depend_on_size_or_frame_rate(tmp_path):

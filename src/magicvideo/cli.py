@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from magicvideo import __version__
 from magicvideo.eval.prompt import PromptError
 from magicvideo.media import FLAVOURS, MediaError
 
@@ -27,13 +28,14 @@ def _judge(args: argparse.Namespace) -> None:
     from magicvideo.eval.files import judge_path
 
     report = judge_path(args.path, args.prompt, progress=not args.quiet)
-    if not args.per_clip and report["clips"] > 1:
+    if args.summary:
         del report["per_clip"]
     print(json.dumps(report, indent=None if args.compact else 2))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magicvideo", description="MagicVideo-V2 text-to-video.")
+    parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write clips of the synthetic world as mp4 + metadata.jsonl")
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("judge", help="read attributes and temporal metrics off frames; print JSON")
     p.add_argument("path", help="a synth folder, a video, a folder of frames, or an image")
     p.add_argument("--prompt", help="score the frames against the attributes this prompt names")
-    p.add_argument("--per-clip", action="store_true", help="include per-clip details for a folder")
+    p.add_argument("--summary", action="store_true", help="leave out the per-clip details")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_judge)

@@ -128,11 +128,12 @@ def _link(per_frame: list[list[Detection]]) -> list[list[tuple[int, Detection]]]
     return tracks
 
 
-def _unwrapped_rotation(angles: list[float], period: float) -> float:
-    total = 0.0
-    for a0, a1 in zip(angles, angles[1:]):
-        total += (a1 - a0 + period / 2) % period - period / 2
-    return total
+def _rotation(angles: list[float], period: float) -> float:
+    """Total rotation of an angle track whose angles are known modulo `period`: the median
+    frame-to-frame step (each step taken the short way round) times the number of steps.
+    The median ignores the odd frame whose angle a blurred outline leaves ambiguous."""
+    steps = [(a1 - a0 + period / 2) % period - period / 2 for a0, a1 in zip(angles, angles[1:])]
+    return float(np.median(steps)) * len(steps) if steps else 0.0
 
 
 def _read_track(track: list[tuple[int, Detection]], n_frames: int) -> ObjectReading:
@@ -150,7 +151,7 @@ def _read_track(track: list[tuple[int, Detection]], n_frames: int) -> ObjectRead
     vx = np.polyfit(f, [d.x for _, d in track], 1)[0] * span
     vy = np.polyfit(f, [d.y for _, d in track], 1)[0] * span
     va = np.polyfit(f, np.log([d.area for _, d in track]), 1)[0] * span
-    rotation = _unwrapped_rotation([d.angles[k] for _, d in track], SYMMETRY[shape])
+    rotation = _rotation([d.angles[k] for _, d in track], SYMMETRY[shape])
     reading.travel, reading.log_area_change, reading.rotation = (vx, vy), va, rotation
     strength = {
         "moves": math.hypot(vx, vy) / MIN_TRAVEL,

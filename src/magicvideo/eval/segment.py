@@ -102,7 +102,9 @@ def _refine(lab: np.ndarray, background: np.ndarray, comp: np.ndarray, core: np.
     sits where an anti-aliased, blurred or compressed rim is half object, half background."""
     colour = lab[core].mean(0)
     near = cv2.dilate(comp.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    closer = np.linalg.norm(lab - colour, axis=-1) < np.linalg.norm(lab - background, axis=-1)
+    # Chroma counts half: video and JPEG keep luma at full resolution but chroma at half.
+    weight = np.array([1.0, 0.5, 0.5], np.float32)
+    closer = np.linalg.norm((lab - colour) * weight, axis=-1) < np.linalg.norm((lab - background) * weight, axis=-1)
     refined = (closer & near) | core
     n, labels = cv2.connectedComponents(refined.astype(np.uint8), connectivity=8)
     keep = np.unique(labels[core])
