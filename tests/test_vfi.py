@@ -1,0 +1,139 @@
+"""Frame interpolation: the pretrained IFNet, the EDSC model, the stage, its trainer and command."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from magicvideo.cli import main
+from magicvideo.eval.metrics import psnr, ssim
+from magicvideo.media import read_video, write_video
+from magicvideo.models.edsc import EDSCInterpolator, deformable_separable_sample
+from magicvideo.models.ifnet import IFNet
+from magicvideo.stages.vfi import TINY_EDSC, FrameInterpolator
+from magicvideo.synth import draw_clip, render_clip
+from magicvideo.training.common import load_checkpoint
+from magicvideo.training.vfi import VFITrainConfig, train_vfi
+
+
+@pytest.fixture(scope="module")
+def ifnet():
+    return IFNet.from_rife_package()
+
+
+def _photo() -> torch.Tensor:
+    folder = Path(list(importlib.util.find_spec("skimage").submodule_search_locations)[0]) / "data"
+    pixels = np.asarray(Image.open(folder / "astronaut.png").convert("RGB")).copy()
+    return torch.from_numpy(pixels).permute(2, 0, 1) / 255
+
+
+def test_pretrained_ifnet_loads_every_weight(ifnet):
+    assert sum(p.numel() for p in ifnet.parameters()) == 5_160_980  # RIFE 3.9's four IFBlocks
+    assert not ifnet.training
+
+
+def test_ifnet_interpolates_a_panned_photo_at_any_t(ifnet):
+    photo = _photo()
+    crop = lambda shift: photo[:, 100:196, 100 + shift : 196 + shift]  # noqa: E731 - pans 8 px a gap
+    img0, img1 = crop(0)[None], crop(8)[None]
+    for t, shift in ((0.25, 2), (0.5, 4), (0.75, 6)):
+        with torch.no_grad():
+            out = ifnet(img0, img1, t).frame
+        truth = crop(shift)[None]
+        blend = (1 - t) * img0 + t * img1
+        assert psnr(out, truth) > psnr(blend, truth) + 6, t
+
+
+def test_ifnet_beats_blending_on_world_clips(ifnet):
+    video = render_clip(draw_clip(11, "heldout", 3).scene, 128, 24, 10)  # a circle moving up
+    img0, img1 = video[:, [0, 3, 6]].transpose(0, 1), video[:, [3, 6, 9]].transpose(0, 1)
+    truth = video[:, [1, 4, 7]].transpose(0, 1)
+    with torch.no_grad():
+        out = ifnet(img0, img1, torch.full((3,), 1 / 3)).frame
+    assert psnr(out, truth) > psnr((2 * img0 + img1) / 3, truth) + 6
+
+
+def test_edsc_sampling_and_zero_initialised_model():
+    img = torch.rand(2, 3, 12, 16)
+    delta = torch.zeros(2, 3, 12, 16)
+    delta[:, 1] = 1
+    zero_flow, no_offsets = torch.zeros(2, 2, 12, 16), torch.zeros(2, 18, 12, 16)
+    assert torch.allclose(deformable_separable_sample(img, zero_flow, delta, delta, no_offsets), img, atol=1e-5)
+    shift = zero_flow.clone()
+    shift[:, 0] = 2  # sample two pixels to the right
+    moved = deformable_separable_sample(img, shift, delta, delta, no_offsets)
+    assert torch.allclose(moved[..., :-2], img[..., 2:], atol=1e-5)
+    model = EDSCInterpolator(widths=(8, 16, 16))
+    prior = (torch.rand(2, 3, 12, 16), torch.randn(2, 4, 12, 16), torch.rand(2, 1, 12, 16) * 0.9 + 0.05)
+    with torch.no_grad():
+        out = model(img, img.flip(-1), torch.tensor([0.3, 0.6]), *prior)
+    expected = prior[2] * deformable_separable_sample(img, prior[1][:, :2], delta, delta, no_offsets) + \
+        (1 - prior[2]) * deformable_separable_sample(img.flip(-1), prior[1][:, 2:], delta, delta, no_offsets)
+    assert torch.allclose(out, expected, atol=1e-4)  # an untrained model is exactly IFNet's warp and blend
+
+
+def test_stage_frame_count_and_originals():
+    video = torch.rand(2, 3, 5, 16, 16)
+    out = FrameInterpolator("blend")(video, times=3).frames
+    assert out.shape == (2, 3, 13, 16, 16)
+    assert torch.equal(out[:, :, ::3], video)
+    assert torch.allclose(out[:, :, 1], (2 * video[:, :, 0] + video[:, :, 1]) / 3)
+    assert FrameInterpolator("repeat")(video[0], times=2).frames.shape == (3, 9, 16, 16)
+    assert torch.equal(FrameInterpolator("blend")(video, times=1).frames, video)
+    with pytest.raises(ValueError, match="expected a video"):
+        FrameInterpolator("blend")(torch.rand(3, 16, 16))
+    with pytest.raises(ValueError, match="unknown interpolation method"):
+        FrameInterpolator("magic")
+
+
+def test_flow_baseline_beats_blending_on_a_pan():
+    photo = _photo()
+    video = torch.stack([photo[:, 50:114, 50 + 4 * i : 114 + 4 * i] for i in range(7)], 1)
+    out = FrameInterpolator("flow")(video[:, ::3], times=3).frames
+    new = [1, 2, 4, 5]
+    blend = FrameInterpolator("blend")(video[:, ::3], times=3).frames
+    assert psnr(out[:, new], video[:, new]) > psnr(blend[:, new], video[:, new]) + 3
+
+
+@pytest.mark.skipif(not (TINY_EDSC / "config.json").is_file(), reason="EDSC weights not trained yet")
+def test_shipped_edsc_beats_ifnet_and_blending_on_heldout_clips(tmp_path):
+    video = render_clip(draw_clip(31, "heldout", 1).scene, 128, 24, 19)
+    keys, new = video[:, ::3], [i for i in range(19) if i % 3]
+    results = {m: FrameInterpolator.from_pretrained(method=m)(keys, times=3).frames for m in ("edsc", "ifnet", "blend")}
+    score = {m: psnr(f[:, new], video[:, new]) for m, f in results.items()}
+    assert score["edsc"] > score["blend"] + 3 and score["edsc"] > score["ifnet"]
+    assert ssim(results["edsc"][:, new].transpose(0, 1), video[:, new].transpose(0, 1)) > 0.95
+    stage = FrameInterpolator.from_pretrained(method="edsc")
+    stage.save_pretrained(tmp_path / "w")
+    again = FrameInterpolator.from_pretrained(tmp_path / "w", method="edsc")
+    assert torch.equal(again(keys[:, :3], times=3).frames, stage(keys[:, :3], times=3).frames)
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    small = dict(samples=8, size=32, crop=16, batch_size=2, adv_start=2, warmup=2, checkpoint_every=1,
+                 eval_clips=0, widths=(8, 16, 16))
+    train_vfi(VFITrainConfig(steps=4, **small), tmp_path / "straight", progress=False)
+    train_vfi(VFITrainConfig(steps=2, **small), tmp_path / "resumed", progress=False)  # "killed" at step 2
+    assert load_checkpoint(tmp_path / "resumed")["step"] == 2
+    train_vfi(VFITrainConfig(steps=4, **small), tmp_path / "resumed", progress=False)
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    assert b["step"] == 4
+    for key in a["gen"]:
+        assert torch.equal(a["gen"][key], b["gen"][key]), key
+    assert (tmp_path / "resumed" / "final" / "README.md").is_file()
+
+
+def test_interpolate_command(tmp_path, capsys):
+    video = render_clip(draw_clip(0, "train", 2).scene, 64, 8, 4)
+    write_video(tmp_path / "in.mp4", video, 8)
+    assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--model", "ifnet",
+                 "--quiet"]) == 0
+    out, fps = read_video(tmp_path / "out.mp4")
+    assert out.shape == (3, 10, 64, 64) and fps == 24
+    (tmp_path / "bad.mp4").write_text("no")
+    capsys.readouterr()
+    assert main(["interpolate", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "cannot read" in capsys.readouterr().err
