@@ -15,6 +15,7 @@ import torch
 
 from magicvideo.media import FLAVOURS, read_video, to_uint8, write_video
 from magicvideo.synth import draw_clip, render_clip
+from report import publish
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -40,13 +41,11 @@ def main() -> None:
                     sizes.append(path.stat().st_size / 1000)
                 rows.append(f"| {size}x{size} | {flavour} ({settings['pix_fmt']}, CRF {settings['crf']}) | "
                             f"{statistics.mean(scores):.1f} | {min(scores):.1f} | {statistics.mean(sizes):.0f} |")
-    text = "\n".join([
+    publish(args.out, [
         "# mp4 encoding cost", "",
         f"PSNR (dB) of decoded frames against the 8-bit frames written, {args.clips} held-out clips of "
         "46 frames at 24 fps. Command: `python benchmarks/encoding.py`.", "",
         "| size | flavour | mean PSNR | worst clip | kB per clip |", "|---|---|---|---|---|", *rows, ""])
-    Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from magicvideo.eval import aggregate, read_clip, score_clip
 from magicvideo.eval.files import expected_from_scene
 from magicvideo.media import read_video, write_video
 from magicvideo.synth import draw_clip, render_clip
+from report import publish
 
 SEED = 2026  # calibration clips: heldout split, a seed no test uses
 
@@ -116,7 +117,7 @@ def main() -> None:
                 pairs = [p for r in results for p in r[2]]
                 confusions.append(f"### {size}x{size}, {condition}, {n} clips\n\n" + "\n\n".join(
                     f"**{a}**\n\n{_confusion(pairs, a)}" for a in ("shape", "colour", "motion", "background")))
-    text = "\n".join([
+    publish(args.out, [
         "# Judge calibration", "",
         f"Held-out ground-truth clips (seed {SEED}), 16 keyframes at 8 fps. Accuracy: shape, colour and",
         "motion over objects; background and all (every attribute and the object count right) over clips.",
@@ -125,11 +126,7 @@ def main() -> None:
         "| condition | size | clips | shape | colour | motion | background | all | count stability | ms/clip |",
         "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
         "ms/clip: wall time per clip with " f"{args.workers} worker processes (render + degrade + judge).", "",
-        "## Confusion (clean)", "", *confusions, "",
-    ])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+        "## Confusion (clean)", "", *confusions, ""])
 
 
 if __name__ == "__main__":

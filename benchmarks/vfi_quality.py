@@ -19,6 +19,7 @@ from PIL import Image
 from magicvideo.eval.metrics import psnr, ssim
 from magicvideo.stages.vfi import METHODS, FrameInterpolator
 from magicvideo.synth import draw_clip, render_clip
+from report import publish
 
 SEED = 4242  # held-out clips no test or training run uses
 
@@ -78,7 +79,7 @@ def main() -> None:
             cells += [f"{p:.2f}", f"{s:.4f}", f"{ms:.0f}"]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
-    text = "\n".join([
+    publish(args.out, [
         "# Frame interpolation: 8 fps -> 24 fps at 128x128", "",
         f"Inserted frames only (2 per gap). World: {args.clips} held-out clips (seed {SEED}), 16 keyframes each. "
         "Photos: astronaut, coffee and chelsea from scikit-image, panned 2 px (or 2+1 px) per 24 fps frame.",
@@ -86,8 +87,6 @@ def main() -> None:
         "machine's CPU (2 threads), batch 8.", "",
         "| method | world PSNR | world SSIM | world ms | photos PSNR | photos SSIM | photos ms |",
         "|---|---|---|---|---|---|---|", *rows, ""])
-    Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from magicvideo.synth import WorldClips, WorldImages, draw_clip, render_clip
+from report import publish
 
 
 def _median_rate(fn, items: int, runs: int = 5) -> float:
@@ -53,12 +53,11 @@ def main() -> None:
         _drain(loader, 2)  # start the workers
         rate = _median_rate(lambda ld=loader: _drain(ld, 4), 32)
         rows.append(f"| {name}, DataLoader batch 8 | 2 workers | {rate:.1f} items/s |")
-    text = "\n".join(["# World throughput", "",
+    publish(args.out, [
+"# World throughput", "",
                       "Command: `python benchmarks/world_throughput.py` (median of 5 runs; one torch thread "
                       "per process).", "",
                       "| what | processes | rate |", "|---|---|---|", *rows, ""])
-    Path(args.out).write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

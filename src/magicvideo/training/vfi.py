@@ -33,10 +33,10 @@ class VFITrainConfig:
     size: int = 128
     crop: int = 64
     batch_size: int = 16
-    steps: int = 4000
+    steps: int = 5000
     lr: float = 1e-4
-    adv_weight: float = 0.005
-    adv_start: int = 1000
+    adv_weight: float = 0.001
+    adv_start: int = 2500
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 200
