@@ -30,6 +30,9 @@ def test_writes_are_byte_identical_and_leave_no_temporary_files(tmp_path, heldou
     write_video(tmp_path / "b.mp4", clip, 24)
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.mp4"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.mp4").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):

@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="output mp4")
     p.add_argument("--times", type=int, default=3, help="frame-rate factor: times - 1 new frames per gap (default 3)")
-    p.add_argument("--model", choices=METHODS, default="edsc", help="interpolator (default edsc)")
+    p.add_argument("--model", choices=METHODS, default="ifnet",
+                   help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
+                   "synthetic world and is far better there, see README)")
     p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -32,11 +32,12 @@ class VFITrainConfig:
     samples: int = 6000
     size: int = 128
     crop: int = 64
+    focus: float = 0.75
     batch_size: int = 16
     steps: int = 5000
-    lr: float = 1e-4
+    lr: float = 2e-4
     adv_weight: float = 0.001
-    adv_start: int = 2500
+    adv_start: int = 3000
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 200
@@ -72,11 +73,27 @@ def build_triplets(config: VFITrainConfig, ifnet: IFNet, progress: bool = True) 
 
 
 def _batch(cache: dict[str, torch.Tensor], config: VFITrainConfig, step: int) -> tuple[torch.Tensor, ...]:
-    """The batch of `step`: a function of (seed, step), so a resumed run sees the same data."""
+    """The batch of `step`: a function of (seed, step), so a resumed run sees the same data.
+
+    Most crops are centred (give or take a quarter crop) on where IFNet errs most: nearly all
+    of IFNet's error sits on the moving objects, and a random crop often misses them.
+    """
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     idx = torch.randint(len(cache["t"]), (config.batch_size,), generator=g)
-    y, x = torch.randint(0, config.size - config.crop + 1, (2,), generator=g).tolist()
-    x_ = cache["data"][idx, :, y : y + config.crop, x : x + config.crop].float()
+    items = cache["data"][idx].float()
+    c, last = config.crop, config.size - config.crop
+    crops = []
+    for item in items:
+        if torch.rand((), generator=g) < config.focus:
+            err = (item[9:12] - item[6:9]).abs().sum(0)
+            y, x = divmod(int(err.argmax()), config.size)
+            jitter = torch.randint(-c // 4, c // 4 + 1, (2,), generator=g).tolist()
+            y, x = y - c // 2 + jitter[0], x - c // 2 + jitter[1]
+        else:
+            y, x = torch.randint(0, last + 1, (2,), generator=g).tolist()
+        y, x = min(max(y, 0), last), min(max(x, 0), last)
+        crops.append(item[:, y : y + c, x : x + c])
+    x_ = torch.stack(crops)
     img0, img1, target, pframe = x_[:, 0:3], x_[:, 3:6], x_[:, 6:9], x_[:, 9:12]
     return img0, img1, target, pframe, x_[:, 12:16], x_[:, 16:17], cache["t"][idx]
 
