@@ -102,8 +102,9 @@ class FrameInterpolator:
             return prior.frame.cpu()
         h, w = img0.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4  # the EDSC model halves the size twice
-        pad = (lambda x: torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")) if ph or pw else (lambda x: x)
-        out = self.edsc(pad(img0), pad(img1), tt, pad(prior.frame), pad(prior.flow), pad(prior.mask))
+        inputs = [torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+                  for x in (img0, img1, prior.frame, prior.flow, prior.mask)]
+        out = self.edsc(inputs[0], inputs[1], tt, *inputs[2:])
         return out[..., :h, :w].clamp(0, 1).cpu()
 
     def __call__(self, video: torch.Tensor, times: int = 3, batch_size: int = 8, progress: bool = False) -> VFIOutput:
