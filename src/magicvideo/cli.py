@@ -23,7 +23,7 @@ def _synth(args: argparse.Namespace) -> None:
         raise ValueError(f"--flavour web needs an even --size, got {args.size}")
     meta = write_world(args.out, args.count, args.split, args.seed, args.size, args.fps, args.frames,
                        args.flavour, progress=not args.quiet)
-    print(f"wrote {args.count} clips and {meta}")
+    print(f"wrote {args.count} clip{'s' if args.count != 1 else ''} and {meta}")
 
 
 def _judge(args: argparse.Namespace) -> None:
