@@ -20,10 +20,11 @@ def expected_from_scene(scene: Scene) -> Expected:
 
 
 def _report(entries: list[dict], readings: list[ClipReading]) -> dict:
-    scored = [e["score"] for e in entries if e.get("score") is not None]
-    report = aggregate(scored, readings) if scored else {"accuracy": None, "clips": len(entries)}
-    if not scored:
-        report["temporal"] = aggregate([], readings)["temporal"]
+    scored = [e["score"] for e in entries if e["score"] is not None]
+    report = aggregate(scored, readings)
+    if not scored:  # frames read without a prompt: nothing to be right or wrong about
+        report["accuracy"] = None
+    report["clips"] = len(entries)
     report["per_clip"] = entries
     return report
 
