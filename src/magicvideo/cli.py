@@ -13,6 +13,8 @@ from magicvideo.eval.prompt import PromptError
 from magicvideo.media import FLAVOURS, MediaError
 from magicvideo.stages.vfi import METHODS
 
+TRAINABLE = ("vae", "t2i", "vfi")
+
 
 def _synth(args: argparse.Namespace) -> None:
     from magicvideo.synth.write import write_world
@@ -35,13 +37,21 @@ def _judge(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=None if args.compact else 2))
 
 
+def _trainer(stage: str) -> tuple:
+    """(config class, train function) of a stage, importing only that trainer."""
+    import importlib
+
+    module = importlib.import_module(f"magicvideo.training.{stage}")
+    return getattr(module, f"{stage.upper()}TrainConfig"), getattr(module, f"train_{stage}")
+
+
 def _train(args: argparse.Namespace) -> None:
     from magicvideo.training.common import load_config
-    from magicvideo.training.vfi import VFITrainConfig, train_vfi
 
-    config = load_config(VFITrainConfig, args.config, {"steps": args.steps})
+    config_cls, train = _trainer(args.stage)
+    config = load_config(config_cls, args.config, {"steps": args.steps})
     command = "magicvideo " + " ".join(shlex.quote(a) for a in args.argv)
-    final = train_vfi(config, args.out, command=command, progress=not args.quiet)
+    final = train(config, args.out, command=command, progress=not args.quiet)
     print(f"trained weights: {final}")
 
 
@@ -57,6 +67,26 @@ def _interpolate(args: argparse.Namespace) -> None:
     write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
     print(f"{video.shape[1]} frames at {fps:g} fps -> {frames.shape[1]} frames at {(fps or 8.0) * args.times:g} fps: "
           f"{args.output}")
+
+
+def _t2i(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from magicvideo.media import write_image
+    from magicvideo.stages.t2i import load_t2i
+
+    if not args.prompt.strip():
+        raise PromptError("the prompt is empty")
+    if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
+    if args.size is not None and (args.size <= 0 or args.size % 8):
+        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    stage = load_t2i(args.preset, args.weights)
+    image = stage(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
+                  progress=not args.quiet).images[0]
+    print(f"wrote {write_image(args.output, image)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_judge)
 
+    p = sub.add_parser("t2i", help="stage 1: a prompt becomes a reference image")
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", required=True, help="output image (.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="sampler steps (default: the preset's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's, 4 for tiny)")
+    p.add_argument("--size", type=int, help="image side, a multiple of 8 (default: the preset's, 128 for tiny)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
+                   "sd15: a local diffusers text-to-image pipeline folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_t2i)
+
     p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="output mp4")
@@ -98,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_interpolate)
 
     p = sub.add_parser("train", help="train a stage (resumes when run again on the same --out)")
-    p.add_argument("stage", choices=("vfi",))
-    p.add_argument("--config", help="YAML config (default: the built-in defaults, as configs/train/vfi_tiny.yaml)")
+    p.add_argument("stage", choices=TRAINABLE)
+    p.add_argument("--config", help="YAML config (default: the built-in defaults, as configs/train/<stage>_tiny.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, cache, final weights")
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

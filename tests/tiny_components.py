@@ -1,0 +1,57 @@
+"""Tiny random-init components in the real classes' layouts, built locally (nothing downloaded):
+the fixtures for the full-size loading paths and for our own stages' plumbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+
+def clip_tokenizer(folder: Path) -> CLIPTokenizer:
+    """A CLIP tokenizer with no merges, saved to `folder`: every lower-case letter is a token."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def clip_text_model(tokenizer: CLIPTokenizer, dim: int = 32) -> CLIPTextModel:
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=dim, intermediate_size=37, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=77,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id)
+    return CLIPTextModel(config).eval()
+
+
+def tiny_unet(cross_attention_dim: int, sample_size: int = 8) -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=32)
+
+
+def tiny_vae(levels: int = 2) -> AutoencoderKL:
+    """levels=4 gives the real 8x factor (what our stages assume); 2 gives 2x, as diffusers' tests."""
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,) * levels,
+                         down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels,
+                         layers_per_block=1, norm_num_groups=32, sample_size=32)
+
+
+def tiny_sd_pipeline(folder: Path) -> Path:
+    """A random-init StableDiffusionPipeline saved to `folder`, as a user's local T2I model."""
+    tokenizer = clip_tokenizer(folder / "_tok")
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(), text_encoder=clip_text_model(tokenizer), tokenizer=tokenizer, unet=tiny_unet(32),
+        scheduler=DDIMScheduler(clip_sample=False), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.save_pretrained(folder / "sd")
+    return folder / "sd"
