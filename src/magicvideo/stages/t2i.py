@@ -103,8 +103,9 @@ class TextToImage:
                 if not (folder / name).is_file():
                     raise FileNotFoundError(f"missing weight file {folder / name}")
         text = MiniLMTextEncoder.from_pretrained(max_tokens=settings.pop("max_tokens", 40))
-        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True)
+        # shipped weights are stored as fp16 (half the repository size); we compute in fp32
+        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
         return cls(unet, vae, text, **settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -144,7 +145,7 @@ class TextToImage:
         for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
             x = torch.cat([latents] * 2) if guided else latents
             x = scheduler.scale_model_input(x, t)
-            pred = self.unet(x, t, context.hidden, encoder_attention_mask=context.mask).sample
+            pred = self.unet(x, t, context.hidden).sample
             if guided:
                 uncond, text = pred.chunk(2)
                 pred = uncond + guidance * (text - uncond)

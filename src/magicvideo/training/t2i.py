@@ -3,8 +3,8 @@ the tiny VAE's latent space, with MiniLM prompts and caption dropout for classif
 `magicvideo train t2i --config configs/train/t2i_tiny.yaml --out runs/t2i`; the same command
 after a kill resumes.
 
-Images, latents and prompt embeddings are computed once into a cache: the frozen VAE and text
-encoder never run inside the loop, which is what makes CPU training affordable.
+Latents and prompt embeddings are computed once into caches: the frozen VAE and text encoder
+never run inside the loop, which is what makes CPU training affordable.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 
-CACHE = "latents.pt"
+PROMPTS, LATENTS = "prompts.pt", "latents.pt"  # caches: the frozen encoders run once
 
 
 @dataclass
@@ -62,25 +62,38 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
 
 
 @torch.no_grad()
-def build_cache(config: T2ITrainConfig, vae: AutoencoderKL, text: MiniLMTextEncoder,
-                progress: bool = True) -> dict[str, torch.Tensor]:
-    """Scaled VAE latents (posterior means), MiniLM hidden states (fp16) and masks of the
-    first `samples` train images."""
+def encode_prompts(config: T2ITrainConfig, text: MiniLMTextEncoder, progress: bool = True) -> dict[str, torch.Tensor]:
+    """MiniLM hidden states (fp16) of the first `samples` train captions, and the empty prompt's."""
+    data = WorldImages("train", config.seed, config.size, config.samples)
+    hidden = torch.empty(config.samples, config.max_tokens, text.dim, dtype=torch.float16)
+    batch = 256
+    for start in tqdm(range(0, config.samples, batch), desc="encode train captions", disable=not progress):
+        stop = min(start + batch, config.samples)
+        emb = text([data.clip(i).caption for i in range(start, stop)])
+        hidden[start:stop] = emb.hidden.half()
+    return {"hidden": hidden, "empty_hidden": text.empty().hidden[0].half()}
+
+
+@torch.no_grad()
+def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Scaled VAE latents (posterior means) of the first `samples` train images."""
     data = WorldImages("train", config.seed, config.size, config.samples)
     latents = torch.empty(config.samples, 4, config.size // 8, config.size // 8)
-    hidden = torch.empty(config.samples, config.max_tokens, text.dim, dtype=torch.float16)
-    mask = torch.empty(config.samples, config.max_tokens, dtype=torch.bool)
     batch = 64
     for start in tqdm(range(0, config.samples, batch), desc="encode train images", disable=not progress):
-        items = [data[i] for i in range(start, min(start + batch, config.samples))]
-        images = torch.stack([it["image"] for it in items])
-        latents[start : start + len(items)] = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
-        emb = text([it["caption"] for it in items])
-        hidden[start : start + len(items)] = emb.hidden.half()
-        mask[start : start + len(items)] = emb.mask.bool()
-    empty = text.empty()
-    return {"latents": latents, "hidden": hidden, "mask": mask,
-            "empty_hidden": empty.hidden[0].half(), "empty_mask": empty.mask[0].bool()}
+        stop = min(start + batch, config.samples)
+        images = torch.stack([data[i]["image"] for i in range(start, stop)])
+        latents[start:stop] = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+    return {"latents": latents}
+
+
+def _cached(path: Path, make) -> dict[str, torch.Tensor]:
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    value = make()
+    with atomic_path(path) as tmp:
+        torch.save(value, tmp)
+    return value
 
 
 def _batch(cache: dict[str, torch.Tensor], config: T2ITrainConfig, scheduler: DDPMScheduler, step: int):
@@ -89,13 +102,12 @@ def _batch(cache: dict[str, torch.Tensor], config: T2ITrainConfig, scheduler: DD
     n = config.batch_size
     idx = torch.randint(len(cache["latents"]), (n,), generator=g)
     x0 = cache["latents"][idx]
-    hidden, mask = cache["hidden"][idx].float(), cache["mask"][idx].long()
+    hidden = cache["hidden"][idx].float()
     drop = torch.rand(n, generator=g) < config.caption_dropout
     hidden[drop] = cache["empty_hidden"].float()
-    mask[drop] = cache["empty_mask"].long()
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g)
-    return scheduler.add_noise(x0, noise, t), t, scheduler.get_velocity(x0, noise, t), hidden, mask
+    return scheduler.add_noise(x0, noise, t), t, scheduler.get_velocity(x0, noise, t), hidden
 
 
 def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
@@ -105,20 +117,16 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
-    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE).eval()
+    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32).eval()
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
-    if (out / CACHE).is_file():
-        cache = torch.load(out / CACHE, weights_only=True)
-    else:
-        cache = build_cache(config, vae, text, progress)
-        with atomic_path(out / CACHE) as tmp:
-            torch.save(cache, tmp)
+    cache = _cached(out / PROMPTS, lambda: encode_prompts(config, text, progress))
+    cache.update(_cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // 8)
 
     def loss(model: UNet2DConditionModel, batch) -> torch.Tensor:
-        noisy, t, target, hidden, mask = batch
-        pred = model(noisy, t, hidden, encoder_attention_mask=mask).sample
+        noisy, t, target, hidden = batch
+        pred = model(noisy, t, hidden).sample
         return F.mse_loss(pred, target)
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
