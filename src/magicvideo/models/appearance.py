@@ -1,0 +1,98 @@
+"""The appearance encoder: the reference image as embedding tokens, read by the UNet through a
+cross-attention of their own beside the text cross-attention (decoupled, as IP-Adapter).
+
+- `AppearanceEncoder` (tiny preset): a small CNN, reference RGB -> grid x grid tokens.
+- `attach_appearance` swaps every spatial cross-attention processor of a diffusers UNet (2D or
+  motion, any layout: ours or SD1.5's) for diffusers' `IPAdapterAttnProcessor2_0`, whose
+  image keys/values start as copies of the text ones. The UNet is then called with
+  `encoder_hidden_states=(text_states, [image_tokens])`; `set_appearance_scale(unet, 0)` gives
+  exactly the UNet without the image branch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class AppearanceEncoder(ModelMixin, ConfigMixin):
+    """(B, 3, H, W) in [0, 1] -> (B, grid * grid, dim) tokens. Any input size is resized to
+    `image_size` first, so the tokens mean the same at every stage's resolution."""
+
+    @register_to_config
+    def __init__(self, image_size: int = 128, widths: tuple[int, ...] = (32, 64, 128, 256), grid: int = 4,
+                 dim: int = 384) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = 3
+        for width in widths:
+            layers += [nn.Conv2d(prev, width, 3, stride=2, padding=1), nn.GroupNorm(8, width), nn.SiLU()]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.position = nn.Parameter(torch.zeros(grid * grid, prev))
+        self.proj = nn.Linear(prev, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.grid**2
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.config.image_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = self.pool(self.features(images * 2 - 1)).flatten(2).transpose(1, 2)  # (B, grid^2, C)
+        return self.norm(self.proj(x + self.position))
+
+
+def _is_spatial_cross_attention(name: str) -> bool:
+    return name.endswith("attn2.processor") and "motion_modules" not in name
+
+
+def attach_appearance(unet: nn.Module, num_tokens: int, scale: float = 1.0) -> nn.ModuleList:
+    """Give every spatial cross-attention of `unet` an image branch of `num_tokens` tokens.
+    Returns the new processors (the trainable parameters of the branch)."""
+    processors, added = {}, []
+    for name, processor in unet.attn_processors.items():
+        if not _is_spatial_cross_attention(name):
+            processors[name] = processor
+            continue
+        attn = unet.get_submodule(name.removesuffix(".processor"))
+        ip = IPAdapterAttnProcessor2_0(attn.inner_dim, attn.cross_attention_dim, num_tokens=(num_tokens,), scale=scale)
+        # Start the image keys/values as the text ones: the branch begins reading image tokens
+        # the way the trained UNet reads text, not from noise.
+        ip.to_k_ip[0].weight.data.copy_(attn.to_k.weight.data)
+        ip.to_v_ip[0].weight.data.copy_(attn.to_v.weight.data)
+        ip.to(device=attn.to_k.weight.device, dtype=attn.to_k.weight.dtype)
+        processors[name] = ip
+        added.append(ip)
+    if not added:
+        raise ValueError("this UNet has no cross-attention to attach the appearance branch to")
+    unet.set_attn_processor(processors)
+    return nn.ModuleList(added)
+
+
+def appearance_processors(unet: nn.Module) -> nn.ModuleList:
+    """The image-branch processors of a UNet, in a fixed order (for saving and loading)."""
+    return nn.ModuleList(p for name, p in sorted(unet.attn_processors.items())
+                         if isinstance(p, IPAdapterAttnProcessor2_0))
+
+
+def set_appearance_scale(unet: nn.Module, scale: float) -> None:
+    """Weight of the image branch against the text (0: no image branch at all)."""
+    processors = appearance_processors(unet)
+    if not processors:
+        raise ValueError("this UNet has no appearance branch; call attach_appearance first")
+    for p in processors:
+        p.scale = [float(scale)]
+
+
+def detach_appearance(unet: nn.Module) -> None:
+    """Back to plain attention everywhere the image branch was."""
+    unet.set_attn_processor({name: AttnProcessor2_0() if isinstance(p, IPAdapterAttnProcessor2_0) else p
+                             for name, p in unet.attn_processors.items()})
