@@ -1,0 +1,245 @@
+"""Stage 2, image-to-video: a prompt and its reference image become low-res keyframes.
+
+The stage-1 UNet inflated with an AnimateDiff motion module (diffusers `UNetMotionModel` +
+`MotionAdapter`), plus the three ways MagicVideo-V2 feeds it the reference image:
+- the appearance encoder's tokens through their own cross-attention (models/appearance.py);
+- the latent noise prior (`noise_prior`): sampling starts near the reference's latent;
+- a ControlNet (`ControlNetModel`) reading the reference RGB, for every frame.
+
+Saved in the AnimateDiff layout: `unet/` (the spatial UNet), `motion_adapter/`, `vae/`,
+`controlnet/`, `appearance/`, plus `stage.json` with the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from magicvideo.models.appearance import (
+    AppearanceEncoder,
+    appearance_processors,
+    attach_appearance,
+    set_appearance_scale,
+)
+from magicvideo.stages.t2i import initial_noise, sampler
+from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
+
+STAGE_FILE = "stage.json"
+BRANCH_FILE = "branch.safetensors"
+
+
+def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float) -> torch.Tensor:
+    """The latent noise prior of MagicVideo-V2 (arXiv 2401.04468, sec. 2, I2V): the starting
+    latents are Gaussian noise whose mean is moved from zero toward the reference image's latent.
+
+        x_T = s * z_ref + sqrt(1 - s^2) * eps,   eps ~ N(0, I),  0 <= s < 1
+
+    noise: (B, 4, F, h, w); reference: (B, 4, h, w), broadcast over the F frames. The paper gives
+    no formula; this one is ours: it is exactly the forward process q(x_t | z_ref) at the noise
+    level where sqrt(alpha_bar_t) = s, so the variance stays that of unit-variance latents and
+    s = 0 is plain noise."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"noise prior strength must be in [0, 1), got {strength}")
+    return strength * reference.unsqueeze(2) + math.sqrt(1.0 - strength**2) * noise
+
+
+@dataclass
+class I2VOutput:
+    frames: torch.Tensor  # (B, 3, F, H, W) float32 in [0, 1]
+
+
+@dataclass
+class I2VSettings:
+    size: int = 64
+    frames: int = 16
+    steps: int = 20
+    guidance: float = 4.0
+    noise_prior: float = 0.0
+    appearance_scale: float = 1.0
+
+
+class ImageToVideo:
+    """Our stage 2. `stage(prompt, reference, seed=0).frames` -> (B, 3, 16, 64, 64)."""
+
+    def __init__(self, unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
+                 appearance: AppearanceEncoder | None = None, controlnet: ControlNetModel | None = None,
+                 settings: I2VSettings | None = None, spatial_config: dict | None = None) -> None:
+        self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
+        self.spatial_config = dict(spatial_config or _derive_spatial_config(unet))
+        self.appearance = appearance.eval() if appearance is not None else None
+        self.controlnet = controlnet.eval() if controlnet is not None else None
+        self.settings = settings or I2VSettings()
+        if self.appearance is not None and not appearance_processors(unet):
+            attach_appearance(unet, self.appearance.num_tokens, self.settings.appearance_scale)
+
+    @classmethod
+    def inflate(cls, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
+                adapter: MotionAdapter, appearance: AppearanceEncoder | None = None,
+                controlnet: ControlNetModel | None = None, settings: I2VSettings | None = None) -> ImageToVideo:
+        """From a text-to-image UNet and a motion adapter (AnimateDiff's inflation)."""
+        return cls(UNetMotionModel.from_unet2d(unet, adapter), vae, text_encoder, appearance, controlnet, settings,
+                   spatial_config=unet.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_motion_modules(path / "motion_adapter")
+        spatial = UNet2DConditionModel.from_config(self.spatial_config)
+        spatial.load_state_dict(_spatial_state(self.unet), strict=True)
+        spatial.save_pretrained(path / "unet")
+        self.vae.save_pretrained(path / "vae")
+        if self.controlnet is not None:
+            self.controlnet.save_pretrained(path / "controlnet")
+        if self.appearance is not None:
+            self.appearance.save_pretrained(path / "appearance")
+            save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
+        settings = dict(vars(self.settings), max_tokens=self.text_encoder.max_tokens)
+        (path / STAGE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
+                        vae: str | os.PathLike | None = None) -> ImageToVideo:
+        """From a folder in the layout above. `unet` / `vae` point elsewhere for components the
+        folder does not repeat (the tiny preset shares stage 1's UNet and VAE)."""
+        path = Path(path)
+        if not (path / STAGE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
+        settings = json.loads((path / STAGE_FILE).read_text())
+        max_tokens = settings.pop("max_tokens", 40)
+        parts = {"unet": Path(unet) if unet else path / "unet", "vae": Path(vae) if vae else path / "vae",
+                 "motion_adapter": path / "motion_adapter"}
+        for name, folder in parts.items():
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
+        fp32 = {"torch_dtype": torch.float32}
+        unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **fp32)
+        adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **fp32)
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **fp32)
+                      if (path / "controlnet" / "config.json").is_file() else None)
+        appearance = None
+        if (path / "appearance" / "config.json").is_file():
+            appearance = AppearanceEncoder.from_pretrained(path / "appearance", **fp32)
+        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **fp32),
+                            MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens), adapter, appearance,
+                            controlnet, I2VSettings(**settings))
+        if appearance is not None:
+            branch = load_file(path / "appearance" / BRANCH_FILE)
+            appearance_processors(stage.unet).load_state_dict({k: v.float() for k, v in branch.items()})
+        return stage
+
+    # ------------------------------------------------------------------ sampling
+    def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
+        if image.shape[-2:] != (size, size):
+            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        latent = self.vae.encode(image.to(self.device) * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
+        return image, latent
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
+                control: torch.Tensor | None) -> torch.Tensor:
+        """One UNet evaluation on video latents x (N, 4, F, h, w); text (N*F, L, D), tokens
+        (N*F, T, D) or None, control (N*F, 3, H, W) reference RGB or None."""
+        n, _, f, h, w = x.shape
+        residuals = {}
+        if control is not None and self.controlnet is not None:
+            flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
+            down, mid = self.controlnet(flat, t, encoder_hidden_states=text, controlnet_cond=control,
+                                        return_dict=False)
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        states = (text, [tokens]) if tokens is not None else text
+        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
+                 frames: int | None = None, steps: int | None = None, guidance: float | None = None,
+                 noise_prior_strength: float | None = None, appearance_scale: float | None = None,
+                 use_controlnet: bool = True, progress: bool = False) -> I2VOutput:
+        s = self.settings
+        frames, steps = frames or s.frames, steps or s.steps
+        guidance = s.guidance if guidance is None else guidance
+        strength = s.noise_prior if noise_prior_strength is None else noise_prior_strength
+        scale = s.appearance_scale if appearance_scale is None else appearance_scale
+        image = image.unsqueeze(0) if image.ndim == 3 else image
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+        if frames < 1 or steps < 1:
+            raise ValueError(f"frames and steps must be at least 1, got {frames} and {steps}")
+        cond = prompt if isinstance(prompt, PromptEmbedding) else self.text_encoder(prompt)
+        n = len(cond)
+        if image.shape[0] not in (1, n):
+            raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
+        image = image.expand(n, -1, -1, -1).float()
+        control, ref_latent = self.encode_reference(image, s.size)
+        seeds = [seed] * n if isinstance(seed, int) else list(seed)
+        noise = initial_noise(seeds, (4, frames, s.size // 8, s.size // 8)).to(self.device)
+        latents = noise_prior(noise, ref_latent, strength)
+
+        guided = guidance > 1.0
+        text = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
+        text = text.to(self.device).repeat(frames).hidden
+        tokens = None
+        if self.appearance is not None and scale > 0:
+            set_appearance_scale(self.unet, scale)
+            tokens = self.appearance(image.to(self.device))
+            tokens = (torch.cat([tokens] * 2) if guided else tokens).repeat_interleave(frames, 0)
+        elif self.appearance is not None:
+            set_appearance_scale(self.unet, 0.0)
+            tokens = torch.zeros(n * (2 if guided else 1) * frames, self.appearance.num_tokens,
+                                 self.text_encoder.dim, device=self.device)
+        cn = None
+        if use_controlnet and self.controlnet is not None:
+            cn = (torch.cat([control] * 2) if guided else control).to(self.device).repeat_interleave(frames, 0)
+
+        scheduler = sampler()
+        scheduler.set_timesteps(steps)
+        for t in tqdm(scheduler.timesteps, desc="image-to-video", disable=not progress):
+            x = torch.cat([latents] * 2) if guided else latents
+            pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, cn)
+            if guided:
+                uncond, full = pred.chunk(2)
+                pred = uncond + guidance * (full - uncond)
+            latents = scheduler.step(pred, t, latents).prev_sample
+        return I2VOutput(self.decode(latents))
+
+    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) frames in [0, 1], decoded `chunk` frames at a time."""
+        b, c, f, h, w = latents.shape
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        images = torch.cat([self.vae.decode(z).sample for z in flat.split(chunk)])
+        images = ((images + 1) / 2).clamp(0, 1).float().cpu()
+        return images.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
+
+
+def _spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
+    """The motion UNet's spatial weights under UNet2DConditionModel's names (motion modules and
+    the appearance branch left out)."""
+    return {k: v for k, v in unet.state_dict().items() if "motion_modules" not in k and ".processor." not in k}
+
+
+def _derive_spatial_config(unet: UNetMotionModel) -> dict:
+    """A UNet2DConditionModel config with the motion UNet's spatial shape."""
+    c = unet.config
+    swap = {"CrossAttnDownBlockMotion": "CrossAttnDownBlock2D", "DownBlockMotion": "DownBlock2D",
+            "CrossAttnUpBlockMotion": "CrossAttnUpBlock2D", "UpBlockMotion": "UpBlock2D"}
+    return {
+        "sample_size": c.sample_size, "in_channels": c.in_channels, "out_channels": c.out_channels,
+        "down_block_types": tuple(swap[b] for b in c.down_block_types),
+        "up_block_types": tuple(swap[b] for b in c.up_block_types),
+        "block_out_channels": c.block_out_channels, "layers_per_block": c.layers_per_block,
+        "norm_num_groups": c.norm_num_groups, "cross_attention_dim": c.cross_attention_dim,
+        "attention_head_dim": c.num_attention_heads, "transformer_layers_per_block": c.transformer_layers_per_block,
+    }

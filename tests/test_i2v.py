@@ -1,0 +1,75 @@
+import pytest
+import torch
+from diffusers import ControlNetModel, MotionAdapter
+
+from magicvideo.models.appearance import AppearanceEncoder
+from magicvideo.stages.i2v import I2VSettings, ImageToVideo, noise_prior
+from magicvideo.text import MiniLMTextEncoder
+from tiny_components import tiny_unet, tiny_vae
+
+
+@pytest.fixture(scope="module")
+def text():
+    return MiniLMTextEncoder.from_pretrained()
+
+
+def _stage(text, appearance=True, controlnet=True) -> ImageToVideo:
+    unet = tiny_unet(384)
+    torch.manual_seed(1)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32, use_motion_mid_block=False)
+    for p in adapter.parameters():  # AnimateDiff zero-initialises the output; make the module do something
+        torch.nn.init.normal_(p, std=0.02)
+    torch.manual_seed(2)
+    enc = AppearanceEncoder(image_size=32, widths=(8, 16), grid=2, dim=384) if appearance else None
+    cn = ControlNetModel.from_unet(tiny_unet(384), conditioning_embedding_out_channels=(8, 16, 16, 32)) \
+        if controlnet else None
+    if cn is not None:  # ControlNet zero-initialises its outputs too
+        for p in cn.controlnet_down_blocks.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+    settings = I2VSettings(size=32, frames=3, steps=2, guidance=3.0)
+    return ImageToVideo.inflate(unet, tiny_vae(levels=4), text, adapter, enc, cn, settings)
+
+
+def test_noise_prior_formula():
+    noise, ref = torch.randn(2, 4, 5, 3, 3), torch.randn(2, 4, 3, 3)
+    assert torch.equal(noise_prior(noise, ref, 0.0), noise)
+    x = noise_prior(noise, ref, 0.6)
+    torch.testing.assert_close(x, 0.6 * ref[:, :, None] + 0.8 * noise)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        noise_prior(noise, ref, 1.0)
+
+
+def test_frames_shape_and_determinism(text):
+    stage = _stage(text)
+    ref = torch.rand(3, 32, 32)
+    a = stage("a red circle moving left over a meadow", ref, seed=3).frames
+    assert a.shape == (1, 3, 3, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(stage("a red circle moving left over a meadow", ref, seed=3).frames, a)
+    assert stage("a red circle", torch.rand(1, 3, 48, 48), frames=2).frames.shape == (1, 3, 2, 32, 32)
+
+
+def test_switches_equal_the_stage_without_the_part(text):
+    ref, prompt = torch.rand(3, 32, 32), "a blue star spinning over a sunset"
+    full = _stage(text)
+    no_image = _stage(text, appearance=False)
+    no_control = _stage(text, controlnet=False)
+    torch.testing.assert_close(full(prompt, ref, appearance_scale=0.0).frames, no_image(prompt, ref).frames)
+    torch.testing.assert_close(full(prompt, ref, use_controlnet=False).frames, no_control(prompt, ref).frames)
+    base = full(prompt, ref).frames
+    assert not torch.allclose(full(prompt, ref, noise_prior_strength=0.5).frames, base)
+    assert not torch.allclose(full(prompt, ref, appearance_scale=0.0).frames, base)
+
+
+def test_save_and_load_round_trip(text, tmp_path):
+    stage = _stage(text)
+    stage.settings.noise_prior = 0.3
+    stage.save_pretrained(tmp_path / "i2v")
+    for part in ("unet", "motion_adapter", "vae", "controlnet", "appearance", "stage.json"):
+        assert (tmp_path / "i2v" / part).exists(), part
+    again = ImageToVideo.from_pretrained(tmp_path / "i2v")
+    assert again.settings == stage.settings
+    ref = torch.rand(3, 32, 32)
+    torch.testing.assert_close(again("a pink heart", ref).frames, stage("a pink heart", ref).frames)
+    with pytest.raises(FileNotFoundError, match="stage.json"):
+        ImageToVideo.from_pretrained(tmp_path)
