@@ -151,13 +151,14 @@ class ImageToVideo:
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
                 control: torch.Tensor | None) -> torch.Tensor:
-        """One UNet evaluation on video latents x (N, 4, F, h, w); text (N*F, L, D), tokens
-        (N*F, T, D) or None, control (N*F, 3, H, W) reference RGB or None."""
+        """One UNet evaluation on video latents x (N, 4, F, h, w) at timestep t (a scalar or one
+        per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, 3, H, W) or None."""
         n, _, f, h, w = x.shape
         residuals = {}
         if control is not None and self.controlnet is not None:
             flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
-            down, mid = self.controlnet(flat, t, encoder_hidden_states=text, controlnet_cond=control,
+            t_frames = t.repeat_interleave(f) if t.ndim else t
+            down, mid = self.controlnet(flat, t_frames, encoder_hidden_states=text, controlnet_cond=control,
                                         return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tqdm import tqdm
 
-from magicvideo.media import atomic_path
 from magicvideo.stages.t2i import TINY_VAE, TextToImage, noise_scheduler
 from magicvideo.synth import WorldImages
 from magicvideo.text import MiniLMTextEncoder
+from magicvideo.training.cache import cached, encode_captions
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 
@@ -62,19 +62,6 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
 
 
 @torch.no_grad()
-def encode_prompts(config: T2ITrainConfig, text: MiniLMTextEncoder, progress: bool = True) -> dict[str, torch.Tensor]:
-    """MiniLM hidden states (fp16) of the first `samples` train captions, and the empty prompt's."""
-    data = WorldImages("train", config.seed, config.size, config.samples)
-    hidden = torch.empty(config.samples, config.max_tokens, text.dim, dtype=torch.float16)
-    batch = 256
-    for start in tqdm(range(0, config.samples, batch), desc="encode train captions", disable=not progress):
-        stop = min(start + batch, config.samples)
-        emb = text([data.clip(i).caption for i in range(start, stop)])
-        hidden[start:stop] = emb.hidden.half()
-    return {"hidden": hidden, "empty_hidden": text.empty().hidden[0].half()}
-
-
-@torch.no_grad()
 def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
     """Scaled VAE latents (posterior means) of the first `samples` train images."""
     data = WorldImages("train", config.seed, config.size, config.samples)
@@ -85,15 +72,6 @@ def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = T
         images = torch.stack([data[i]["image"] for i in range(start, stop)])
         latents[start:stop] = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
     return {"latents": latents}
-
-
-def _cached(path: Path, make) -> dict[str, torch.Tensor]:
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    value = make()
-    with atomic_path(path) as tmp:
-        torch.save(value, tmp)
-    return value
 
 
 def _batch(cache: dict[str, torch.Tensor], config: T2ITrainConfig, scheduler: DDPMScheduler, step: int):
@@ -119,8 +97,8 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     torch.manual_seed(config.seed)
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32).eval()
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
-    cache = _cached(out / PROMPTS, lambda: encode_prompts(config, text, progress))
-    cache.update(_cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
+    cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.samples, progress=progress))
+    cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // 8)
 

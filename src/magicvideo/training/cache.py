@@ -1,0 +1,38 @@
+"""Caches of what frozen encoders make of the training data: computed once per run folder,
+written atomically, so that a resumed run reuses them and the loop never runs the encoders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from magicvideo.media import atomic_path
+from magicvideo.synth import draw_clip
+from magicvideo.text import TextEncoder
+
+
+def cached(path: str | Path, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """torch.load(path) if it is there, else make() saved to path."""
+    path = Path(path)
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    value = make()
+    with atomic_path(path) as tmp:
+        torch.save(value, tmp)
+    return value
+
+
+@torch.no_grad()
+def encode_captions(text: TextEncoder, seed: int, count: int, split: str = "train",
+                    progress: bool = True) -> dict[str, torch.Tensor]:
+    """Text states (fp16) of the captions of clips 0..count-1 of (seed, split), and the empty
+    prompt's (what caption dropout puts in their place)."""
+    hidden = torch.empty(count, text.max_tokens, text.dim, dtype=torch.float16)
+    batch = 256
+    for start in tqdm(range(0, count, batch), desc=f"encode {split} captions", disable=not progress):
+        stop = min(start + batch, count)
+        hidden[start:stop] = text([draw_clip(seed, split, i).caption for i in range(start, stop)]).hidden.half()
+    return {"hidden": hidden, "empty_hidden": text.empty().hidden[0].half()}
