@@ -1,0 +1,170 @@
+"""Train stage 2 on the world: the stage-1 UNet frozen, the motion module (zero-initialised),
+the appearance encoder with its cross-attention branch, and the ControlNet trained together,
+on joint image-video batches. `magicvideo train i2v --config configs/train/i2v_tiny.yaml
+--out runs/i2v`; the same command after a kill resumes.
+
+Reference image = the clip's first frame; targets = its 16 keyframes at 64x64, 8 fps. Every
+`image_every`-th step is an image batch instead: single frames as one-frame clips (the
+paper's joint image-video training, which keeps frame quality up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+from torch import nn
+from tqdm import tqdm
+
+from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
+from magicvideo.stages.i2v import I2VSettings, ImageToVideo
+from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
+from magicvideo.synth import WorldClips
+from magicvideo.text import MiniLMTextEncoder
+from magicvideo.training.cache import cached, encode_captions
+from magicvideo.training.common import save_config, write_card
+from magicvideo.training.loop import LoopSettings, run_loop
+
+PROMPTS, CLIPS = "prompts.pt", "clips.pt"
+
+
+@dataclass
+class I2VTrainConfig:
+    seed: int = 0
+    clips: int = 4000
+    frames: int = 16
+    size: int = 64
+    t2i_unet: str = ""  # empty: the shipped tiny T2I UNet (frozen)
+    vae: str = ""  # empty: the shipped tiny VAE
+    max_tokens: int = 40
+    batch_size: int = 4  # clips per video batch
+    image_batch_size: int = 32  # frames per image batch
+    image_every: int = 4  # every k-th step is an image batch; 0: videos only
+    steps: int = 3000
+    lr: float = 1e-4
+    warmup: int = 100
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    text_dropout: float = 0.1
+    image_dropout: float = 0.1  # appearance tokens and ControlNet input blanked together
+    appearance: bool = True
+    controlnet: bool = True
+    motion_heads: int = 4
+    appearance_grid: int = 4
+    appearance_widths: tuple[int, ...] = (32, 64, 128)
+    controlnet_channels: tuple[int, ...] = (16, 32, 64, 128)
+
+
+class I2VModules(nn.Module):
+    """What one training run holds: the stage's modules, the frozen ones included."""
+
+    def __init__(self, stage: ImageToVideo) -> None:
+        super().__init__()
+        self.unet = stage.unet
+        self.appearance = stage.appearance
+        self.controlnet = stage.controlnet
+
+
+def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: AutoencoderKL,
+                text: MiniLMTextEncoder) -> ImageToVideo:
+    """The untrained stage: the T2I UNet inflated with a zero-initialised motion adapter, a new
+    appearance encoder and a ControlNet copied from the UNet (its zero convolutions make it a no-op
+    at step 0). Only the spatial UNet is frozen."""
+    adapter = MotionAdapter(block_out_channels=unet.config.block_out_channels,
+                            motion_layers_per_block=unet.config.layers_per_block,
+                            motion_num_attention_heads=config.motion_heads,
+                            motion_norm_num_groups=unet.config.norm_num_groups,
+                            motion_max_seq_length=32, use_motion_mid_block=False)
+    appearance = (AppearanceEncoder(image_size=config.size, widths=config.appearance_widths,
+                                    grid=config.appearance_grid, dim=text.dim) if config.appearance else None)
+    controlnet = (ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=config.controlnet_channels)
+                  if config.controlnet else None)
+    stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,
+                                 I2VSettings(size=config.size, frames=config.frames))
+    stage.unet.requires_grad_(False)
+    for name, p in stage.unet.named_parameters():
+        if "motion_modules" in name:
+            p.requires_grad_(True)
+    if appearance is not None:
+        appearance_processors(stage.unet).requires_grad_(True)
+        appearance.requires_grad_(True)
+    return stage
+
+
+@torch.no_grad()
+def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Keyframe latents (fp16, (N, 4, F, h, w)) and first frames (uint8, (N, 3, size, size))."""
+    data = WorldClips("train", config.seed, config.clips, keyframes=config.frames, low_size=config.size,
+                      parts=("keyframes",))
+    h = config.size // 8
+    latents = torch.empty(config.clips, 4, config.frames, h, h, dtype=torch.float16)
+    firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
+    for i in tqdm(range(config.clips), desc="encode train keyframes", disable=not progress):
+        frames = data[i]["keyframes"].transpose(0, 1)  # (F, 3, H, W)
+        z = vae.encode(frames * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        latents[i] = z.transpose(0, 1).half()
+        firsts[i] = (frames[0] * 255).round().byte()
+    return {"latents": latents, "firsts": firsts}
+
+
+def _batch(cache: dict[str, torch.Tensor], config: I2VTrainConfig, scheduler, step: int) -> dict[str, torch.Tensor]:
+    """The batch of `step`, a function of (seed, step): a video batch, or every `image_every`-th
+    step an image batch of single frames (each with its own clip's first frame as reference)."""
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    images = config.image_every > 0 and step % config.image_every == config.image_every - 1
+    n = config.image_batch_size if images else config.batch_size
+    idx = torch.randint(len(cache["latents"]), (n,), generator=g)
+    x0 = cache["latents"][idx].float()
+    if images:
+        frame = torch.randint(config.frames, (n,), generator=g)
+        x0 = x0[torch.arange(n), :, frame].unsqueeze(2)  # (n, 4, 1, h, w)
+    reference = cache["firsts"][idx].float() / 255
+    text = cache["hidden"][idx].float()
+    drop_text = torch.rand(n, generator=g) < config.text_dropout
+    text[drop_text] = cache["empty_hidden"].float()
+    keep_image = (torch.rand(n, generator=g) >= config.image_dropout).float()
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g)
+    return {"noisy": scheduler.add_noise(x0, noise, t), "t": t, "target": scheduler.get_velocity(x0, noise, t),
+            "text": text, "reference": reference, "keep_image": keep_image}
+
+
+def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    x = batch["noisy"]
+    f = x.shape[2]
+    keep = batch["keep_image"][:, None, None, None]
+    text = batch["text"].repeat_interleave(f, 0)
+    tokens = control = None
+    if modules.appearance is not None:
+        tokens = (modules.appearance(batch["reference"]) * keep[:, :, :, 0]).repeat_interleave(f, 0)
+    if modules.controlnet is not None:
+        control = (batch["reference"] * keep).repeat_interleave(f, 0)
+    pred = stage.predict(x, batch["t"], text, tokens, control)
+    return F.mse_loss(pred, batch["target"])
+
+
+def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)
+    fp32 = {"torch_dtype": torch.float32}
+    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, **fp32).eval()
+    unet = UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32)
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
+    cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
+    cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
+    stage = build_stage(config, unet, vae, text)
+    modules = I2VModules(stage)
+    scheduler = noise_scheduler()
+    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
+                            checkpoint_every=config.checkpoint_every, seed=config.seed)
+    result = run_loop(out / "state", modules, settings, lambda s: _batch(cache, config, scheduler, s),
+                      lambda m, b: _loss(m, stage, b), "train i2v", progress)
+    stage.save_pretrained(out / "final")
+    write_card(out / "final", "Image-to-video stage (tiny)", command, config, {}, result.steps, result.seconds,
+               notes="Spatial UNet and VAE: the shipped tiny stage-1 weights, frozen.")
+    return out / "final"
