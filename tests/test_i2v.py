@@ -73,3 +73,15 @@ def test_save_and_load_round_trip(text, tmp_path):
     torch.testing.assert_close(again("a pink heart", ref).frames, stage("a pink heart", ref).frames)
     with pytest.raises(FileNotFoundError, match="stage.json"):
         ImageToVideo.from_pretrained(tmp_path)
+
+
+def test_evaluation_reports_the_quality_bar_figures(text):
+    from magicvideo.eval.i2v import evaluate_i2v
+
+    report = evaluate_i2v(_stage(text), count=2, batch=2, progress=False, steps=1)
+    assert report["clips"] == 2
+    assert {"shape", "colour", "motion", "background", "all"} <= set(report["accuracy"])
+    for key in ("frame_shape", "frame_colour"):
+        assert 0 <= report[key] <= 1
+    assert report["first_frame_psnr"] > 0 and report["seconds_per_clip"] > 0
+    assert report["ground_truth_flicker"] >= 0
