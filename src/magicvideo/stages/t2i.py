@@ -23,7 +23,8 @@ TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
 TINY_VAE = TINY / "vae"
 TINY_UNET = TINY / "t2i_unet"
 STAGE_FILE = "stage.json"
-# Chosen by measurement (README, "Stage 1"): accuracy is flat from 20 steps and peaks near 4.
+# Provisional: on the v0 weights, accuracy is flat within noise over 10-40 steps and guidance
+# 1-7 (benchmarks/results/t2i_quality.md); to be chosen again once the model draws shapes.
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 

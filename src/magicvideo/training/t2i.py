@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
 from magicvideo.stages.t2i import TINY_VAE, TextToImage, noise_scheduler
@@ -33,6 +34,7 @@ class T2ITrainConfig:
     samples: int = 20000
     size: int = 128
     vae: str = ""  # a VAE folder; empty: the shipped tiny VAE
+    init: str = ""  # a UNet folder to start from (e.g. the shipped one, to train it further); empty: random
     max_tokens: int = 40
     batch_size: int = 32
     steps: int = 4000
@@ -40,6 +42,7 @@ class T2ITrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE
     checkpoint_every: int = 200
     widths: tuple[int, ...] = (64, 128, 192)
     layers_per_block: int = 1
@@ -101,11 +104,19 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // 8)
+    if config.init:
+        start = UNet2DConditionModel.from_pretrained(config.init, torch_dtype=torch.float32)
+        unet.load_state_dict(start.state_dict())  # same architecture, or this fails loudly
 
     def loss(model: UNet2DConditionModel, batch) -> torch.Tensor:
         noisy, t, target, hidden = batch
         pred = model(noisy, t, hidden).sample
-        return F.mse_loss(pred, target)
+        if not config.snr_gamma:
+            return F.mse_loss(pred, target)
+        # min-SNR weighting for a v-target: min(SNR, gamma) / (SNR + 1)
+        snr = compute_snr(scheduler, t)
+        weight = snr.clamp(max=config.snr_gamma) / (snr + 1)
+        return (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
                             ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
