@@ -15,7 +15,7 @@ from magicvideo.text import TextEncoder
 
 
 def cached(path: str | Path, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """torch.load(path) if it is there, else make() saved to path."""
+    """The tensors cached at `path` (read as tensors only), or make() saved there first."""
     path = Path(path)
     if path.is_file():
         return torch.load(path, weights_only=True)
