@@ -55,6 +55,7 @@ class TextEncoder:
 
     def __init__(self, tokenizer, model: torch.nn.Module) -> None:
         self.tokenizer, self.model = tokenizer, model.eval().requires_grad_(False)
+        self._empty: PromptEmbedding | None = None  # encoded once: every guided sampling call needs it
 
     @property
     def device(self) -> torch.device:
@@ -62,6 +63,7 @@ class TextEncoder:
 
     def to(self, device: torch.device | str) -> TextEncoder:
         self.model.to(device)
+        self._empty = None
         return self
 
     def check(self, prompts: list[str], allow_empty: bool = False) -> None:
@@ -88,7 +90,9 @@ class TextEncoder:
 
     def empty(self, n: int = 1) -> PromptEmbedding:
         """The unconditional embedding (the empty prompt) classifier-free guidance pushes away from."""
-        return self([""] * n, allow_empty=True)
+        if self._empty is None:
+            self._empty = self([""], allow_empty=True)
+        return self._empty.repeat(n)
 
 
 class MiniLMTextEncoder(TextEncoder):
