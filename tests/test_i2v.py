@@ -85,3 +85,70 @@ def test_evaluation_reports_the_quality_bar_figures(text):
         assert 0 <= report[key] <= 1
     assert report["first_frame_psnr"] > 0 and report["seconds_per_clip"] > 0
     assert report["ground_truth_flicker"] >= 0
+
+
+def test_stage_without_shared_parts_loads_on_borrowed_unet_and_vae(text, tmp_path):
+    stage = _stage(text)
+    stage.save_pretrained(tmp_path / "full")
+    stage.save_pretrained(tmp_path / "own", shared=False)
+    assert not (tmp_path / "own" / "unet").exists() and not (tmp_path / "own" / "vae").exists()
+    with pytest.raises(FileNotFoundError, match="missing unet weights"):
+        ImageToVideo.from_pretrained(tmp_path / "own")
+    again = ImageToVideo.from_pretrained(tmp_path / "own", unet=tmp_path / "full" / "unet",
+                                         vae=tmp_path / "full" / "vae")
+    ref = torch.rand(3, 32, 32)
+    torch.testing.assert_close(again("a green moon", ref).frames, stage("a green moon", ref).frames)
+
+
+def test_load_i2v_errors(tmp_path):
+    from magicvideo.stages.i2v import load_i2v
+
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_i2v("sdxl")
+    with pytest.raises(FileNotFoundError, match="no image-to-video weights"):
+        load_i2v("tiny", tmp_path)
+
+
+def _cli(*args):
+    from magicvideo.cli import main
+
+    return main(list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["  ", "--image", "REF", "-o", "OUT.mp4"], "prompt is empty"),
+    (["a red star", "--image", "REF", "-o", "OUT.png"], "video file"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--frames", "0"], "--frames"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--noise-prior", "1"], "--noise-prior"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--appearance-scale", "-1"], "--appearance-scale"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),
+    (["a red star", "--image", "MISSING", "-o", "OUT.mp4"], "no such image"),
+    (["a red star", "--image", "BROKEN", "-o", "OUT.mp4"], "cannot read"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--weights", "EMPTY"], "no image-to-video weights"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    from magicvideo.media import write_image
+
+    write_image(tmp_path / "ref.png", torch.rand(3, 64, 64))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "empty").mkdir()
+    names = {"REF": "ref.png", "MISSING": "missing.png", "BROKEN": "broken.png", "EMPTY": "empty",
+             "OUT.mp4": "out.mp4", "OUT.png": "out.png"}
+    args = [str(tmp_path / names[a]) if a in names else a for a in args]
+    assert _cli("i2v", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.png").exists()
+
+
+def test_cli_writes_keyframes_and_says_it_resized(text, tmp_path, capsys):
+    from magicvideo.media import read_video, write_image
+
+    _stage(text).save_pretrained(tmp_path / "i2v")
+    write_image(tmp_path / "ref.png", torch.rand(3, 50, 40))
+    assert _cli("i2v", "a yellow square sliding right", "--image", str(tmp_path / "ref.png"), "-o",
+                str(tmp_path / "k.mp4"), "--frames", "4", "--weights", str(tmp_path / "i2v"), "--quiet") == 0
+    out = capsys.readouterr()
+    assert "resized to 32x32" in out.err and "4 keyframes" in out.out
+    video, fps = read_video(tmp_path / "k.mp4")
+    assert video.shape == (3, 4, 32, 32) and fps == 8

@@ -89,6 +89,38 @@ def _t2i(args: argparse.Namespace) -> None:
     print(f"wrote {write_image(args.output, image)}")
 
 
+def _i2v(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from magicvideo.media import VIDEO_SUFFIXES, read_image, write_video
+    from magicvideo.stages.i2v import load_i2v
+    from magicvideo.synth.scene import KEYFRAME_FPS
+
+    if not args.prompt.strip():
+        raise PromptError("the prompt is empty")
+    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
+    if not 1 <= args.frames <= 32:
+        raise ValueError(f"--frames must be between 1 and 32 (the motion module's length), got {args.frames}")
+    if args.noise_prior is not None and not 0.0 <= args.noise_prior < 1.0:
+        raise ValueError(f"--noise-prior must be in [0, 1), got {args.noise_prior}")
+    if args.appearance_scale is not None and args.appearance_scale < 0:
+        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    image = read_image(args.image)  # an unreadable image fails before any model loads
+    stage = load_i2v(args.preset, args.weights)
+    size = stage.settings.size
+    if image.shape[-2:] != (size, size):
+        print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
+              file=sys.stderr)
+    frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
+                   noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
+                   use_controlnet=not args.no_controlnet, progress=not args.quiet).frames[0]
+    write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
+    print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magicvideo", description="MagicVideo-V2 text-to-video.")
     parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")
@@ -127,6 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "sd15: a local diffusers text-to-image pipeline folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_t2i)
+
+    p = sub.add_parser("i2v", help="stage 2: a prompt and a reference image become low-res keyframes")
+    p.add_argument("prompt")
+    p.add_argument("--image", required=True, help="reference image (resized to the stage's size, 64x64 for tiny)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
+    p.add_argument("--noise-prior", type=float, help="latent noise prior strength in [0, 1): how far the starting "
+                   "noise leans toward the reference's latent (default: the stage's)")
+    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
+                   "(default: the stage's, 1; 0 turns it off)")
+    p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
+    p.add_argument("--preset", choices=("tiny",), default="tiny")
+    p.add_argument("--weights", help="a saved image-to-video stage folder (default: the shipped tiny weights)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_i2v)
 
     p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
     p.add_argument("input", help="a video file")

@@ -30,7 +30,7 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
-from magicvideo.stages.t2i import initial_noise, sampler
+from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 STAGE_FILE = "stage.json"
@@ -94,14 +94,17 @@ class ImageToVideo:
         return self.unet.device
 
     # ------------------------------------------------------------------ files
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, shared: bool = True) -> None:
+        """Write the stage. `shared=False` leaves out the spatial UNet and the VAE (the tiny preset
+        ships them once, in stage 1's folders)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.unet.save_motion_modules(path / "motion_adapter")
-        spatial = UNet2DConditionModel.from_config(self.spatial_config)
-        spatial.load_state_dict(_spatial_state(self.unet), strict=True)
-        spatial.save_pretrained(path / "unet")
-        self.vae.save_pretrained(path / "vae")
+        if shared:
+            spatial = UNet2DConditionModel.from_config(self.spatial_config)
+            spatial.load_state_dict(_spatial_state(self.unet), strict=True)
+            spatial.save_pretrained(path / "unet")
+            self.vae.save_pretrained(path / "vae")
         if self.controlnet is not None:
             self.controlnet.save_pretrained(path / "controlnet")
         if self.appearance is not None:
@@ -223,6 +226,24 @@ class ImageToVideo:
         images = torch.cat([self.vae.decode(z).sample for z in flat.split(chunk)])
         images = ((images + 1) / 2).clamp(0, 1).float().cpu()
         return images.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
+
+
+TINY_I2V = TINY / "i2v"
+PRESETS = ("tiny",)
+
+
+def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None) -> ImageToVideo:
+    """Stage 2 of a preset. tiny: the shipped weights (motion adapter, ControlNet, appearance
+    encoder) on stage 1's shipped UNet and VAE, or a folder from `save_pretrained`; a folder
+    without its own unet/ or vae/ borrows the shipped ones."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for image-to-video; expected one of {PRESETS}")
+    folder = Path(weights) if weights else TINY_I2V
+    if not (folder / STAGE_FILE).is_file():
+        raise FileNotFoundError(f"no image-to-video weights in {folder} (no {STAGE_FILE})")
+    unet = None if (folder / "unet" / "config.json").is_file() else TINY_UNET
+    vae = None if (folder / "vae" / "config.json").is_file() else TINY_VAE
+    return ImageToVideo.from_pretrained(folder, unet=unet, vae=vae)
 
 
 def _spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
