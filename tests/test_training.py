@@ -27,6 +27,19 @@ def test_vae_trainer_resumes_to_the_same_weights(tmp_path):
     assert "psnr_128" in card and "Steps: 4" in card
 
 
+def test_vae_decoder_fine_tune_keeps_the_latent_space(tmp_path):
+    from dataclasses import replace
+
+    base = train_vae(_vae_config(2), tmp_path / "base", progress=False)
+    tuned = train_vae(replace(_vae_config(3), init=str(base), train_encoder=False), tmp_path / "tuned", progress=False)
+    a, b = AutoencoderKL.from_pretrained(base), AutoencoderKL.from_pretrained(tuned)
+    assert a.config.scaling_factor == b.config.scaling_factor
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        same = torch.equal(sa[k], sb[k])
+        assert same == (k.startswith("encoder.") or k.startswith("quant_conv.")), k
+
+
 def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path):
     vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=3, warmup=1, checkpoint_every=2,

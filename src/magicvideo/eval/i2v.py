@@ -4,6 +4,7 @@ image, 16 generated keyframes read back and scored (issue 4's quality bar)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from magicvideo.eval.files import expected_from_scene
 from magicvideo.eval.judge import Expected, aggregate, read_clip, score_clip
 from magicvideo.eval.metrics import psnr
-from magicvideo.synth import draw_clip, render_frames
+from magicvideo.synth import WorldClip, draw_clip, render_frames
 from magicvideo.synth.render import frame_times
 from magicvideo.synth.scene import KEYFRAME_FPS
 
@@ -28,12 +29,32 @@ def _frame_scores(video: torch.Tensor, expected: Expected) -> tuple[int, int, in
     return tuple(int(v) for v in totals)
 
 
+def ground_truth(size: int, frames: int, vae=None) -> Callable[[list[WorldClip], torch.Tensor], torch.Tensor]:
+    """A stand-in for a stage that returns the clips' true keyframes (the judge's ceiling), or
+    their round trips through `vae` (the ceiling of any model that decodes through it)."""
+    def generate(clips: list[WorldClip], refs: torch.Tensor) -> torch.Tensor:
+        videos = torch.stack([render_frames(c.scene, size, frame_times(KEYFRAME_FPS, frames)) for c in clips])
+        if vae is None:
+            return videos
+        from magicvideo.training.vae import reconstruct
+
+        flat = reconstruct(vae, videos.transpose(1, 2).flatten(0, 1))
+        return flat.reshape(len(clips), frames, 3, size, size).transpose(1, 2)
+    return generate
+
+
 def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_size: int = 128,
-                 progress: bool = True, **call) -> dict:
+                 progress: bool = True, generate: Callable | None = None, size: int | None = None,
+                 **call) -> dict:
     """Judge accuracy (motion included), per-frame shape/colour, first-frame PSNR against the
     reference and flicker against the ground truth's, on `count` held-out clips of `seed`.
-    `call` goes to the stage (steps, guidance, noise_prior_strength, appearance_scale, ...)."""
-    size, frames = stage.settings.size, call.get("frames") or stage.settings.frames
+    `call` goes to the stage (steps, guidance, noise_prior_strength, appearance_scale, ...).
+    `generate(clips, refs)` replaces the stage (then `stage` may be None and `size` is given)."""
+    size = size or stage.settings.size
+    frames = call.get("frames") or (stage.settings.frames if stage is not None else 16)
+    if generate is None:
+        def generate(chunk: list[WorldClip], refs: torch.Tensor) -> torch.Tensor:
+            return stage([c.caption for c in chunk], refs, seed=0, **call).frames
     clips = [draw_clip(seed, "heldout", i) for i in range(count)]
     scores, readings, truth = [], [], []
     frame_totals = np.zeros(3, int)
@@ -42,7 +63,7 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
         chunk = clips[start : start + batch]
         refs = torch.stack([render_frames(c.scene, ref_size, [0.0])[:, 0] for c in chunk])
         began = time.perf_counter()
-        videos = stage([c.caption for c in chunk], refs, seed=0, **call).frames
+        videos = generate(chunk, refs)
         seconds += time.perf_counter() - began
         small_refs = F.interpolate(refs, size=(size, size), mode="area")
         for clip, video, ref in zip(chunk, videos, small_refs):

@@ -1,6 +1,7 @@
 """Train the tiny preset's VAE (diffusers AutoencoderKL, 8x down, 4 latent channels) on world
 frames. `magicvideo train vae --config configs/train/vae_tiny.yaml --out runs/vae`; the same
-command after a kill resumes."""
+command after a kill resumes. `init` + `train_encoder: false` fine-tunes the decoder of a trained
+VAE without moving its latent space (configs/train/vae_decoder_tiny.yaml)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class VAETrainConfig:
     widths: tuple[int, ...] = (32, 64, 128, 128)
     layers_per_block: int = 1
     eval_frames: int = 64
+    init: str = ""  # start from this VAE folder (e.g. the shipped one) instead of random weights
+    train_encoder: bool = True  # False: decoder only; the latent space and its scaling factor stay
 
 
 def build_vae(config: VAETrainConfig) -> AutoencoderKL:
@@ -113,7 +116,16 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
         frames = world_frames(config.seed, "train", config.samples, config.size, progress)
         with atomic_path(out / CACHE) as tmp:
             torch.save(frames, tmp)
-    vae = build_vae(config)
+    if config.init:
+        vae = AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32)
+    else:
+        vae = build_vae(config)
+    if not config.train_encoder:
+        # A frozen encoder keeps every latent the diffusion stages were trained on valid: only the
+        # decoder (and post_quant_conv) learns to draw them better.
+        vae.requires_grad_(False)
+        vae.decoder.requires_grad_(True)
+        vae.post_quant_conv.requires_grad_(True)
 
     def loss(model: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
         posterior = model.encode(x * 2 - 1).latent_dist
@@ -125,7 +137,8 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
                             seed=config.seed)
     result = run_loop(out / "state", vae, settings, lambda s: _batch(frames, config, s), loss, "train vae", progress)
     vae = result.model
-    vae.register_to_config(scaling_factor=latent_scale(vae, frames[:512]))
+    if config.train_encoder:
+        vae.register_to_config(scaling_factor=latent_scale(vae, frames[:512]))
     metrics = evaluate(vae, config.eval_frames) if config.eval_frames else {}
     metrics["scaling_factor"] = round(vae.config.scaling_factor, 5)
     metrics["eval"] = f"{config.eval_frames} held-out frames (seed 777, one per clip, random instant)"
