@@ -1,7 +1,7 @@
 """Stage 2 quality, ablations and speed: issue 4's bar on held-out clips.
 
     python benchmarks/i2v_quality.py --clips 200 [--no-image-batches runs/i2v_videos_only/final]
-writes benchmarks/results/i2v_quality.md:
+writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
 - ceilings: the judge on the true 64x64 keyframes, and on their round trips through the VAE;
 - a validation sweep (separate held-out clips, seed 777) of the noise prior strength and the
   guidance scale, where the stage's defaults are chosen, never on the reported set;
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -25,6 +26,7 @@ from magicvideo.training.common import machine
 from report import publish
 
 TEST_SEED, VALIDATION_SEED = 4242, 777
+SECTIONS = ("ceilings", "sweep", "ablations", "speed")
 HEADER = ["| | motion | shape | colour | all | frames: shape | frames: colour | first-frame PSNR | flicker ratio |",
           "|---|---|---|---|---|---|---|---|---|"]
 
@@ -57,47 +59,55 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--no-image-batches", help="a stage trained with image_every: 0, for its ablation row")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", default="benchmarks/results/i2v_quality.md")
     args = parser.parse_args()
     stage = load_i2v("tiny", args.weights)
     s, n, m = stage.settings, args.clips, args.sweep_clips
+
     def ceiling(vae) -> dict:
         return evaluate_i2v(None, n, TEST_SEED, size=s.size, generate=ground_truth(s.size, s.frames, vae),
                             progress=False)
 
     lines = ["# Stage 2: image-to-video (tiny preset)", "",
-             f"`python benchmarks/i2v_quality.py --clips {n} --sweep-clips {m}` on {machine()}.",
+             f"`python benchmarks/i2v_quality.py {' '.join(sys.argv[1:])}` on {machine()}.",
              f"Defaults: {s.frames} keyframes at {s.size}x{s.size}, {s.steps} DPM-Solver++ steps, guidance "
              f"{s.guidance:g} (on the text), noise prior {s.noise_prior:g}, appearance scale {s.appearance_scale:g}. "
              "Reference image: the ground-truth first frame (rendered at 128x128); one video per clip at seed 0. "
              "Clip-level columns: the judge's reading of the whole clip (motion: direction and kind); frame "
              "columns: the share of objects whose shape / colour is read right, frame by frame; flicker ratio: "
-             "the videos' mean flicker over the ground truth's (1 = as steady as the truth).", "",
-             "## Ceilings", "", *HEADER,
-             row("true keyframes", ceiling(None)), row("true keyframes through the VAE", ceiling(stage.vae)),
-             "", f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
-    for strength in args.noise_prior:
-        r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, progress=False)
-        lines.append(row(f"noise prior {strength:g}, guidance {s.guidance:g}", r))
-    for g in args.guidance:
-        if g != s.guidance:
-            r = evaluate_i2v(stage, m, VALIDATION_SEED, guidance=g, progress=False)
-            lines.append(row(f"noise prior {s.noise_prior:g}, guidance {g:g}", r))
-    prior_row = ("without noise prior (strength 0)", 0.0) if s.noise_prior > 0 else (
-        f"with noise prior {max(args.noise_prior):g} (the default is 0)", max(args.noise_prior))
-    lines += ["", f"## Ablations ({n} held-out clips, seed {TEST_SEED})", "", *HEADER,
-              row("full stage (defaults)", evaluate_i2v(stage, n, TEST_SEED)),
-              row("without appearance encoder (scale 0)", evaluate_i2v(stage, n, TEST_SEED, appearance_scale=0.0)),
-              row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
-              row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
-    if args.no_image_batches:
-        lines.append(row("trained without image batches", evaluate_i2v(load_i2v("tiny", args.no_image_batches), n,
-                                                                       TEST_SEED)))
-    else:
-        lines.append("| trained without image batches | not measured in this run (needs --no-image-batches) |"
-                     " | | | | | | |")
-    lines += ["", "## Speed", "", "| batch | seconds per clip |", "|---|---|",
-              f"| 1 | {seconds_per_clip(stage, 1):.2f} |", f"| 4 | {seconds_per_clip(stage, 4):.2f} |"]
+             "the videos' mean flicker over the ground truth's (1 = as steady as the truth).", ""]
+    if "ceilings" in args.sections:
+        lines += ["## Ceilings", "", *HEADER, row("true keyframes", ceiling(None)),
+                  row("true keyframes through the VAE", ceiling(stage.vae)), ""]
+    if "sweep" in args.sections:
+        lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
+        for strength in args.noise_prior:
+            r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, progress=False)
+            lines.append(row(f"noise prior {strength:g}, guidance {s.guidance:g}", r))
+        for g in args.guidance:
+            if g != s.guidance:
+                r = evaluate_i2v(stage, m, VALIDATION_SEED, guidance=g, progress=False)
+                lines.append(row(f"noise prior {s.noise_prior:g}, guidance {g:g}", r))
+        lines.append("")
+    if "ablations" in args.sections:
+        prior_row = ("without noise prior (strength 0)", 0.0) if s.noise_prior > 0 else (
+            f"with noise prior {max(args.noise_prior):g} (the default is 0)", max(args.noise_prior))
+        lines += [f"## Ablations ({n} held-out clips, seed {TEST_SEED})", "", *HEADER,
+                  row("full stage (defaults)", evaluate_i2v(stage, n, TEST_SEED)),
+                  row("without appearance encoder (scale 0)", evaluate_i2v(stage, n, TEST_SEED, appearance_scale=0.0)),
+                  row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
+                  row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
+        if args.no_image_batches:
+            lines.append(row("trained without image batches",
+                             evaluate_i2v(load_i2v("tiny", args.no_image_batches), n, TEST_SEED)))
+        else:
+            lines.append("| trained without image batches | not measured in this run (needs --no-image-batches) |"
+                         " | | | | | | |")
+        lines.append("")
+    if "speed" in args.sections:
+        lines += ["## Speed", "", "| batch | seconds per clip |", "|---|---|",
+                  f"| 1 | {seconds_per_clip(stage, 1):.2f} |", f"| 4 | {seconds_per_clip(stage, 4):.2f} |"]
     publish(args.out, lines)
 
 
