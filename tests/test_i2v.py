@@ -152,3 +152,33 @@ def test_cli_writes_keyframes_and_says_it_resized(text, tmp_path, capsys):
     assert "resized to 32x32" in out.err and "4 keyframes" in out.out
     video, fps = read_video(tmp_path / "k.mp4")
     assert video.shape == (3, 4, 32, 32) and fps == 8
+
+
+def test_full_size_layout_with_clip_text_and_image_encoders_round_trips(tmp_path):
+    """The SD1.5/AnimateDiff layout: CLIP text encoder + tokenizer, CLIP image encoder +
+    appearance projection, motion adapter, ControlNet; tiny random components, saved and
+    loaded back from the folder alone."""
+    from magicvideo.models.appearance import AppearanceProjection, CLIPAppearanceEncoder
+    from magicvideo.text import CLIPTextEncoder
+    from tiny_components import clip_image_encoder, clip_text_model, clip_tokenizer
+
+    tokenizer = clip_tokenizer(tmp_path / "tok")
+    text = CLIPTextEncoder(tokenizer, clip_text_model(tokenizer))
+    torch.manual_seed(3)
+    appearance = CLIPAppearanceEncoder(clip_image_encoder(), AppearanceProjection(16, num_tokens=2, dim=32))
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32, use_motion_mid_block=False)
+    cn = ControlNetModel.from_unet(tiny_unet(32), conditioning_embedding_out_channels=(8, 16, 16, 32))
+    stage = ImageToVideo.inflate(tiny_unet(32), tiny_vae(levels=4), text, adapter, appearance, cn,
+                                 I2VSettings(size=32, frames=2, steps=2, guidance=2.0))
+    ref = torch.rand(3, 48, 48)
+    assert appearance(ref[None]).shape == (1, 2, 32)
+    stage.save_pretrained(tmp_path / "sd15_i2v")
+    for part in ("text_encoder", "tokenizer", "image_encoder", "appearance", "motion_adapter", "controlnet"):
+        assert (tmp_path / "sd15_i2v" / part).is_dir(), part
+    again = ImageToVideo.from_pretrained(tmp_path / "sd15_i2v")
+    assert isinstance(again.text_encoder, CLIPTextEncoder) and isinstance(again.appearance, CLIPAppearanceEncoder)
+    torch.testing.assert_close(again("a red ball", ref).frames, stage("a red ball", ref).frames)
+    torch.testing.assert_close(again("a red ball", ref, appearance_scale=0.0).frames,
+                               stage("a red ball", ref, appearance_scale=0.0).frames)
+    assert not torch.allclose(stage("a red ball", ref, appearance_scale=0.0).frames, stage("a red ball", ref).frames)

@@ -29,6 +29,16 @@ def clip_text_model(tokenizer: CLIPTokenizer, dim: int = 32) -> CLIPTextModel:
     return CLIPTextModel(config).eval()
 
 
+def clip_image_encoder(dim: int = 32, projection_dim: int = 16):
+    """A tiny CLIPVisionModelWithProjection (32x32 input, 8x8 patches)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=dim, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8, projection_dim=projection_dim)
+    return CLIPVisionModelWithProjection(config).eval()
+
+
 def tiny_unet(cross_attention_dim: int, sample_size: int = 8) -> UNet2DConditionModel:
     torch.manual_seed(0)
     return UNet2DConditionModel(

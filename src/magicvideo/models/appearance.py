@@ -2,6 +2,8 @@
 cross-attention of their own beside the text cross-attention (decoupled, as IP-Adapter).
 
 - `AppearanceEncoder` (tiny preset): a small CNN, reference RGB -> grid x grid tokens.
+- `CLIPAppearanceEncoder` (full size): a CLIP image encoder's embedding through an
+  `AppearanceProjection` to a few tokens, IP-Adapter's recipe (image_encoder/ + appearance/).
 - `attach_appearance` swaps every spatial cross-attention processor of a diffusers UNet (2D or
   motion, any layout: ours or SD1.5's) for diffusers' `IPAdapterAttnProcessor2_0`, whose
   image keys/values start as copies of the text ones. The UNet is then called with
@@ -48,6 +50,48 @@ class AppearanceEncoder(ModelMixin, ConfigMixin):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = self.pool(self.features(images * 2 - 1)).flatten(2).transpose(1, 2)  # (B, grid^2, C)
         return self.norm(self.proj(x + self.position))
+
+
+# CLIPImageProcessor's normalisation, the statistics CLIP image encoders were trained with.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class AppearanceProjection(ModelMixin, ConfigMixin):
+    """An image encoder's pooled embedding (B, embed_dim) -> (B, num_tokens, dim) tokens."""
+
+    @register_to_config
+    def __init__(self, embed_dim: int = 768, num_tokens: int = 4, dim: int = 768) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embed_dim, num_tokens * dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return self.norm(self.proj(embeds).reshape(-1, c.num_tokens, c.dim))
+
+
+class CLIPAppearanceEncoder(nn.Module):
+    """(B, 3, H, W) in [0, 1] -> (B, num_tokens, dim): a CLIP vision model with projection
+    (`image_embeds`), then `AppearanceProjection`. Images are resized to the encoder's input size
+    and normalised as CLIP expects."""
+
+    def __init__(self, image_encoder: nn.Module, projection: AppearanceProjection) -> None:
+        super().__init__()
+        self.image_encoder, self.projection = image_encoder, projection
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.projection.config.num_tokens
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.image_encoder.config.image_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        embeds = self.image_encoder(pixel_values=(images.clamp(0, 1) - self.mean) / self.std).image_embeds
+        return self.projection(embeds)
 
 
 def _is_spatial_cross_attention(name: str) -> bool:

