@@ -3,8 +3,8 @@
     python benchmarks/i2v_quality.py --clips 200 [--no-image-batches runs/i2v_videos_only/final]
 writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
 - ceilings: the judge on the true 64x64 keyframes, and on their round trips through the VAE;
-- a validation sweep (separate held-out clips, seed 777) of the noise prior strength and the
-  guidance scale, where the stage's defaults are chosen, never on the reported set;
+- a validation sweep (separate held-out clips, seed 777) over noise prior strength x guidance
+  scale, where the stage's defaults are chosen, never on the reported set;
 - the ablation table on the reported clips (seed 4242, ground-truth first frame as the
   reference, seed 0 for every clip): the full stage, then without each mechanism;
 - seconds per clip on this machine (median of 5; one clip, and per clip in a batch of 4).
@@ -82,13 +82,10 @@ def main() -> None:
                   row("true keyframes through the VAE", ceiling(stage.vae)), ""]
     if "sweep" in args.sections:
         lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
-        for strength in args.noise_prior:
-            r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, progress=False)
-            lines.append(row(f"noise prior {strength:g}, guidance {s.guidance:g}", r))
         for g in args.guidance:
-            if g != s.guidance:
-                r = evaluate_i2v(stage, m, VALIDATION_SEED, guidance=g, progress=False)
-                lines.append(row(f"noise prior {s.noise_prior:g}, guidance {g:g}", r))
+            for strength in args.noise_prior:
+                r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, guidance=g, progress=False)
+                lines.append(row(f"noise prior {strength:g}, guidance {g:g}", r))
         lines.append("")
     if "ablations" in args.sections:
         prior_row = ("without noise prior (strength 0)", 0.0) if s.noise_prior > 0 else (
