@@ -182,3 +182,20 @@ def test_full_size_layout_with_clip_text_and_image_encoders_round_trips(tmp_path
     torch.testing.assert_close(again("a red ball", ref, appearance_scale=0.0).frames,
                                stage("a red ball", ref, appearance_scale=0.0).frames)
     assert not torch.allclose(stage("a red ball", ref, appearance_scale=0.0).frames, stage("a red ball", ref).frames)
+
+
+def test_shipped_tiny_weights_through_the_cli(tmp_path, capsys):
+    """The shipped stage (motion adapter, ControlNet, appearance encoder on stage 1's UNet and
+    VAE) animates a world reference image from the command line (few steps: plumbing, not quality)."""
+    from magicvideo.media import read_video, write_image
+    from magicvideo.stages.i2v import TINY_I2V
+    from magicvideo.synth import draw_clip, render_frames
+
+    assert not (TINY_I2V / "unet").exists(), "the tiny I2V folder must not repeat stage 1's UNet"
+    clip = draw_clip(4242, "heldout", 0)
+    write_image(tmp_path / "ref.png", render_frames(clip.scene, 128, [0.0])[:, 0])
+    assert _cli("i2v", clip.caption, "--image", str(tmp_path / "ref.png"), "-o", str(tmp_path / "k.mp4"),
+                "--steps", "2", "--frames", "4", "--quiet") == 0
+    assert "resized to 64x64" in capsys.readouterr().err
+    video, fps = read_video(tmp_path / "k.mp4")
+    assert video.shape == (3, 4, 64, 64) and fps == 8 and video.std() > 0.01
