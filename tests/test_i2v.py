@@ -199,3 +199,14 @@ def test_shipped_tiny_weights_through_the_cli(tmp_path, capsys):
     assert "resized to 64x64" in capsys.readouterr().err
     video, fps = read_video(tmp_path / "k.mp4")
     assert video.shape == (3, 4, 64, 64) and fps == 8 and video.std() > 0.01
+
+
+def test_ground_truth_stand_in_scores_perfectly_and_the_vae_round_trip_does_not_exceed_it():
+    from magicvideo.eval.i2v import evaluate_i2v, ground_truth
+
+    truth = evaluate_i2v(None, count=2, batch=2, progress=False, size=64, generate=ground_truth(64, 16), frames=16)
+    assert truth["accuracy"]["all"] == 1.0 and truth["frame_shape"] == 1.0 and truth["flicker_ratio"] == 1.0
+    assert truth["first_frame_psnr"] > 40
+    blurred = evaluate_i2v(None, count=2, batch=2, progress=False, size=64,
+                           generate=ground_truth(64, 16, tiny_vae(4)), frames=16)
+    assert blurred["first_frame_psnr"] < truth["first_frame_psnr"]
