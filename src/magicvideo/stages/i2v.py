@@ -267,8 +267,8 @@ def _load_appearance(path: Path) -> AppearanceEncoder | CLIPAppearanceEncoder | 
     if (path / "image_encoder" / "config.json").is_file():
         from transformers import CLIPVisionModelWithProjection
 
-        return CLIPAppearanceEncoder(CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder"),
-                                     AppearanceProjection.from_pretrained(path / "appearance"))
+        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=torch.float32)
+        return CLIPAppearanceEncoder(CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder"), projection)
     return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=torch.float32)
 
 
