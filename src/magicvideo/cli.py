@@ -13,7 +13,7 @@ from magicvideo.eval.prompt import PromptError
 from magicvideo.media import FLAVOURS, MediaError
 from magicvideo.stages.vfi import METHODS
 
-TRAINABLE = ("vae", "t2i", "i2v", "vfi")
+TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi")
 
 
 def _synth(args: argparse.Namespace) -> None:

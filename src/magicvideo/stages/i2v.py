@@ -71,19 +71,119 @@ class I2VSettings:
     appearance_scale: float = 1.0
 
 
-class ImageToVideo:
+class LatentVideoStage:
+    """What stages 2 and 3 share: a motion UNet over the VAE's latents, the text encoder, the
+    appearance encoder and a ControlNet, and one sampling loop (`denoise`)."""
+
+    def __init__(self, unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
+                 appearance: AppearanceEncoder | None = None, controlnet: ControlNetModel | None = None,
+                 settings=None, spatial_config: dict | None = None) -> None:
+        self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
+        self.spatial_config = dict(spatial_config or _derive_spatial_config(unet))
+        self.appearance = appearance.eval() if appearance is not None else None
+        self.controlnet = controlnet.eval() if controlnet is not None else None
+        self.settings = settings
+        if self.appearance is not None and not appearance_processors(unet):
+            attach_appearance(unet, self.appearance.num_tokens, self.settings.appearance_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def spatial_unet(self) -> UNet2DConditionModel:
+        """A copy of the spatial UNet as a UNet2DConditionModel (no motion modules, no image branch)."""
+        spatial = UNet2DConditionModel.from_config(self.spatial_config)
+        spatial.load_state_dict(_spatial_state(self.unet), strict=True)
+        return spatial
+
+    def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
+        if image.shape[-2:] != (size, size):
+            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        latent = self.vae.encode(image.to(self.device) * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
+        return image, latent
+
+    def encode(self, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(B, 3, F, H, W) frames in [0, 1] -> (B, 4, F, h, w) scaled latents (the posterior mode)."""
+        b, _, f, h, w = video.shape
+        flat = video.transpose(1, 2).reshape(b * f, 3, h, w).to(self.device) * 2 - 1
+        z = torch.cat([self.vae.encode(x).latent_dist.mode() for x in flat.split(chunk)])
+        z = z * self.vae.config.scaling_factor
+        return z.reshape(b, f, *z.shape[1:]).transpose(1, 2)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
+                control: torch.Tensor | None) -> torch.Tensor:
+        """One UNet evaluation on video latents x (N, 4, F, h, w) at timestep t (a scalar or one
+        per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, C, H, W) or None."""
+        n, _, f, h, w = x.shape
+        residuals = {}
+        if control is not None and self.controlnet is not None:
+            flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
+            t_frames = t.repeat_interleave(f) if t.ndim else t
+            down, mid = self.controlnet(flat, t_frames, encoder_hidden_states=text, controlnet_cond=control,
+                                        return_dict=False)
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        states = (text, [tokens]) if tokens is not None else text
+        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample
+
+    def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
+                appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
+                strength: float = 1.0, progress: bool = False, desc: str = "denoise") -> torch.Tensor:
+        """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
+        latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
+        `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
+        as diffusers' img2img). image: (n, 3, H, W) references for the appearance encoder; control:
+        (n*F, C, H', W') per-frame ControlNet input, or None."""
+        n, frames = noise.shape[0], noise.shape[2]
+        scheduler = sampler()
+        scheduler.set_timesteps(steps)
+        timesteps, latents = scheduler.timesteps, noise
+        if start is not None:
+            skip = steps - min(steps, round(steps * strength))
+            timesteps = timesteps[skip:]
+            scheduler.set_begin_index(skip)
+            if len(timesteps) == 0:
+                return start
+            latents = scheduler.add_noise(start, noise, timesteps[:1])
+        guided = guidance > 1.0
+        text = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
+        text = text.to(self.device).repeat(frames).hidden
+        tokens = None
+        if self.appearance is not None:
+            set_appearance_scale(self.unet, appearance_scale)
+            if appearance_scale > 0:
+                tokens = self.appearance(image.to(self.device))
+                tokens = (torch.cat([tokens] * 2) if guided else tokens).repeat_interleave(frames, 0)
+            else:
+                tokens = torch.zeros(n * (2 if guided else 1) * frames, self.appearance.num_tokens,
+                                     self.text_encoder.dim, device=self.device)
+        if control is not None:
+            control = (torch.cat([control] * 2) if guided else control).to(self.device)
+        for t in tqdm(timesteps, desc=desc, disable=not progress):
+            x = torch.cat([latents] * 2) if guided else latents
+            pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
+            if guided:
+                uncond, full = pred.chunk(2)
+                pred = uncond + guidance * (full - uncond)
+            latents = scheduler.step(pred, t, latents).prev_sample
+        return latents
+
+    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) frames in [0, 1], decoded `chunk` frames at a time."""
+        b, c, f, h, w = latents.shape
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        images = torch.cat([self.vae.decode(z).sample for z in flat.split(chunk)])
+        images = ((images + 1) / 2).clamp(0, 1).float().cpu()
+        return images.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
+
+
+class ImageToVideo(LatentVideoStage):
     """Our stage 2. `stage(prompt, reference, seed=0).frames` -> (B, 3, 16, 64, 64)."""
 
     def __init__(self, unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
                  appearance: AppearanceEncoder | None = None, controlnet: ControlNetModel | None = None,
                  settings: I2VSettings | None = None, spatial_config: dict | None = None) -> None:
-        self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
-        self.spatial_config = dict(spatial_config or _derive_spatial_config(unet))
-        self.appearance = appearance.eval() if appearance is not None else None
-        self.controlnet = controlnet.eval() if controlnet is not None else None
-        self.settings = settings or I2VSettings()
-        if self.appearance is not None and not appearance_processors(unet):
-            attach_appearance(unet, self.appearance.num_tokens, self.settings.appearance_scale)
+        super().__init__(unet, vae, text_encoder, appearance, controlnet, settings or I2VSettings(), spatial_config)
 
     @classmethod
     def inflate(cls, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
@@ -93,10 +193,6 @@ class ImageToVideo:
         return cls(UNetMotionModel.from_unet2d(unet, adapter), vae, text_encoder, appearance, controlnet, settings,
                    spatial_config=unet.config)
 
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | os.PathLike, shared: bool = True) -> None:
         """Write the stage. `shared=False` leaves out the spatial UNet and the VAE (the tiny preset
@@ -105,9 +201,7 @@ class ImageToVideo:
         path.mkdir(parents=True, exist_ok=True)
         self.unet.save_motion_modules(path / "motion_adapter")
         if shared:
-            spatial = UNet2DConditionModel.from_config(self.spatial_config)
-            spatial.load_state_dict(_spatial_state(self.unet), strict=True)
-            spatial.save_pretrained(path / "unet")
+            self.spatial_unet().save_pretrained(path / "unet")
             self.vae.save_pretrained(path / "vae")
         if self.controlnet is not None:
             self.controlnet.save_pretrained(path / "controlnet")
@@ -152,28 +246,6 @@ class ImageToVideo:
         return stage
 
     # ------------------------------------------------------------------ sampling
-    def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
-        if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        latent = self.vae.encode(image.to(self.device) * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
-        return image, latent
-
-    def predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
-                control: torch.Tensor | None) -> torch.Tensor:
-        """One UNet evaluation on video latents x (N, 4, F, h, w) at timestep t (a scalar or one
-        per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, 3, H, W) or None."""
-        n, _, f, h, w = x.shape
-        residuals = {}
-        if control is not None and self.controlnet is not None:
-            flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
-            t_frames = t.repeat_interleave(f) if t.ndim else t
-            down, mid = self.controlnet(flat, t_frames, encoder_hidden_states=text, controlnet_cond=control,
-                                        return_dict=False)
-            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-        states = (text, [tokens]) if tokens is not None else text
-        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample
-
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
@@ -198,41 +270,10 @@ class ImageToVideo:
         seeds = [seed] * n if isinstance(seed, int) else list(seed)
         noise = initial_noise(seeds, (4, frames, s.size // 8, s.size // 8)).to(self.device)
         latents = noise_prior(noise, ref_latent, strength)
-
-        guided = guidance > 1.0
-        text = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
-        text = text.to(self.device).repeat(frames).hidden
-        tokens = None
-        if self.appearance is not None and scale > 0:
-            set_appearance_scale(self.unet, scale)
-            tokens = self.appearance(image.to(self.device))
-            tokens = (torch.cat([tokens] * 2) if guided else tokens).repeat_interleave(frames, 0)
-        elif self.appearance is not None:
-            set_appearance_scale(self.unet, 0.0)
-            tokens = torch.zeros(n * (2 if guided else 1) * frames, self.appearance.num_tokens,
-                                 self.text_encoder.dim, device=self.device)
-        cn = None
-        if use_controlnet and self.controlnet is not None:
-            cn = (torch.cat([control] * 2) if guided else control).to(self.device).repeat_interleave(frames, 0)
-
-        scheduler = sampler()
-        scheduler.set_timesteps(steps)
-        for t in tqdm(scheduler.timesteps, desc="image-to-video", disable=not progress):
-            x = torch.cat([latents] * 2) if guided else latents
-            pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, cn)
-            if guided:
-                uncond, full = pred.chunk(2)
-                pred = uncond + guidance * (full - uncond)
-            latents = scheduler.step(pred, t, latents).prev_sample
+        cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
+        latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
+                               desc="image-to-video")
         return I2VOutput(self.decode(latents))
-
-    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) frames in [0, 1], decoded `chunk` frames at a time."""
-        b, c, f, h, w = latents.shape
-        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(z).sample for z in flat.split(chunk)])
-        images = ((images + 1) / 2).clamp(0, 1).float().cpu()
-        return images.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
 
 
 TINY_I2V = TINY / "i2v"

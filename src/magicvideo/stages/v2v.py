@@ -1,0 +1,189 @@
+"""Stage 3, video-to-video super-resolution: low-res keyframes become high-res frames.
+
+As MagicVideo-V2's V2V (arXiv 2401.04468, sec. 2): the I2V stage's spatial UNet (with its
+appearance branch) is shared, not copied, and this stage carries its own motion module; the
+appearance encoder and a ControlNet read the reference image. How the low-res video enters:
+1. its bicubic upsample is encoded and sampling starts from it at partial noise (`strength`,
+   SDEdit), so the stage only has to add what the upsample lacks;
+2. the ControlNet reads the upsampled frame beside the reference (6 channels), every step;
+3. the decoded frames are back-projected onto the input (Irani & Peleg 1991): the error of their
+   area downsample against the input keyframes is upsampled and added back, so the output keeps
+   the input's content exactly at the input's resolution and the stage adds only detail.
+   Through the tiny VAE this is what lets the stage beat bicubic (benchmarks/results/v2v_quality.md).
+
+Saved as what the stage owns: `motion_adapter/`, `controlnet/`, `stage.json`; the rest comes
+from the image-to-video stage it is attached to (`VideoToVideo.from_pretrained(path, i2v)`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+from magicvideo.models.appearance import attach_appearance
+from magicvideo.stages.i2v import STAGE_FILE, ImageToVideo, LatentVideoStage, load_i2v
+from magicvideo.stages.t2i import TINY, initial_noise
+from magicvideo.text import PromptEmbedding
+
+TINY_V2V = TINY / "v2v"
+PRESETS = ("tiny",)
+
+
+@dataclass
+class V2VOutput:
+    frames: torch.Tensor  # (B, 3, F, H, W) float32 in [0, 1]
+
+
+@dataclass
+class V2VSettings:
+    size: int = 128
+    steps: int = 20
+    strength: float = 0.5
+    guidance: float = 1.0
+    appearance_scale: float = 1.0
+    back_projection: int = 1
+
+
+def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, F, h, w) -> (B, 3, F, size, size), bicubic, clamped to [0, 1]."""
+    b, _, f, h, w = video.shape
+    flat = video.transpose(1, 2).reshape(b * f, 3, h, w).float()
+    up = F.interpolate(flat, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return up.reshape(b, f, 3, size, size).transpose(1, 2)
+
+
+def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+    """Iterative back-projection (Irani & Peleg 1991): frames (B, 3, F, H, W) corrected so that
+    their area downsample matches `low` (B, 3, F, h, w): x <- x + up(low - down(x)), clamped.
+    The world renders its low-res keyframes as area averages of the high-res ones (52.6 dB apart),
+    so `down` is the area filter; `up` is bicubic."""
+    b, _, f, big, _ = frames.shape
+    x = frames.transpose(1, 2).reshape(b * f, 3, big, big).float()
+    lo = low.transpose(1, 2).reshape(b * f, 3, *low.shape[-2:]).float()
+    for _ in range(iterations):
+        error = lo - F.interpolate(x, size=lo.shape[-2:], mode="area")
+        x = (x + F.interpolate(error, size=(big, big), mode="bicubic", align_corners=False)).clamp(0, 1)
+    return x.reshape(b, f, 3, big, big).transpose(1, 2)
+
+
+def share_spatial(target: UNetMotionModel, source: UNetMotionModel) -> None:
+    """Make `target`'s spatial parameters (everything but its motion modules) the very tensors of
+    `source`: one copy of the backbone in memory for two stages."""
+    shared = {k: v for k, v in source.named_parameters() if "motion_modules" not in k}
+    for name in [k for k, _ in target.named_parameters() if "motion_modules" not in k]:
+        owner, _, attr = name.rpartition(".")
+        setattr(target.get_submodule(owner), attr, shared[name])
+
+
+class VideoToVideo(LatentVideoStage):
+    """Our stage 3. `stage(prompt, keyframes, reference, seed=0).frames`: (B, 3, F, 64, 64) ->
+    (B, 3, F, 128, 128)."""
+
+    def __init__(self, unet: UNetMotionModel, i2v: ImageToVideo, controlnet: ControlNetModel | None = None,
+                 settings: V2VSettings | None = None) -> None:
+        super().__init__(unet, i2v.vae, i2v.text_encoder, i2v.appearance, controlnet, settings or V2VSettings(),
+                         i2v.spatial_config)
+        self.i2v = i2v
+
+    @classmethod
+    def attach(cls, i2v: ImageToVideo, adapter: MotionAdapter, controlnet: ControlNetModel | None = None,
+               settings: V2VSettings | None = None) -> VideoToVideo:
+        """A stage on `i2v`'s backbone (shared, not copied) with its own motion module."""
+        unet = UNetMotionModel.from_unet2d(UNet2DConditionModel.from_config(i2v.spatial_config), adapter)
+        if i2v.appearance is not None:
+            attach_appearance(unet, i2v.appearance.num_tokens)
+        share_spatial(unet, i2v.unet)
+        return cls(unet.to(i2v.device), i2v, controlnet, settings)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """What this stage owns: its motion module, its ControlNet and its settings."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_motion_modules(path / "motion_adapter")
+        if self.controlnet is not None:
+            self.controlnet.save_pretrained(path / "controlnet")
+        (path / STAGE_FILE).write_text(json.dumps(vars(self.settings), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, i2v: ImageToVideo) -> VideoToVideo:
+        """From a folder written by `save_pretrained`, attached to the image-to-video stage `i2v`."""
+        path = Path(path)
+        if not (path / STAGE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a saved video-to-video stage (no {STAGE_FILE})")
+        if not (path / "motion_adapter" / "config.json").is_file():
+            raise FileNotFoundError(f"missing motion_adapter weights: no {path / 'motion_adapter' / 'config.json'}")
+        fp32 = {"torch_dtype": torch.float32}
+        adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **fp32)
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **fp32)
+                      if (path / "controlnet" / "config.json").is_file() else None)
+        settings = V2VSettings(**json.loads((path / STAGE_FILE).read_text()))
+        return cls.attach(i2v, adapter, controlnet, settings)
+
+    def control(self, up: torch.Tensor, image: torch.Tensor, use_reference: bool = True) -> torch.Tensor:
+        """The ControlNet's per-frame input (B*F, 6, S, S): the upsampled frame and the reference
+        (zeros when `use_reference` is False, as trained with reference dropout)."""
+        b, _, f, size, _ = up.shape
+        ref, _ = self.encode_reference(image, size) if use_reference else (torch.zeros(b, 3, size, size), None)
+        frames = up.transpose(1, 2).reshape(b * f, 3, size, size)
+        return torch.cat([frames, ref.to(frames).repeat_interleave(f, 0)], dim=1)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str] | PromptEmbedding, video: torch.Tensor, image: torch.Tensor,
+                 seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
+                 guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
+                 use_reference: bool = True, back_projection: int | None = None,
+                 progress: bool = False) -> V2VOutput:
+        """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
+        (3, H, W) or (B, 3, H, W). strength in [0, 1]: how much of the schedule runs (0: the
+        upsample through the VAE, then back-projection)."""
+        s = self.settings
+        steps = steps or s.steps
+        strength = s.strength if strength is None else strength
+        guidance = s.guidance if guidance is None else guidance
+        scale = s.appearance_scale if appearance_scale is None else appearance_scale
+        iterations = s.back_projection if back_projection is None else back_projection
+        video = video.unsqueeze(0) if video.ndim == 4 else video
+        image = image.unsqueeze(0) if image.ndim == 3 else image
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"expected low-res frames (3, F, h, w) or (B, 3, F, h, w), got {tuple(video.shape)}")
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        if steps < 1 or iterations < 0:
+            raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
+        if video.shape[-1] > s.size or video.shape[-2] != video.shape[-1]:
+            raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
+        cond = prompt if isinstance(prompt, PromptEmbedding) else self.text_encoder(prompt)
+        n = len(cond)
+        if video.shape[0] != n or image.shape[0] not in (1, n):
+            raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
+        image = image.expand(n, -1, -1, -1).float()
+        frames, latent = video.shape[2], s.size // 8
+        up = upsample(video, s.size)
+        start = self.encode(up)
+        seeds = [seed] * n if isinstance(seed, int) else list(seed)
+        noise = initial_noise(seeds, (4, frames, latent, latent)).to(self.device)
+        cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
+        latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
+                               progress=progress, desc="video-to-video")
+        out = self.decode(latents)
+        return V2VOutput(back_project(out, video.float(), iterations) if iterations else out)
+
+
+def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
+             i2v: ImageToVideo | None = None) -> VideoToVideo:
+    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset when not given)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for video-to-video; expected one of {PRESETS}")
+    folder = Path(weights) if weights else TINY_V2V
+    if not (folder / STAGE_FILE).is_file():
+        raise FileNotFoundError(f"no video-to-video weights in {folder} (no {STAGE_FILE})")
+    return VideoToVideo.from_pretrained(folder, i2v if i2v is not None else load_i2v(preset))
+
