@@ -2,33 +2,14 @@ import pytest
 import torch
 from diffusers import ControlNetModel, MotionAdapter
 
-from magicvideo.models.appearance import AppearanceEncoder
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, noise_prior
 from magicvideo.text import MiniLMTextEncoder
-from tiny_components import tiny_unet, tiny_vae
+from tiny_components import tiny_i2v, tiny_unet, tiny_vae
 
 
 @pytest.fixture(scope="module")
 def text():
     return MiniLMTextEncoder.from_pretrained()
-
-
-def _stage(text, appearance=True, controlnet=True) -> ImageToVideo:
-    unet = tiny_unet(384)
-    torch.manual_seed(1)
-    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                            motion_norm_num_groups=32, use_motion_mid_block=False)
-    for p in adapter.parameters():  # AnimateDiff zero-initialises the output; make the module do something
-        torch.nn.init.normal_(p, std=0.02)
-    torch.manual_seed(2)
-    enc = AppearanceEncoder(image_size=32, widths=(8, 16), grid=2, dim=384) if appearance else None
-    cn = ControlNetModel.from_unet(tiny_unet(384), conditioning_embedding_out_channels=(8, 16, 16, 32)) \
-        if controlnet else None
-    if cn is not None:  # ControlNet zero-initialises its outputs too
-        for p in cn.controlnet_down_blocks.parameters():
-            torch.nn.init.normal_(p, std=0.02)
-    settings = I2VSettings(size=32, frames=3, steps=2, guidance=3.0)
-    return ImageToVideo.inflate(unet, tiny_vae(levels=4), text, adapter, enc, cn, settings)
 
 
 def test_noise_prior_formula():
@@ -41,7 +22,7 @@ def test_noise_prior_formula():
 
 
 def test_frames_shape_and_determinism(text):
-    stage = _stage(text)
+    stage = tiny_i2v(text)
     ref = torch.rand(3, 32, 32)
     a = stage("a red circle moving left over a meadow", ref, seed=3).frames
     assert a.shape == (1, 3, 3, 32, 32) and 0 <= a.min() and a.max() <= 1
@@ -51,9 +32,9 @@ def test_frames_shape_and_determinism(text):
 
 def test_switches_equal_the_stage_without_the_part(text):
     ref, prompt = torch.rand(3, 32, 32), "a blue star spinning over a sunset"
-    full = _stage(text)
-    no_image = _stage(text, appearance=False)
-    no_control = _stage(text, controlnet=False)
+    full = tiny_i2v(text)
+    no_image = tiny_i2v(text, appearance=False)
+    no_control = tiny_i2v(text, controlnet=False)
     torch.testing.assert_close(full(prompt, ref, appearance_scale=0.0).frames, no_image(prompt, ref).frames)
     torch.testing.assert_close(full(prompt, ref, use_controlnet=False).frames, no_control(prompt, ref).frames)
     base = full(prompt, ref).frames
@@ -62,7 +43,7 @@ def test_switches_equal_the_stage_without_the_part(text):
 
 
 def test_save_and_load_round_trip(text, tmp_path):
-    stage = _stage(text)
+    stage = tiny_i2v(text)
     stage.settings.noise_prior = 0.3
     stage.save_pretrained(tmp_path / "i2v")
     for part in ("unet", "motion_adapter", "vae", "controlnet", "appearance", "stage.json"):
@@ -78,7 +59,7 @@ def test_save_and_load_round_trip(text, tmp_path):
 def test_evaluation_reports_the_quality_bar_figures(text):
     from magicvideo.eval.i2v import evaluate_i2v
 
-    report = evaluate_i2v(_stage(text), count=2, batch=2, progress=False, steps=1)
+    report = evaluate_i2v(tiny_i2v(text), count=2, batch=2, progress=False, steps=1)
     assert report["clips"] == 2
     assert {"shape", "colour", "motion", "background", "all"} <= set(report["accuracy"])
     for key in ("frame_shape", "frame_colour"):
@@ -88,7 +69,7 @@ def test_evaluation_reports_the_quality_bar_figures(text):
 
 
 def test_stage_without_shared_parts_loads_on_borrowed_unet_and_vae(text, tmp_path):
-    stage = _stage(text)
+    stage = tiny_i2v(text)
     stage.save_pretrained(tmp_path / "full")
     stage.save_pretrained(tmp_path / "own", shared=False)
     assert not (tmp_path / "own" / "unet").exists() and not (tmp_path / "own" / "vae").exists()
@@ -144,7 +125,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, me
 def test_cli_writes_keyframes_and_says_it_resized(text, tmp_path, capsys):
     from magicvideo.media import read_video, write_image
 
-    _stage(text).save_pretrained(tmp_path / "i2v")
+    tiny_i2v(text).save_pretrained(tmp_path / "i2v")
     write_image(tmp_path / "ref.png", torch.rand(3, 50, 40))
     assert _cli("i2v", "a yellow square sliding right", "--image", str(tmp_path / "ref.png"), "-o",
                 str(tmp_path / "k.mp4"), "--frames", "4", "--weights", str(tmp_path / "i2v"), "--quiet") == 0

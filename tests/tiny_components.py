@@ -65,3 +65,28 @@ def tiny_sd_pipeline(folder: Path) -> Path:
         requires_safety_checker=False)
     pipe.save_pretrained(folder / "sd")
     return folder / "sd"
+
+
+def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int = 32):
+    """A random-init image-to-video stage on `tiny_unet`: 3 frames at 32x32, 2 steps. Its motion
+    module and ControlNet outputs are not zero (as they are before training), so both act."""
+    from diffusers import ControlNetModel, MotionAdapter
+
+    from magicvideo.models.appearance import AppearanceEncoder
+    from magicvideo.stages.i2v import I2VSettings, ImageToVideo
+
+    unet = tiny_unet(text.dim)
+    torch.manual_seed(1)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32, use_motion_mid_block=False)
+    for p in adapter.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    torch.manual_seed(2)
+    enc = AppearanceEncoder(image_size=32, widths=(8, 16), grid=2, dim=text.dim) if appearance else None
+    cn = (ControlNetModel.from_unet(tiny_unet(text.dim), conditioning_embedding_out_channels=(8, 16, 16, 32))
+          if controlnet else None)
+    if cn is not None:
+        for p in cn.controlnet_down_blocks.parameters():
+            torch.nn.init.normal_(p, std=0.02)
+    settings = I2VSettings(size=size, frames=3, steps=2, guidance=3.0)
+    return ImageToVideo.inflate(unet, tiny_vae(levels=4), text, adapter, enc, cn, settings)

@@ -121,6 +121,75 @@ def _i2v(args: argparse.Namespace) -> None:
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
 
+def _v2v(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from magicvideo.media import VIDEO_SUFFIXES, read_image, read_video, write_video
+    from magicvideo.stages.i2v import load_i2v
+    from magicvideo.stages.v2v import load_v2v, v2v_folder
+
+    if not args.prompt.strip():
+        raise PromptError("the prompt is empty")
+    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
+    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
+        raise ValueError(f"--strength must be in [0, 1], got {args.strength}")
+    if args.appearance_scale is not None and args.appearance_scale < 0:
+        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.back_projection is not None and args.back_projection < 0:
+        raise ValueError(f"--back-projection must be at least 0, got {args.back_projection}")
+    video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
+    image = read_image(args.image)
+    if not 1 <= video.shape[1] <= 32:
+        raise ValueError(f"the input has {video.shape[1]} frames; the motion module takes 1 to 32")
+    folder = v2v_folder(args.preset, args.weights)
+    stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights))
+    size = stage.settings.size
+    if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
+        raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
+                         f"most {size}x{size}")
+    frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
+                   guidance=args.guidance, appearance_scale=args.appearance_scale,
+                   use_controlnet=not args.no_controlnet, back_projection=args.back_projection,
+                   progress=not args.quiet).frames[0]
+    write_video(args.output, frames, fps, args.flavour)
+    print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from magicvideo.media import read_image
+    from magicvideo.pipeline import STAGES, MagicVideoPipeline, RunSettings, check_stages, default_run_dir
+
+    progress = not args.quiet
+    if args.resume:
+        if args.prompt is not None:
+            raise ValueError("give a prompt or --resume RUN_DIR, not both (a resumed run keeps its own settings)")
+        out = MagicVideoPipeline.resume(args.resume, progress=progress)
+    else:
+        if args.prompt is None or not args.prompt.strip():
+            raise PromptError("the prompt is empty")
+        default = STAGES[1:] if args.image else STAGES
+        stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
+        run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise FileExistsError(f"{run_dir} is not empty; pass another --out, or --resume {run_dir}")
+        if args.image:
+            read_image(args.image)  # an unreadable image fails before any model loads
+        settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+                                                  "v2v_steps", "v2v_strength", "gif", "flavour")}
+        run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, image=args.image, stages=stages,
+                          **settings)
+        pipe = MagicVideoPipeline.from_preset(args.preset, args.weights)
+        out = pipe.run(run, run_dir, progress=progress)
+    last = [name for name in STAGES if name in out.paths][-1]
+    print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
+    print(f"run directory: {out.run_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magicvideo", description="MagicVideo-V2 text-to-video.")
     parser.add_argument("--version", action="version", version=f"magicvideo {__version__}")
@@ -179,6 +248,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_i2v)
 
+    p = sub.add_parser("v2v", help="stage 3: low-res keyframes become high-res frames (super-resolution)")
+    p.add_argument("prompt")
+    p.add_argument("input", help="the low-res keyframes (a video, 64x64 for tiny)")
+    p.add_argument("--image", required=True, help="reference image (the one the keyframes were made from)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", type=float, help="how much of the denoising schedule runs from the upsampled "
+                   "input, in [0, 1] (default: the stage's; 0: upsample, VAE and back-projection only)")
+    p.add_argument("--steps", type=int, help="sampler steps of the full schedule (default: the stage's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
+    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
+                   "(default: the stage's, 1; 0 turns it off)")
+    p.add_argument("--no-controlnet", action="store_true", help="no ControlNet (it reads the upsampled frames and "
+                   "the reference)")
+    p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
+                   "stage's, 1; 0 turns it off)")
+    p.add_argument("--preset", choices=("tiny",), default="tiny")
+    p.add_argument("--weights", help="a saved video-to-video stage folder (default: the shipped tiny weights)")
+    p.add_argument("--i2v-weights", help="the image-to-video stage whose backbone it shares (default: shipped)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_v2v)
+
+    p = sub.add_parser("generate", help="the cascade: a prompt becomes a smooth video (t2i, i2v, v2v, vfi)")
+    p.add_argument("prompt", nargs="?", help="what the video shows (not needed with --resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; its finished stages are kept")
+    p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
+    p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
+                   "(default: t2i,i2v,v2v,vfi)")
+    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation)")
+    p.add_argument("--t2i-steps", type=int)
+    p.add_argument("--t2i-guidance", type=float)
+    p.add_argument("--i2v-steps", type=int)
+    p.add_argument("--i2v-guidance", type=float)
+    p.add_argument("--v2v-steps", type=int)
+    p.add_argument("--v2v-strength", type=float)
+    p.add_argument("--gif", action="store_true", help="also write final.gif")
+    p.add_argument("--preset", choices=("tiny",), default="tiny")
+    p.add_argument("--weights", help="a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the shipped")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_generate)
+
     p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="output mp4")
@@ -206,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.func(args)
-    except (MediaError, PromptError, ValueError, FileNotFoundError) as err:
+    except (MediaError, PromptError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

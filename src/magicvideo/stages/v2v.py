@@ -177,13 +177,18 @@ class VideoToVideo(LatentVideoStage):
         return V2VOutput(back_project(out, video.float(), iterations) if iterations else out)
 
 
-def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
-             i2v: ImageToVideo | None = None) -> VideoToVideo:
-    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset when not given)."""
+def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -> Path:
+    """The stage-3 folder of a preset, checked before anything loads."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} for video-to-video; expected one of {PRESETS}")
     folder = Path(weights) if weights else TINY_V2V
     if not (folder / STAGE_FILE).is_file():
         raise FileNotFoundError(f"no video-to-video weights in {folder} (no {STAGE_FILE})")
-    return VideoToVideo.from_pretrained(folder, i2v if i2v is not None else load_i2v(preset))
+    return folder
 
+
+def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
+             i2v: ImageToVideo | None = None) -> VideoToVideo:
+    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset when not given)."""
+    folder = v2v_folder(preset, weights)
+    return VideoToVideo.from_pretrained(folder, i2v if i2v is not None else load_i2v(preset))

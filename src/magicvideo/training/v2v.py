@@ -117,7 +117,7 @@ def encode_clips(config: V2VTrainConfig, stage: VideoToVideo, hidden: torch.Tens
             latents = i2v.denoise(PromptEmbedding(cond), refs[todo], noise, config.i2v_steps, i2v.settings.guidance,
                                   i2v.settings.appearance_scale, small.repeat_interleave(f, 0), start=z_low[todo],
                                   strength=config.i2v_strength)
-            regenerated = low.clone()
+            regenerated = torch.zeros_like(low)
             regenerated[todo] = i2v.decode(latents)
             inputs.append(regenerated)
         for k, video in enumerate(inputs):

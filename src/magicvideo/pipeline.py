@@ -1,0 +1,255 @@
+"""The cascade: a prompt becomes a reference image (T2I), low-res keyframes (I2V), high-res
+frames (V2V) and a smooth video (VFI), in a run directory that survives a crash.
+
+    pipe = MagicVideoPipeline.from_preset("tiny")
+    out = pipe("a crimson star drifting to the left over a sunset", seed=0, out="runs/star")
+    out.frames  # (3, 46, 128, 128) in [0, 1]; out.paths["vfi"] -> runs/star/final.mp4
+
+The prompt is encoded once; stages hand tensors in memory; stages 2 and 3 share one backbone.
+Every stage's output is handed on as 8-bit frames and kept losslessly in the run directory
+(`.state/`), so a resumed run (`MagicVideoPipeline.resume(DIR)`) gives the very frames, and
+bytes, of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from magicvideo.eval.prompt import PromptError
+from magicvideo.media import atomic_path, read_image, write_image, write_video
+from magicvideo.synth.scene import KEYFRAME_FPS
+
+STAGES = ("t2i", "i2v", "v2v", "vfi")
+FILES = {"t2i": "reference.png", "i2v": "keyframes.mp4", "v2v": "hires.mp4", "vfi": "final.mp4"}
+MANIFEST = "manifest.json"
+PRESETS = ("tiny",)
+
+
+@dataclass
+class RunSettings:
+    """Everything that decides the output; written to the manifest and read back by resume."""
+
+    prompt: str
+    seed: int = 0
+    preset: str = "tiny"
+    image: str | None = None  # a reference image to animate instead of stage 1's
+    stages: tuple[str, ...] = STAGES
+    frames: int = 16  # keyframes
+    times: int = 3  # frame-rate factor of interpolation: 8 fps keyframes -> 24 fps
+    t2i_steps: int | None = None  # None: each stage's own default
+    t2i_guidance: float | None = None
+    i2v_steps: int | None = None
+    i2v_guidance: float | None = None
+    v2v_steps: int | None = None
+    v2v_strength: float | None = None
+    vfi_method: str = "edsc"
+    flavour: str = "measure"
+    gif: bool = False
+
+
+@dataclass
+class PipelineOutput:
+    frames: torch.Tensor  # the last stage's output: (3, H, W) image or (3, F, H, W) video, in [0, 1]
+    paths: dict[str, Path]
+    run_dir: Path
+    manifest: dict = field(default_factory=dict)
+
+
+def check_stages(stages: tuple[str, ...] | list[str], image: str | None) -> tuple[str, ...]:
+    """The stages to run, in cascade order: known names, no gaps, none before the first needed."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
+    if not stages:
+        raise ValueError("no stage to run")
+    chosen = tuple(s for s in STAGES if s in stages)
+    first = STAGES.index(chosen[0])
+    if image is not None and "t2i" in chosen:
+        raise ValueError("--image replaces stage 1 (t2i); leave t2i out of the stages")
+    expected_first = 1 if image is not None else 0
+    if first != expected_first or chosen != STAGES[first : first + len(chosen)]:
+        raise ValueError(f"stages must run in order from {STAGES[expected_first]} without gaps, got {','.join(stages)}")
+    return chosen
+
+
+def default_run_dir(prompt: str, seed: int, root: str | os.PathLike = "runs") -> Path:
+    """runs/<first words of the prompt>-seed<seed>, numbered if taken."""
+    slug = "-".join(re.findall(r"[a-z0-9]+", prompt.lower())[:6]) or "video"
+    base = Path(root) / f"{slug}-seed{seed}"
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def read_run(run_dir: str | os.PathLike) -> RunSettings:
+    """The settings of a run directory, from its manifest."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {MANIFEST})")
+    settings = json.loads((run_dir / MANIFEST).read_text())["settings"]
+    return RunSettings(**dict(settings, stages=tuple(settings["stages"])))
+
+
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8, rounded: what a file keeps, and what the next stage is handed."""
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+class MagicVideoPipeline:
+    def __init__(self, t2i, i2v, v2v, vfi, preset: str = "tiny") -> None:
+        self.t2i, self.i2v, self.v2v, self.vfi, self.preset = t2i, i2v, v2v, vfi, preset
+        self.text_encoder = i2v.text_encoder
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None,
+                    vfi_method: str = "edsc") -> MagicVideoPipeline:
+        """The four stages of a preset. tiny: the shipped weights; `weights` may hold any of
+        t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead."""
+        from magicvideo.stages.i2v import load_i2v
+        from magicvideo.stages.t2i import TextToImage
+        from magicvideo.stages.v2v import load_v2v
+        from magicvideo.stages.vfi import FrameInterpolator
+
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        root = Path(weights) if weights else None
+        if root is not None and not root.is_dir():
+            raise FileNotFoundError(f"no weights folder {root}")
+
+        def own(name: str) -> Path | None:
+            return root / name if root is not None and (root / name).is_dir() else None
+
+        t2i = TextToImage.from_pretrained(own("t2i"))
+        i2v = load_i2v(preset, own("i2v"))
+        shared, own_text = t2i.text_encoder, i2v.text_encoder
+        if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
+            i2v.text_encoder = shared  # one text encoder for the whole cascade
+        v2v = load_v2v(preset, own("v2v"), i2v=i2v)
+        vfi = FrameInterpolator.from_pretrained(own("vfi"), method=vfi_method)
+        return cls(t2i, i2v, v2v, vfi, preset)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, prompt: str, seed: int = 0, image: str | os.PathLike | None = None,
+                 stages: tuple[str, ...] | None = None, out: str | os.PathLike | None = None,
+                 progress: bool = True, **settings) -> PipelineOutput:
+        """Run the cascade into `out` (default: runs/<prompt words>-seed<seed>). `settings`:
+        the other fields of RunSettings (frames, t2i_steps, v2v_strength, gif, ...)."""
+        if stages is None:
+            stages = STAGES[1:] if image is not None else STAGES
+        run = RunSettings(prompt=prompt, seed=seed, preset=self.preset, image=str(image) if image else None,
+                          stages=tuple(stages), **settings)
+        return self.run(run, Path(out) if out else default_run_dir(prompt, seed), progress=progress)
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, progress: bool = True, **load) -> PipelineOutput:
+        """Finish an interrupted run: the stages marked done in its manifest are not run again."""
+        run = read_run(run_dir)
+        pipe = cls.from_preset(run.preset, vfi_method=run.vfi_method, **load)
+        return pipe.run(run, Path(run_dir), progress=progress, resume=True)
+
+    def check(self, run: RunSettings) -> tuple[tuple[str, ...], torch.Tensor | None]:
+        """Everything that can be wrong with a run, before any stage runs."""
+        if not run.prompt.strip():
+            raise PromptError("the prompt is empty")
+        self.text_encoder.check([run.prompt])
+        stages = check_stages(run.stages, run.image)
+        if not 1 <= run.frames <= 32:
+            raise ValueError(f"frames must be between 1 and 32 (the motion module's length), got {run.frames}")
+        if run.times < 1:
+            raise ValueError(f"times must be at least 1, got {run.times}")
+        for name in ("t2i_steps", "i2v_steps", "v2v_steps"):
+            value = getattr(run, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+        if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
+            raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
+        return stages, read_image(run.image) if run.image else None
+
+    def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False) -> PipelineOutput:
+        stages, image = self.check(run)
+        if not resume and run_dir.exists() and any(run_dir.iterdir()):
+            raise FileExistsError(f"{run_dir} is not empty; pass another --out, or --resume {run_dir}")
+        cond = self.text_encoder(run.prompt)
+        held: dict[str, torch.Tensor] = {}  # uint8 outputs of the stages so far
+        paths: dict[str, Path] = {}
+        if resume:
+            manifest = json.loads((run_dir / MANIFEST).read_text())
+        else:
+            manifest = self._new_manifest(run)
+            self._save_manifest(run_dir, manifest)  # from here on the folder is a run that resumes
+        state = run_dir / ".state"
+        if image is not None:
+            held["t2i"] = _quantise(image)
+            paths["t2i"] = self._write("t2i", held["t2i"], run_dir, run)
+        for i, name in enumerate(stages):
+            record = manifest["stages"].get(name, {})
+            if record.get("done") and (state / f"{name}.safetensors").is_file():
+                held[name] = load_file(state / f"{name}.safetensors")["frames"]
+                paths[name] = run_dir / FILES[name]
+                if progress:
+                    print(f"stage {i + 1}/{len(stages)} {name}: done before, kept", file=sys.stderr)
+                continue
+            if progress:
+                print(f"stage {i + 1}/{len(stages)} {name}", file=sys.stderr)
+            began = time.perf_counter()
+            result = _quantise(self._stage(name, run, cond, held, progress))
+            held[name] = result
+            with atomic_path(state / f"{name}.safetensors") as tmp:
+                save_file({"frames": result.contiguous()}, tmp)
+            paths[name] = self._write(name, result, run_dir, run)
+            manifest["stages"][name] = {"done": True, "seconds": round(time.perf_counter() - began, 3),
+                                        "file": FILES[name]}
+            self._save_manifest(run_dir, manifest)
+        last = stages[-1]
+        if run.gif and last != "t2i":
+            paths["gif"] = write_video(run_dir / "final.gif", held[last].float() / 255, self._fps(last, run))
+        return PipelineOutput(held[last].float() / 255, paths, run_dir, manifest)
+
+    def _stage(self, name: str, run: RunSettings, cond, held: dict[str, torch.Tensor], progress: bool) -> torch.Tensor:
+        seed = run.seed
+        if name == "t2i":
+            return self.t2i(cond, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance,
+                            progress=progress).images[0]
+        reference = held["t2i"].float() / 255
+        if name == "i2v":
+            return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,
+                            guidance=run.i2v_guidance, progress=progress).frames[0]
+        if name == "v2v":
+            return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
+                            strength=run.v2v_strength, progress=progress).frames[0]
+        return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress).frames
+
+    def _fps(self, name: str, run: RunSettings) -> float:
+        return KEYFRAME_FPS * run.times if name == "vfi" else KEYFRAME_FPS
+
+    def _write(self, name: str, frames: torch.Tensor, run_dir: Path, run: RunSettings) -> Path:
+        path = run_dir / FILES[name]
+        if name == "t2i":
+            return write_image(path, frames.float() / 255)
+        return write_video(path, frames.float() / 255, self._fps(name, run), run.flavour)
+
+    # ------------------------------------------------------------------ manifest
+    def _new_manifest(self, run: RunSettings) -> dict:
+        import diffusers
+
+        from magicvideo import __version__
+
+        return {"settings": dataclasses.asdict(run), "stages": {},
+                "versions": {"magicvideo": __version__, "torch": torch.__version__,
+                             "diffusers": diffusers.__version__}}
+
+    @staticmethod
+    def _save_manifest(run_dir: Path, manifest: dict) -> None:
+        with atomic_path(run_dir / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")

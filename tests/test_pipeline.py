@@ -1,0 +1,151 @@
+import json
+
+import pytest
+import torch
+from diffusers import ControlNetModel, MotionAdapter
+
+from magicvideo.media import read_video, write_image
+from magicvideo.pipeline import MagicVideoPipeline, RunSettings, check_stages, read_run
+from magicvideo.stages.t2i import TextToImage
+from magicvideo.stages.v2v import V2VSettings, VideoToVideo
+from magicvideo.stages.vfi import FrameInterpolator
+from magicvideo.text import MiniLMTextEncoder
+from tiny_components import tiny_i2v, tiny_unet, tiny_vae
+
+PROMPT = "a crimson star drifting to the left over a sunset"
+
+
+class CrashError(Exception):
+    """A stand-in for a kill or Ctrl-C in the middle of a stage."""
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """The cascade on tiny random components: 64x64 reference, 32x32 keyframes, 64x64 frames."""
+    text = MiniLMTextEncoder.from_pretrained()
+    t2i = TextToImage(tiny_unet(text.dim), tiny_vae(levels=4), text, size=64, steps=2, guidance=2.0)
+    i2v = tiny_i2v(text)
+    torch.manual_seed(5)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32, use_motion_mid_block=False)
+    cn = ControlNetModel.from_unet(i2v.spatial_unet(), conditioning_channels=6,
+                                   conditioning_embedding_out_channels=(8, 16, 16, 32))
+    v2v = VideoToVideo.attach(i2v, adapter, cn, V2VSettings(size=64, steps=2, strength=0.5))
+    return MagicVideoPipeline(t2i, i2v, v2v, FrameInterpolator("blend"))
+
+
+def test_cascade_writes_every_stage_and_a_manifest(pipe, tmp_path):
+    out = pipe(PROMPT, seed=1, out=tmp_path / "run", frames=3, progress=False, gif=True)
+    assert out.frames.shape == (3, 7, 64, 64)
+    for name in ("reference.png", "keyframes.mp4", "hires.mp4", "final.mp4", "final.gif", "manifest.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    video, fps = read_video(tmp_path / "run" / "final.mp4")
+    assert video.shape == (3, 7, 64, 64) and fps == 24
+    assert read_video(tmp_path / "run" / "keyframes.mp4")[0].shape == (3, 3, 32, 32)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["settings"]["prompt"] == PROMPT and manifest["settings"]["seed"] == 1
+    assert all(manifest["stages"][s]["done"] and manifest["stages"][s]["seconds"] > 0
+               for s in ("t2i", "i2v", "v2v", "vfi"))
+    assert {"magicvideo", "torch", "diffusers"} <= set(manifest["versions"])
+    assert not list((tmp_path / "run").glob("*.partial*"))
+
+
+def test_same_seed_same_bytes_and_resume_after_a_crash_gives_the_same_video(pipe, tmp_path, monkeypatch):
+    pipe(PROMPT, seed=2, out=tmp_path / "a", frames=3, progress=False)
+    pipe(PROMPT, seed=2, out=tmp_path / "b", frames=3, progress=False)
+    final = (tmp_path / "a" / "final.mp4").read_bytes()
+    assert (tmp_path / "b" / "final.mp4").read_bytes() == final
+
+    calls, crashed = [], []
+    real = pipe._stage
+
+    def crash_in_v2v(name, *args):
+        calls.append(name)
+        if name == "v2v" and not crashed:
+            crashed.append(name)
+            raise CrashError
+        return real(name, *args)
+
+    monkeypatch.setattr(pipe, "_stage", crash_in_v2v)
+    with pytest.raises(CrashError):
+        pipe(PROMPT, seed=2, out=tmp_path / "c", frames=3, progress=False)
+    assert not (tmp_path / "c" / "hires.mp4").exists() and (tmp_path / "c" / "keyframes.mp4").is_file()
+    calls.clear()
+    out = pipe.run(read_run(tmp_path / "c"), tmp_path / "c", progress=False, resume=True)
+    assert calls == ["v2v", "vfi"]  # stages 1 and 2 were not run again
+    assert (tmp_path / "c" / "final.mp4").read_bytes() == final
+    assert out.frames.shape == (3, 7, 64, 64)
+
+
+def test_stop_early_and_animate_a_given_image(pipe, tmp_path):
+    out = pipe(PROMPT, out=tmp_path / "early", stages=("t2i", "i2v"), frames=2, progress=False)
+    written = sorted(p.name for p in (tmp_path / "early").iterdir())
+    assert written == [".state", "keyframes.mp4", "manifest.json", "reference.png"]
+    assert out.frames.shape == (3, 2, 32, 32)
+    write_image(tmp_path / "mine.png", torch.rand(3, 64, 64))
+    out = pipe(PROMPT, image=tmp_path / "mine.png", out=tmp_path / "mine", frames=2, progress=False)
+    manifest = json.loads((tmp_path / "mine" / "manifest.json").read_text())
+    assert "t2i" not in manifest["stages"] and (tmp_path / "mine" / "final.mp4").is_file()
+
+
+@pytest.mark.parametrize("stages, image, message", [
+    (("t2i", "warp"), None, "unknown stage 'warp'"),
+    (("t2i", "v2v"), None, "without gaps"),
+    (("i2v",), None, "from t2i"),
+    (("t2i", "i2v"), "ref.png", "replaces stage 1"),
+    ((), None, "no stage"),
+])
+def test_stage_lists_are_checked(stages, image, message):
+    with pytest.raises(ValueError, match=message):
+        check_stages(stages, image)
+    assert check_stages(("vfi", "i2v", "v2v"), "ref.png") == ("i2v", "v2v", "vfi")
+
+
+def test_bad_runs_fail_before_any_stage_and_write_nothing(pipe, tmp_path):
+    from magicvideo.eval.prompt import PromptError
+
+    with pytest.raises(PromptError, match="takes at most"):
+        pipe(" ".join(["red"] * 60), out=tmp_path / "long", progress=False)
+    with pytest.raises(PromptError, match="empty"):
+        pipe("  ", out=tmp_path / "empty", progress=False)
+    with pytest.raises(ValueError, match="frames"):
+        pipe(PROMPT, out=tmp_path / "frames", frames=40, progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("mine")
+    with pytest.raises(FileExistsError, match="--resume"):
+        pipe(PROMPT, out=tmp_path / "busy", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def _cli(*args):
+    from magicvideo.cli import main
+
+    return main(list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["  "], "prompt is empty"),
+    ([PROMPT, "--stages", "t2i,warp"], "unknown stage"),
+    ([PROMPT, "--image", "MISSING"], "no such image"),
+    ([PROMPT, "--image", "BROKEN"], "cannot read"),
+    ([PROMPT, "--out", "BUSY"], "not empty"),
+    (["--resume", "NOWHERE"], "not a run directory"),
+    ([PROMPT, "--resume", "NOWHERE"], "not both"),
+    ([PROMPT, "--weights", "NOWHERE"], "no weights folder"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("mine")
+    names = {"MISSING": "missing.png", "BROKEN": "broken.png", "BUSY": "busy", "NOWHERE": "nowhere"}
+    args = [str(tmp_path / names[a]) if a in names else a for a in args]
+    assert _cli("generate", *args, "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "busy"]
+
+
+def test_read_run_gives_back_the_settings(pipe, tmp_path):
+    pipe(PROMPT, seed=3, out=tmp_path / "r", stages=("t2i",), progress=False, t2i_steps=1)
+    run = read_run(tmp_path / "r")
+    assert isinstance(run, RunSettings) and run.seed == 3 and run.stages == ("t2i",) and run.t2i_steps == 1
