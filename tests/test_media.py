@@ -35,6 +35,14 @@ def test_writes_are_byte_identical_and_leave_no_temporary_files(tmp_path, heldou
     assert (tmp_path / "a.mp4").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
+def test_gif_is_an_animated_gif_that_reads_back(tmp_path, heldout_clips):
+    clip = render_clip(heldout_clips[3].scene, 64, 24, 5)
+    write_video(tmp_path / "a.gif", clip, 8)
+    assert (tmp_path / "a.gif").read_bytes()[:6] == b"GIF89a"
+    frames, fps = read_video(tmp_path / "a.gif")
+    assert frames.shape == clip.shape and abs(fps - 8) < 0.5 and _psnr(frames, clip) > 25
+
+
 def test_a_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_video(tmp_path / "odd.mp4", torch.rand(3, 2, 63, 63), 24, flavour="web")

@@ -42,6 +42,7 @@ def test_cascade_writes_every_stage_and_a_manifest(pipe, tmp_path):
     video, fps = read_video(tmp_path / "run" / "final.mp4")
     assert video.shape == (3, 7, 64, 64) and fps == 24
     assert read_video(tmp_path / "run" / "keyframes.mp4")[0].shape == (3, 3, 32, 32)
+    assert read_video(tmp_path / "run" / "final.gif")[0].shape == (3, 7, 64, 64)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["settings"]["prompt"] == PROMPT and manifest["settings"]["seed"] == 1
     assert all(manifest["stages"][s]["done"] and manifest["stages"][s]["seconds"] > 0

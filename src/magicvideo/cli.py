@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", action="store_true", help="also write final.gif")
     p.add_argument("--preset", choices=("tiny",), default="tiny")
     p.add_argument("--weights", help="a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the shipped")
-    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web",
+                   help="web (yuv420p, plays anywhere; default) or measure (yuv444p)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_generate)
 

@@ -60,11 +60,14 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 def write_video(
     path: str | os.PathLike, frames: torch.Tensor, fps: float, flavour: str = "measure"
 ) -> Path:
-    """Write (3, F, H, W) frames in [0, 1] as an H.264 mp4 of the given flavour."""
+    """Write (3, F, H, W) frames in [0, 1] as an H.264 video of the given flavour, or as an
+    animated GIF when `path` ends in .gif (the flavour does not apply)."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown video flavour {flavour!r}; expected one of {tuple(FLAVOURS)}")
     if frames.ndim != 4 or frames.shape[0] != 3:
         raise ValueError(f"expected frames (3, F, H, W), got {tuple(frames.shape)}")
+    if Path(path).suffix.lower() == ".gif":
+        return _write_gif(path, to_uint8(frames), fps)
     pix_fmt, crf = FLAVOURS[flavour]["pix_fmt"], FLAVOURS[flavour]["crf"]
     _, _, h, w = frames.shape
     if pix_fmt == "yuv420p" and (h % 2 or w % 2):
@@ -82,6 +85,14 @@ def write_video(
         for frame in data:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
+    return Path(path)
+
+
+def _write_gif(path: str | os.PathLike, data: np.ndarray, fps: float) -> Path:
+    """An animated GIF that loops (Pillow; a 256-colour palette per frame, so not for measuring)."""
+    images = [Image.fromarray(frame) for frame in data]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return Path(path)
 
 

@@ -53,7 +53,7 @@ class RunSettings:
     v2v_steps: int | None = None
     v2v_strength: float | None = None
     vfi_method: str = "edsc"
-    flavour: str = "measure"
+    flavour: str = "web"  # plays anywhere; the run stays exact through .state/
     gif: bool = False
 
 
