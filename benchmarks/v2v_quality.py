@@ -57,11 +57,28 @@ def runner(stage, stash: dict | None = None, **call):
     return upscale
 
 
+def stage2_outputs(i2v):
+    """Stage 2's keyframes for clips (seed 0, the true first frame as reference), made once per clip."""
+    made: dict = {}
+
+    def inputs(clips, refs):
+        todo = [c for c in clips if c.index not in made]
+        if todo:
+            out = i2v([c.caption for c in todo], refs[[clips.index(c) for c in todo]], seed=0).frames
+            made.update({c.index: v for c, v in zip(todo, out)})
+        return torch.stack([made[c.index] for c in clips])
+    return inputs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=100, help="reported held-out clips per row")
+    parser.add_argument("--ablation-clips", type=int, help="held-out clips for the rows without a part "
+                        "(default: --clips; the same first clips)")
     parser.add_argument("--sweep-clips", type=int, default=24, help="validation clips per sweep point")
     parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("--table-strength", type=float, help="strength of the comparison table (default: the "
+                        "stage's; at 0 no denoising runs, so the parts it compares do not act)")
     parser.add_argument("--i2v-clips", type=int, default=40, help="clips with real stage-2 outputs in")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -88,31 +105,40 @@ def main() -> None:
                       evaluate_v2v(runner(stage, strength=0.0), n, progress=False)), ""]
     if "sweep" in args.sections:
         m = args.sweep_clips
-        lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
+        lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "",
+                  "True 64x64 keyframes in:", "", *HEADER]
         for strength in args.strength:
             r = evaluate_v2v(runner(stage, strength=strength), m, VALIDATION_SEED, progress=False)
             lines.append(row(f"strength {strength:g}", r))
+        stage2 = stage2_outputs(i2v)
+        lines += ["", "Stage-2 outputs in (the shipped I2V at its defaults):", "", *HEADER,
+                  row("stage-2 keyframes (64x64)", evaluate_v2v(lambda c, low, r: low, m, VALIDATION_SEED,
+                                                                inputs=stage2, progress=False), False)]
+        for strength in args.strength:
+            r = evaluate_v2v(runner(stage, strength=strength), m, VALIDATION_SEED, inputs=stage2, progress=False)
+            lines.append(row(f"strength {strength:g}", r, False))
         lines.append("")
     if "table" in args.sections:
         raw: dict = {}
-        full = evaluate_v2v(runner(stage, stash=raw), n)
-        lines += [f"## The stage and its parts ({n} held-out clips, seed {TEST_SEED}, true 64x64 keyframes in)", "",
-                  *HEADER, row("full stage (defaults)", full),
-                  row("without back-projection", evaluate_v2v(lambda c, low, r: torch.stack([raw[x.index] for x in c]),
-                                                              n, progress=False)),
-                  row("without appearance encoder (scale 0)", evaluate_v2v(runner(stage, appearance_scale=0.0), n)),
-                  row("without the reference in the ControlNet", evaluate_v2v(runner(stage, use_reference=False), n)),
-                  row("without ControlNet", evaluate_v2v(runner(stage, use_controlnet=False), n)), ""]
+        a = args.ablation_clips or n
+        st = s.strength if args.table_strength is None else args.table_strength
+        full = evaluate_v2v(runner(stage, stash=raw, strength=st), n)
+        lines += [f"## The stage and its parts at strength {st:g} (held-out clips of seed {TEST_SEED}, true 64x64 "
+                  "keyframes in)", "", *HEADER, row(f"full stage, {n} clips", full),
+                  row(f"without back-projection, {n} clips",
+                      evaluate_v2v(lambda c, low, r: torch.stack([raw[x.index] for x in c]), n, progress=False))]
+        if a != n:
+            kept = evaluate_v2v(lambda c, low, r: back_project(torch.stack([raw[x.index] for x in c]), low,
+                                                               s.back_projection), a, progress=False)
+            lines.append(row(f"full stage, the first {a} of them", kept))
+        lines += [row(f"without appearance encoder (scale 0), {a} clips",
+                      evaluate_v2v(runner(stage, appearance_scale=0.0, strength=st), a)),
+                  row(f"without the reference in the ControlNet, {a} clips",
+                      evaluate_v2v(runner(stage, use_reference=False, strength=st), a)),
+                  row(f"without ControlNet, {a} clips",
+                      evaluate_v2v(runner(stage, use_controlnet=False, strength=st), a)), ""]
     if "i2v" in args.sections:
-        k, made = args.i2v_clips, {}
-
-        def stage2(clips, refs):
-            todo = [c for c in clips if c.index not in made]
-            if todo:
-                out = i2v([c.caption for c in todo], refs[[clips.index(c) for c in todo]], seed=0).frames
-                made.update({c.index: v for c, v in zip(todo, out)})
-            return torch.stack([made[c.index] for c in clips])
-
+        k, stage2 = args.i2v_clips, stage2_outputs(i2v)
         lines += [f"## Real stage-2 outputs in ({k} held-out clips, seed {TEST_SEED}; the shipped I2V at its "
                   "defaults)", "", *HEADER,
                   row("stage-2 keyframes (64x64)", evaluate_v2v(lambda c, low, r: low, k, inputs=stage2), False),

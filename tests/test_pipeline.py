@@ -150,3 +150,14 @@ def test_read_run_gives_back_the_settings(pipe, tmp_path):
     pipe(PROMPT, seed=3, out=tmp_path / "r", stages=("t2i",), progress=False, t2i_steps=1)
     run = read_run(tmp_path / "r")
     assert isinstance(run, RunSettings) and run.seed == 3 and run.stages == ("t2i",) and run.t2i_steps == 1
+
+
+def test_generate_runs_the_shipped_cascade_from_the_command_line(tmp_path, capsys):
+    """`magicvideo generate` on the shipped tiny weights, few steps and 4 keyframes: plumbing, not quality."""
+    assert _cli("generate", PROMPT, "--out", str(tmp_path / "run"), "--frames", "4", "--t2i-steps", "2",
+                "--i2v-steps", "2", "--v2v-steps", "2", "--quiet") == 0
+    printed = capsys.readouterr().out
+    assert f"video: {tmp_path / 'run' / 'final.mp4'}" in printed
+    video, fps = read_video(tmp_path / "run" / "final.mp4")
+    assert video.shape == (3, 10, 128, 128) and fps == 24 and video.std() > 0.01
+    assert _cli("generate", "--resume", str(tmp_path / "run"), "--quiet") == 0  # all done: nothing runs again
