@@ -99,7 +99,10 @@ class VideoToVideo(LatentVideoStage):
         if i2v.appearance is not None:
             attach_appearance(unet, i2v.appearance.num_tokens)
         share_spatial(unet, i2v.unet)
-        return cls(unet.to(i2v.device), i2v, controlnet, settings)
+        if i2v.device.type != "cpu":  # the motion modules are new; the shared layers are there already
+            unet.to(i2v.device)
+            controlnet = controlnet.to(i2v.device) if controlnet is not None else None
+        return cls(unet, i2v, controlnet, settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """What this stage owns: its motion module, its ControlNet and its settings."""
