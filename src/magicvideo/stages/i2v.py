@@ -34,7 +34,7 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
-from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler
+from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler, seed_list
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 STAGE_FILE = "stage.json"
@@ -71,6 +71,13 @@ class I2VSettings:
     appearance_scale: float = 1.0
 
 
+def resize_reference(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size), antialiased bilinear (unchanged when already that size)."""
+    if image.shape[-2:] == (size, size):
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 class LatentVideoStage:
     """What stages 2 and 3 share: a motion UNet over the VAE's latents, the text encoder, the
     appearance encoder and a ControlNet, and one sampling loop (`denoise`)."""
@@ -98,8 +105,7 @@ class LatentVideoStage:
 
     def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
-        if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        image = resize_reference(image, size)
         latent = self.vae.encode(image.to(self.device) * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
         return image, latent
 
@@ -267,8 +273,7 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
         control, ref_latent = self.encode_reference(image, s.size)
-        seeds = [seed] * n if isinstance(seed, int) else list(seed)
-        noise = initial_noise(seeds, (4, frames, s.size // 8, s.size // 8)).to(self.device)
+        noise = initial_noise(seed_list(seed, n), (4, frames, s.size // 8, s.size // 8)).to(self.device)
         latents = noise_prior(noise, ref_latent, strength)
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,

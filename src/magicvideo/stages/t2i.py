@@ -54,7 +54,7 @@ def check_size(height: int, width: int) -> None:
         raise ValueError(f"image size must be positive multiples of 8 (the VAE's factor), got {height}x{width}")
 
 
-def _seeds(seed: int | list[int], n: int) -> list[int]:
+def seed_list(seed: int | list[int], n: int) -> list[int]:
     seeds = [seed] * n if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
         raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
@@ -135,7 +135,7 @@ class TextToImage:
             raise ValueError(f"steps must be at least 1, got {steps}")
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
-        seeds = _seeds(seed, n)
+        seeds = seed_list(seed, n)
         latents = initial_noise(seeds, (4, size // 8, size // 8)).to(self.device)
         guided = guidance > 1.0
         context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
@@ -188,7 +188,7 @@ class DiffusersTextToImage:
             raise PromptError("the prompt is empty")
         size = size or self.size
         check_size(size, size)
-        generators = [torch.Generator().manual_seed(s) for s in _seeds(seed, len(prompts))]
+        generators = [torch.Generator().manual_seed(s) for s in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
         images = self.pipeline(prompts, num_inference_steps=steps or self.steps,
                                guidance_scale=self.guidance if guidance is None else guidance,

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from magicvideo.models.appearance import attach_appearance
-from magicvideo.stages.i2v import STAGE_FILE, ImageToVideo, LatentVideoStage, load_i2v
-from magicvideo.stages.t2i import TINY, initial_noise
+from magicvideo.stages.i2v import STAGE_FILE, ImageToVideo, LatentVideoStage, load_i2v, resize_reference
+from magicvideo.stages.t2i import TINY, initial_noise, seed_list
 from magicvideo.text import PromptEmbedding
 
 TINY_V2V = TINY / "v2v"
@@ -132,7 +132,7 @@ class VideoToVideo(LatentVideoStage):
         """The ControlNet's per-frame input (B*F, 6, S, S): the upsampled frame and the reference
         (zeros when `use_reference` is False, as trained with reference dropout)."""
         b, _, f, size, _ = up.shape
-        ref, _ = self.encode_reference(image, size) if use_reference else (torch.zeros(b, 3, size, size), None)
+        ref = resize_reference(image, size) if use_reference else torch.zeros(b, 3, size, size)
         frames = up.transpose(1, 2).reshape(b * f, 3, size, size)
         return torch.cat([frames, ref.to(frames).repeat_interleave(f, 0)], dim=1)
 
@@ -171,8 +171,7 @@ class VideoToVideo(LatentVideoStage):
         frames, latent = video.shape[2], s.size // 8
         up = upsample(video, s.size)
         start = self.encode(up)
-        seeds = [seed] * n if isinstance(seed, int) else list(seed)
-        noise = initial_noise(seeds, (4, frames, latent, latent)).to(self.device)
+        noise = initial_noise(seed_list(seed, n), (4, frames, latent, latent)).to(self.device)
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
                                progress=progress, desc="video-to-video")

@@ -24,7 +24,7 @@ from diffusers import ControlNetModel, MotionAdapter
 from torch import nn
 from tqdm import tqdm
 
-from magicvideo.stages.i2v import TINY_I2V, ImageToVideo, load_i2v
+from magicvideo.stages.i2v import TINY_I2V, ImageToVideo, load_i2v, resize_reference
 from magicvideo.stages.t2i import initial_noise, noise_scheduler
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
 from magicvideo.synth import WorldClips
@@ -111,7 +111,7 @@ def encode_clips(config: V2VTrainConfig, stage: VideoToVideo, hidden: torch.Tens
         todo = [k for k, i in enumerate(idx) if i < config.i2v_clips]
         if todo:
             sub = [idx[k] for k in todo]
-            small, _ = i2v.encode_reference(refs[todo], lo)
+            small = resize_reference(refs[todo], lo)
             noise = initial_noise([config.seed * 7919 + i for i in sub], tuple(z_low.shape[1:]))
             cond = hidden[sub].float()
             latents = i2v.denoise(PromptEmbedding(cond), refs[todo], noise, config.i2v_steps, i2v.settings.guidance,
