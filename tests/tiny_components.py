@@ -90,3 +90,25 @@ def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int =
             torch.nn.init.normal_(p, std=0.02)
     settings = I2VSettings(size=size, frames=3, steps=2, guidance=3.0)
     return ImageToVideo.inflate(unet, tiny_vae(levels=4), text, adapter, enc, cn, settings)
+
+
+def small_sd15_shapes():
+    """The sd15 layout's classes at test size: what magicvideo.sd15.write_random builds at full size."""
+    from magicvideo.sd15 import Shapes
+
+    blocks = dict(block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    return Shapes(
+        unet=dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, cross_attention_dim=32,
+                  attention_head_dim=4, norm_num_groups=32, **blocks),
+        vae=dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,) * 4,
+                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                 layers_per_block=1, norm_num_groups=32, sample_size=32),
+        text=dict(vocab_size=200, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=77),
+        image=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                   patch_size=8, projection_dim=16),
+        adapter=dict(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                     motion_norm_num_groups=32, use_motion_mid_block=False),
+        control_embedding=(8, 16, 16, 32), appearance_tokens=2,
+        i2v=dict(size=32, frames=3, steps=2, guidance=3.0), v2v=dict(size=64, steps=2, strength=0.5))

@@ -83,7 +83,7 @@ def _t2i(args: argparse.Namespace) -> None:
         raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    stage = load_t2i(args.preset, args.weights)
+    stage = load_t2i(args.preset, args.weights, _placement(args))
     image = stage(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
                   progress=not args.quiet).images[0]
     print(f"wrote {write_image(args.output, image)}")
@@ -109,7 +109,7 @@ def _i2v(args: argparse.Namespace) -> None:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     image = read_image(args.image)  # an unreadable image fails before any model loads
-    stage = load_i2v(args.preset, args.weights)
+    stage = load_i2v(args.preset, args.weights, _placement(args))
     size = stage.settings.size
     if image.shape[-2:] != (size, size):
         print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
@@ -144,8 +144,12 @@ def _v2v(args: argparse.Namespace) -> None:
     image = read_image(args.image)
     if not 1 <= video.shape[1] <= 32:
         raise ValueError(f"the input has {video.shape[1]} frames; the motion module takes 1 to 32")
-    folder = v2v_folder(args.preset, args.weights)
-    stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights))
+    if args.preset == "sd15":
+        v2v_folder("sd15", args.weights)  # checked before anything loads
+        stage = load_v2v("sd15", args.weights, i2v=load_i2v("sd15", args.weights, _placement(args)))
+    else:
+        folder = v2v_folder(args.preset, args.weights)
+        stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights, _placement(args)))
     size = stage.settings.size
     if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
         raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
@@ -168,7 +172,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.resume:
         if args.prompt is not None:
             raise ValueError("give a prompt or --resume RUN_DIR, not both (a resumed run keeps its own settings)")
-        out = MagicVideoPipeline.resume(args.resume, progress=progress)
+        out = MagicVideoPipeline.resume(args.resume, progress=progress, placement=_placement(args))
     else:
         if args.prompt is None or not args.prompt.strip():
             raise PromptError("the prompt is empty")
@@ -180,14 +184,46 @@ def _generate(args: argparse.Namespace) -> None:
         if args.image:
             read_image(args.image)  # an unreadable image fails before any model loads
         settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
-                                                  "v2v_steps", "v2v_strength", "gif", "flavour")}
-        run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, image=args.image, stages=stages,
-                          **settings)
-        pipe = MagicVideoPipeline.from_preset(args.preset, args.weights)
+                                                  "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
+                                                  "gif", "flavour")}
+        placement = _placement(args)
+        weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
+        run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
+                          dtype=placement.dtype, image=args.image, stages=stages, **settings)
+        pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=placement)
         out = pipe.run(run, run_dir, progress=progress)
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
+
+
+def _add_placement(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights' precision (default: fp16 on a GPU, "
+                   "fp32 on the CPU)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload: each model goes to the device only "
+                   "while it runs (less GPU memory, slower)")
+    p.add_argument("--vae-chunk", type=int, default=16, help="frames per VAE call (default 16; lower: less memory)")
+    p.add_argument("--vae-tiling", action="store_true", help="the VAE works in tiles (large frames, less memory)")
+
+
+def _placement(args: argparse.Namespace):
+    from magicvideo.device import Placement, default_device
+
+    device = args.device or default_device()
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    return Placement(device=device, dtype=dtype, offload=args.offload, vae_chunk=args.vae_chunk,
+                     vae_tiling=args.vae_tiling)
+
+
+def _random_weights(args: argparse.Namespace) -> None:
+    from magicvideo.device import DTYPES
+    from magicvideo.sd15 import check_folder, write_random
+
+    root = write_random(args.out, dtype=DTYPES[args.dtype], seed=args.seed, progress=not args.quiet)
+    check_folder(root)
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**30
+    print(f"wrote random-init sd15 weights ({size:.1f} GiB, {args.dtype}; not a trained model): {root}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
     p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
                    "sd15: a local diffusers text-to-image pipeline folder")
+    _add_placement(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_t2i)
 
@@ -242,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
                    "(default: the stage's, 1; 0 turns it off)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
-    p.add_argument("--preset", choices=("tiny",), default="tiny")
-    p.add_argument("--weights", help="a saved image-to-video stage folder (default: the shipped tiny weights)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
+                   "sd15: the weights folder (layout in the README)")
+    _add_placement(p)
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_i2v)
@@ -264,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the reference)")
     p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
                    "stage's, 1; 0 turns it off)")
-    p.add_argument("--preset", choices=("tiny",), default="tiny")
-    p.add_argument("--weights", help="a saved video-to-video stage folder (default: the shipped tiny weights)")
-    p.add_argument("--i2v-weights", help="the image-to-video stage whose backbone it shares (default: shipped)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
+                   "sd15: the weights folder (layout in the README)")
+    p.add_argument("--i2v-weights", help="tiny: the image-to-video stage whose backbone it shares (default: shipped)")
+    _add_placement(p)
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_v2v)
@@ -287,8 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2v-steps", type=int)
     p.add_argument("--v2v-strength", type=float)
     p.add_argument("--gif", action="store_true", help="also write final.gif")
-    p.add_argument("--preset", choices=("tiny",), default="tiny")
-    p.add_argument("--weights", help="a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the shipped")
+    p.add_argument("--t2i-size", type=int, help="reference image side (default: the T2I model's)")
+    p.add_argument("--i2v-size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
+    p.add_argument("--v2v-size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the "
+                   "shipped; sd15: the weights folder (layout in the README)")
+    _add_placement(p)
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web",
                    help="web (yuv420p, plays anywhere; default) or measure (yuv444p)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -305,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser("random-weights", help="write a random-init weights folder at the sd15 preset's real shapes "
+                       "(runs the full-size path with nothing downloaded; not a model)")
+    p.add_argument("out", help="the folder to write (must be empty or new)")
+    p.add_argument("--dtype", choices=("fp16", "fp32", "bf16"), default="fp16", help="stored precision (default fp16, "
+                   "about 7 GB)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_random_weights)
 
     p = sub.add_parser("train", help="train a stage (resumes when run again on the same --out)")
     p.add_argument("stage", choices=TRAINABLE)

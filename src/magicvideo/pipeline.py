@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from magicvideo.device import Placement
 from magicvideo.eval.prompt import PromptError
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.synth.scene import KEYFRAME_FPS
@@ -32,7 +33,7 @@ from magicvideo.synth.scene import KEYFRAME_FPS
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 FILES = {"t2i": "reference.png", "i2v": "keyframes.mp4", "v2v": "hires.mp4", "vfi": "final.mp4"}
 MANIFEST = "manifest.json"
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "sd15")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class RunSettings:
     prompt: str
     seed: int = 0
     preset: str = "tiny"
+    weights: str | None = None  # tiny: a folder of any of t2i/ i2v/ v2v/ vfi/; sd15: the layout's folder
+    dtype: str = "fp32"
     image: str | None = None  # a reference image to animate instead of stage 1's
     stages: tuple[str, ...] = STAGES
     frames: int = 16  # keyframes
@@ -52,6 +55,9 @@ class RunSettings:
     i2v_guidance: float | None = None
     v2v_steps: int | None = None
     v2v_strength: float | None = None
+    t2i_size: int | None = None  # None: each stage's own size
+    i2v_size: int | None = None
+    v2v_size: int | None = None
     vfi_method: str = "edsc"
     flavour: str = "web"  # plays anywhere; the run stays exact through .state/
     gif: bool = False
@@ -107,37 +113,52 @@ def _quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 class MagicVideoPipeline:
-    def __init__(self, t2i, i2v, v2v, vfi, preset: str = "tiny") -> None:
+    def __init__(self, t2i, i2v, v2v, vfi, preset: str = "tiny", weights: str | os.PathLike | None = None,
+                 placement: Placement | None = None) -> None:
         self.t2i, self.i2v, self.v2v, self.vfi, self.preset = t2i, i2v, v2v, vfi, preset
+        self.weights = str(weights) if weights is not None else None
+        self.placement = placement or Placement()
         self.text_encoder = i2v.text_encoder
 
     @classmethod
-    def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None,
-                    vfi_method: str = "edsc") -> MagicVideoPipeline:
+    def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None, vfi_method: str = "edsc",
+                    placement: Placement | None = None) -> MagicVideoPipeline:
         """The four stages of a preset. tiny: the shipped weights; `weights` may hold any of
-        t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead."""
+        t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead.
+        sd15: `weights` is a folder in magicvideo.sd15's layout, checked before anything loads.
+        `placement`: device, dtype and memory controls (default: CPU, fp32)."""
         from magicvideo.stages.i2v import load_i2v
-        from magicvideo.stages.t2i import TextToImage
+        from magicvideo.stages.t2i import TextToImage, load_t2i
         from magicvideo.stages.v2v import load_v2v
         from magicvideo.stages.vfi import FrameInterpolator
 
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        placement = placement or Placement()
         root = Path(weights) if weights else None
         if root is not None and not root.is_dir():
             raise FileNotFoundError(f"no weights folder {root}")
+        if preset == "sd15" and root is None:
+            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
 
         def own(name: str) -> Path | None:
             return root / name if root is not None and (root / name).is_dir() else None
 
-        t2i = TextToImage.from_pretrained(own("t2i"))
-        i2v = load_i2v(preset, own("i2v"))
-        shared, own_text = t2i.text_encoder, i2v.text_encoder
-        if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
-            i2v.text_encoder = shared  # one text encoder for the whole cascade
-        v2v = load_v2v(preset, own("v2v"), i2v=i2v)
-        vfi = FrameInterpolator.from_pretrained(own("vfi"), method=vfi_method)
-        return cls(t2i, i2v, v2v, vfi, preset)
+        if preset == "sd15":
+            from magicvideo import sd15
+
+            sd15.check_folder(root)  # every stage's parts, before any weight loads
+            t2i = load_t2i("sd15", root, placement)
+            i2v = load_i2v("sd15", root, placement)
+        else:
+            t2i = TextToImage.from_pretrained(own("t2i")).to(placement.device)
+            i2v = load_i2v(preset, own("i2v"), placement)
+            shared, own_text = t2i.text_encoder, i2v.text_encoder
+            if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
+                i2v.text_encoder = shared  # one text encoder for the whole cascade
+        v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
+        vfi = FrameInterpolator.from_pretrained(own("vfi"), method=vfi_method, device=placement.device)
+        return cls(t2i, i2v, v2v, vfi, preset, weights, placement)
 
     # ------------------------------------------------------------------ running
     def __call__(self, prompt: str, seed: int = 0, image: str | os.PathLike | None = None,
@@ -147,15 +168,19 @@ class MagicVideoPipeline:
         the other fields of RunSettings (frames, t2i_steps, v2v_strength, gif, ...)."""
         if stages is None:
             stages = STAGES[1:] if image is not None else STAGES
-        run = RunSettings(prompt=prompt, seed=seed, preset=self.preset, image=str(image) if image else None,
-                          stages=tuple(stages), **settings)
+        run = RunSettings(prompt=prompt, seed=seed, preset=self.preset, weights=self.weights,
+                          dtype=self.placement.dtype, image=str(image) if image else None, stages=tuple(stages),
+                          **settings)
         return self.run(run, Path(out) if out else default_run_dir(prompt, seed), progress=progress)
 
     @classmethod
-    def resume(cls, run_dir: str | os.PathLike, progress: bool = True, **load) -> PipelineOutput:
-        """Finish an interrupted run: the stages marked done in its manifest are not run again."""
+    def resume(cls, run_dir: str | os.PathLike, progress: bool = True,
+               placement: Placement | None = None) -> PipelineOutput:
+        """Finish an interrupted run: the stages marked done in its manifest are not run again. It
+        loads the run's own preset, weights and dtype; `placement` may move it to another device."""
         run = read_run(run_dir)
-        pipe = cls.from_preset(run.preset, vfi_method=run.vfi_method, **load)
+        placement = dataclasses.replace(placement or Placement(), dtype=run.dtype)
+        pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement)
         return pipe.run(run, Path(run_dir), progress=progress, resume=True)
 
     def check(self, run: RunSettings) -> tuple[tuple[str, ...], torch.Tensor | None]:
@@ -174,13 +199,22 @@ class MagicVideoPipeline:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
         if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
             raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
+        multiple = self.i2v.size_multiple()
+        for name, m in (("t2i_size", 8), ("i2v_size", multiple), ("v2v_size", multiple)):
+            value = getattr(run, name)
+            if value is not None and (value <= 0 or value % m):
+                raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
+        i2v_size = run.i2v_size or self.i2v.settings.size
+        v2v_size = run.v2v_size or self.v2v.settings.size
+        if "v2v" in stages and v2v_size < i2v_size:
+            raise ValueError(f"v2v size {v2v_size} is below the i2v size {i2v_size}")
         return stages, read_image(run.image) if run.image else None
 
     def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False) -> PipelineOutput:
         stages, image = self.check(run)
         if not resume and run_dir.exists() and any(run_dir.iterdir()):
             raise FileExistsError(f"{run_dir} is not empty; pass another --out, or --resume {run_dir}")
-        cond = self.text_encoder(run.prompt)
+        cond = self.i2v.encode_prompt(run.prompt)
         held: dict[str, torch.Tensor] = {}  # uint8 outputs of the stages so far
         paths: dict[str, Path] = {}
         if resume:
@@ -218,16 +252,19 @@ class MagicVideoPipeline:
 
     def _stage(self, name: str, run: RunSettings, cond, held: dict[str, torch.Tensor], progress: bool) -> torch.Tensor:
         seed = run.seed
-        if name == "t2i":
-            return self.t2i(cond, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance,
+        if name == "t2i":  # our T2I reads the shared embedding; a diffusers pipeline encodes its own
+            from magicvideo.stages.t2i import DiffusersTextToImage
+
+            prompt = run.prompt if isinstance(self.t2i, DiffusersTextToImage) else cond
+            return self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, size=run.t2i_size,
                             progress=progress).images[0]
         reference = held["t2i"].float() / 255
         if name == "i2v":
             return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,
-                            guidance=run.i2v_guidance, progress=progress).frames[0]
+                            guidance=run.i2v_guidance, size=run.i2v_size, progress=progress).frames[0]
         if name == "v2v":
             return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
-                            strength=run.v2v_strength, progress=progress).frames[0]
+                            strength=run.v2v_strength, size=run.v2v_size, progress=progress).frames[0]
         return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress).frames
 
     def _fps(self, name: str, run: RunSettings) -> float:

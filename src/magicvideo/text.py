@@ -140,10 +140,12 @@ class CLIPTextEncoder(TextEncoder):
         self.dim = model.config.hidden_size
 
     @classmethod
-    def from_pretrained(cls, model_folder: str | os.PathLike, tokenizer_folder: str | os.PathLike) -> CLIPTextEncoder:
+    def from_pretrained(cls, model_folder: str | os.PathLike, tokenizer_folder: str | os.PathLike,
+                        torch_dtype: torch.dtype = torch.float32) -> CLIPTextEncoder:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         for folder in (model_folder, tokenizer_folder):
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"text encoder folder {folder} does not exist")
-        return cls(CLIPTokenizer.from_pretrained(tokenizer_folder), CLIPTextModel.from_pretrained(model_folder))
+        return cls(CLIPTokenizer.from_pretrained(tokenizer_folder),
+                   CLIPTextModel.from_pretrained(model_folder, dtype=torch_dtype))

@@ -90,8 +90,9 @@ class CLIPAppearanceEncoder(nn.Module):
         size = self.image_encoder.config.image_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        embeds = self.image_encoder(pixel_values=(images.clamp(0, 1) - self.mean) / self.std).image_embeds
-        return self.projection(embeds)
+        pixels = ((images.float().clamp(0, 1) - self.mean.float()) / self.std.float()).to(self.image_encoder.dtype)
+        embeds = self.image_encoder(pixel_values=pixels).image_embeds
+        return self.projection(embeds.to(self.projection.dtype))
 
 
 def _is_spatial_cross_attention(name: str) -> bool:

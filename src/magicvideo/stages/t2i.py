@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from tqdm import tqdm
 
+from magicvideo.device import Placement
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
@@ -37,10 +38,13 @@ def noise_scheduler() -> DDPMScheduler:
                          prediction_type="v_prediction", clip_sample=False)
 
 
-def sampler() -> DPMSolverMultistepScheduler:
-    """DPM-Solver++ (2nd order) on the training schedule, with steps spaced from the last one."""
-    return DPMSolverMultistepScheduler.from_config(noise_scheduler().config, algorithm_type="dpmsolver++",
-                                                   timestep_spacing="trailing", final_sigmas_type="zero")
+def sampler(config: dict | None = None) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2nd order) on a training schedule (default: ours; a full-size stage passes
+    its weights' own, e.g. SD1.5's scaled-linear betas with epsilon prediction), with steps
+    spaced from the last one."""
+    return DPMSolverMultistepScheduler.from_config(config or noise_scheduler().config, algorithm_type="dpmsolver++",
+                                                   solver_order=2, timestep_spacing="trailing",
+                                                   final_sigmas_type="zero")
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -172,9 +176,22 @@ class DiffusersTextToImage:
         path = Path(path)
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
-        pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+        pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                     dtype=torch_dtype or torch.float32)
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, **settings)
+
+    def place(self, placement: Placement) -> DiffusersTextToImage:
+        """Device and dtype; with `placement.offload`, diffusers' model CPU offload."""
+        if self.pipeline.dtype != placement.torch_dtype:
+            self.pipeline.to(dtype=placement.torch_dtype)
+        if placement.offload:
+            self.pipeline.enable_model_cpu_offload(device=placement.device)
+        else:
+            self.pipeline.to(placement.device)
+        if placement.vae_tiling:
+            self.pipeline.vae.enable_tiling()
+        return self
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.pipeline.save_pretrained(path)
@@ -199,7 +216,7 @@ class DiffusersTextToImage:
 PRESETS = ("tiny", "sd15")
 
 
-def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None):
+def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None):
     """Stage 1 of a preset. tiny: the shipped weights, or a folder from `save_pretrained`.
     sd15: any diffusers text-to-image pipeline, `weights` itself or its `t2i/` sub-folder."""
     if preset == "tiny":
@@ -211,4 +228,5 @@ def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None):
     folder = Path(weights)
     if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
         folder = folder / "t2i"
-    return DiffusersTextToImage.from_pretrained(folder)
+    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=(placement or Placement()).torch_dtype).place(
+        placement or Placement())

@@ -32,7 +32,7 @@ from magicvideo.stages.t2i import TINY, initial_noise, seed_list
 from magicvideo.text import PromptEmbedding
 
 TINY_V2V = TINY / "v2v"
-PRESETS = ("tiny",)
+PRESETS = ("tiny", "sd15")
 
 
 @dataclass
@@ -88,20 +88,32 @@ class VideoToVideo(LatentVideoStage):
     def __init__(self, unet: UNetMotionModel, i2v: ImageToVideo, controlnet: ControlNetModel | None = None,
                  settings: V2VSettings | None = None) -> None:
         super().__init__(unet, i2v.vae, i2v.text_encoder, i2v.appearance, controlnet, settings or V2VSettings(),
-                         i2v.spatial_config)
+                         i2v.spatial_config, i2v.scheduler_config)
         self.i2v = i2v
+        self.placement = i2v.placement
 
     @classmethod
     def attach(cls, i2v: ImageToVideo, adapter: MotionAdapter, controlnet: ControlNetModel | None = None,
                settings: V2VSettings | None = None) -> VideoToVideo:
         """A stage on `i2v`'s backbone (shared, not copied) with its own motion module."""
-        unet = UNetMotionModel.from_unet2d(UNet2DConditionModel.from_config(i2v.spatial_config), adapter)
+        from accelerate import init_empty_weights
+
+        # Allocate no spatial layers of its own: they are about to become i2v's.
+        with init_empty_weights():  # (from_unet2d moves the adapter it is given to the UNet's device: a stand-in)
+            spatial = UNet2DConditionModel.from_config(i2v.spatial_config)
+            shape = MotionAdapter.from_config(adapter.config)
+            unet = UNetMotionModel.from_unet2d(spatial, shape, load_weights=False)
+        unet.load_state_dict(adapter.state_dict(), strict=False, assign=True)  # the motion modules, as saved
+        share_spatial(unet, i2v.unet)
         if i2v.appearance is not None:
             attach_appearance(unet, i2v.appearance.num_tokens)
-        share_spatial(unet, i2v.unet)
-        if i2v.device.type != "cpu":  # the motion modules are new; the shared layers are there already
-            unet.to(i2v.device)
-            controlnet = controlnet.to(i2v.device) if controlnet is not None else None
+            share_spatial(unet, i2v.unet)  # the image branch too
+        empty = [k for k, v in unet.named_parameters() if v.is_meta]
+        if empty:
+            raise ValueError(f"the motion adapter does not cover the UNet's motion modules (e.g. {empty[0]})")
+        place = {"device": i2v.unet.device} | ({"dtype": i2v.unet.dtype} if i2v.unet.dtype != torch.float32 else {})
+        unet.to(**place)  # the buffers (positional tables) too
+        controlnet = controlnet.to(**place) if controlnet is not None else None
         return cls(unet, i2v, controlnet, settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -121,10 +133,10 @@ class VideoToVideo(LatentVideoStage):
             raise FileNotFoundError(f"{path} is not a saved video-to-video stage (no {STAGE_FILE})")
         if not (path / "motion_adapter" / "config.json").is_file():
             raise FileNotFoundError(f"missing motion_adapter weights: no {path / 'motion_adapter' / 'config.json'}")
-        fp32 = {"torch_dtype": torch.float32}
-        adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **fp32)
-        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **fp32)
-                      if (path / "controlnet" / "config.json").is_file() else None)
+        dtype = {"torch_dtype": i2v.unet.dtype}
+        adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
+                        if (path / "controlnet" / "config.json").is_file() else None)
         settings = V2VSettings(**json.loads((path / STAGE_FILE).read_text()))
         return cls.attach(i2v, adapter, controlnet, settings)
 
@@ -140,13 +152,13 @@ class VideoToVideo(LatentVideoStage):
     def __call__(self, prompt: str | list[str] | PromptEmbedding, video: torch.Tensor, image: torch.Tensor,
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
-                 use_reference: bool = True, back_projection: int | None = None,
+                 use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
                  progress: bool = False) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). strength in [0, 1]: how much of the schedule runs (0: the
-        upsample through the VAE, then back-projection)."""
+        upsample through the VAE, then back-projection). size: the output side (default: the stage's)."""
         s = self.settings
-        steps = steps or s.steps
+        steps, size = steps or s.steps, size or s.size
         strength = s.strength if strength is None else strength
         guidance = s.guidance if guidance is None else guidance
         scale = s.appearance_scale if appearance_scale is None else appearance_scale
@@ -161,17 +173,19 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         if steps < 1 or iterations < 0:
             raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
-        if video.shape[-1] > s.size or video.shape[-2] != video.shape[-1]:
-            raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
-        cond = prompt if isinstance(prompt, PromptEmbedding) else self.text_encoder(prompt)
+        if size % self.size_multiple():
+            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {size}")
+        if video.shape[-1] > size or video.shape[-2] != video.shape[-1]:
+            raise ValueError(f"expected square frames of at most {size} px, got {tuple(video.shape[-2:])}")
+        cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         if video.shape[0] != n or image.shape[0] not in (1, n):
             raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
-        frames, latent = video.shape[2], s.size // 8
-        up = upsample(video, s.size)
+        frames, latent = video.shape[2], size // 8
+        up = upsample(video, size)
         start = self.encode(up)
-        noise = initial_noise(seed_list(seed, n), (4, frames, latent, latent)).to(self.device)
+        noise = initial_noise(seed_list(seed, n), (4, frames, latent, latent))
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
                                progress=progress, desc="video-to-video")
@@ -180,9 +194,16 @@ class VideoToVideo(LatentVideoStage):
 
 
 def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -> Path:
-    """The stage-3 folder of a preset, checked before anything loads."""
+    """The stage-3 folder of a preset, checked before anything loads (sd15: DIR/v2v)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} for video-to-video; expected one of {PRESETS}")
+    if preset == "sd15":
+        from magicvideo import sd15
+
+        if weights is None:
+            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
+        sd15.check_folder(weights, ("v2v",))
+        return Path(weights) / "v2v"
     folder = Path(weights) if weights else TINY_V2V
     if not (folder / STAGE_FILE).is_file():
         raise FileNotFoundError(f"no video-to-video weights in {folder} (no {STAGE_FILE})")
@@ -191,6 +212,9 @@ def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -
 
 def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
              i2v: ImageToVideo | None = None) -> VideoToVideo:
-    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset when not given)."""
+    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset and, for sd15, the same
+    folder, when not given)."""
     folder = v2v_folder(preset, weights)
-    return VideoToVideo.from_pretrained(folder, i2v if i2v is not None else load_i2v(preset))
+    if i2v is None:
+        i2v = load_i2v(preset, weights if preset == "sd15" else None)
+    return VideoToVideo.from_pretrained(folder, i2v)
