@@ -166,7 +166,15 @@ def _generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from magicvideo.media import read_image
-    from magicvideo.pipeline import STAGES, MagicVideoPipeline, RunSettings, check_stages, default_run_dir
+    from magicvideo.pipeline import (
+        STAGES,
+        MagicVideoPipeline,
+        RunSettings,
+        check_settings,
+        check_stages,
+        default_run_dir,
+        weights_size_multiple,
+    )
 
     progress = not args.quiet
     if args.resume:
@@ -190,11 +198,25 @@ def _generate(args: argparse.Namespace) -> None:
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                           dtype=placement.dtype, image=args.image, stages=stages, **settings)
+        check_settings(run, weights_size_multiple(args.preset, weights))  # before any weight loads
         pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=placement)
         out = pipe.run(run, run_dir, progress=progress)
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """diffusers' and transformers' own notices are about their internals, not the user's run;
+    with --quiet their loading bars go too."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    if quiet:
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
 
 
 def _add_placement(p: argparse.ArgumentParser) -> None:
@@ -374,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command in ("t2i", "i2v", "v2v", "generate", "random-weights", "train"):
+        _quiet_libraries(args.quiet)
     try:
         args.func(args)
     except (MediaError, PromptError, ValueError, FileNotFoundError, FileExistsError) as err:

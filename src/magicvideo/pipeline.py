@@ -107,6 +107,46 @@ def read_run(run_dir: str | os.PathLike) -> RunSettings:
     return RunSettings(**dict(settings, stages=tuple(settings["stages"])))
 
 
+def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
+    """What can be checked of a run without its models (`multiple`: the frame-side multiple of its
+    UNet, `size_multiple`); returns the stages to run."""
+    stages = check_stages(run.stages, run.image)
+    if not 1 <= run.frames <= 32:
+        raise ValueError(f"frames must be between 1 and 32 (the motion module's length), got {run.frames}")
+    if run.times < 1:
+        raise ValueError(f"times must be at least 1, got {run.times}")
+    for name in ("t2i_steps", "i2v_steps", "v2v_steps"):
+        value = getattr(run, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+    if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
+        raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
+    for name, m in (("t2i_size", 8), ("i2v_size", multiple), ("v2v_size", multiple)):
+        value = getattr(run, name)
+        if value is not None and (value <= 0 or value % m):
+            raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
+    return stages
+
+
+def weights_size_multiple(preset: str, weights: str | os.PathLike | None) -> int:
+    """`size_multiple` of a preset's UNet, read from its config (sd15: after checking the whole
+    folder), so a run's sizes are checked before any weight loads."""
+    from magicvideo.stages.i2v import size_multiple
+    from magicvideo.stages.t2i import TINY_UNET
+
+    if preset == "sd15":
+        from magicvideo import sd15
+
+        if weights is None:
+            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
+        sd15.check_folder(weights)
+        unet = sd15.i2v_parts(weights)["unet"]
+    else:
+        own = Path(weights) / "i2v" / "unet" if weights else None
+        unet = own if own is not None and (own / "config.json").is_file() else TINY_UNET
+    return size_multiple(json.loads((unet / "config.json").read_text()))
+
+
 def _quantise(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> uint8, rounded: what a file keeps, and what the next stage is handed."""
     return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -188,22 +228,7 @@ class MagicVideoPipeline:
         if not run.prompt.strip():
             raise PromptError("the prompt is empty")
         self.text_encoder.check([run.prompt])
-        stages = check_stages(run.stages, run.image)
-        if not 1 <= run.frames <= 32:
-            raise ValueError(f"frames must be between 1 and 32 (the motion module's length), got {run.frames}")
-        if run.times < 1:
-            raise ValueError(f"times must be at least 1, got {run.times}")
-        for name in ("t2i_steps", "i2v_steps", "v2v_steps"):
-            value = getattr(run, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
-        if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
-            raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
-        multiple = self.i2v.size_multiple()
-        for name, m in (("t2i_size", 8), ("i2v_size", multiple), ("v2v_size", multiple)):
-            value = getattr(run, name)
-            if value is not None and (value <= 0 or value % m):
-                raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
+        stages = check_settings(run, self.i2v.size_multiple())
         i2v_size = run.i2v_size or self.i2v.settings.size
         v2v_size = run.v2v_size or self.v2v.settings.size
         if "v2v" in stages and v2v_size < i2v_size:

@@ -206,7 +206,7 @@ def write_random(root: str | os.PathLike, shapes: Shapes = FULL, dtype: torch.dt
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty")
-    bar = tqdm(total=7, desc="random sd15 weights", disable=not progress)
+    bar = tqdm(total=8, desc="random sd15 weights", disable=not progress)
 
     def built(model: torch.nn.Module, what: str) -> torch.nn.Module:
         bar.set_postfix_str(what)

@@ -74,6 +74,20 @@ class I2VSettings:
     appearance_scale: float = 1.0
 
 
+def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
+    """The motion modules as a MotionAdapter folder, in the UNet's precision (diffusers'
+    `save_motion_modules` writes fp32 whatever the UNet holds: twice the bytes for fp16 weights)."""
+    unet.save_motion_modules(path)
+    if unet.dtype != torch.float32:
+        MotionAdapter.from_pretrained(path, torch_dtype=unet.dtype).save_pretrained(path)
+
+
+def size_multiple(unet_config: dict) -> int:
+    """The frame sides a UNet of this config takes are multiples of this: the VAE's 8 times the
+    UNet's own downsampling (16 for the tiny preset, 64 for SD1.5)."""
+    return 8 * 2 ** (len(unet_config["block_out_channels"]) - 1)
+
+
 def resize_reference(image: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, size, size), antialiased bilinear (unchanged when already that size)."""
     if image.shape[-2:] == (size, size):
@@ -150,7 +164,7 @@ class LatentVideoStage:
 
     def size_multiple(self) -> int:
         """Frame sides must be multiples of this: the VAE's 8 times the UNet's downsampling."""
-        return 8 * 2 ** (len(self.spatial_config["block_out_channels"]) - 1)
+        return size_multiple(self.spatial_config)
 
     def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
@@ -279,7 +293,7 @@ class ImageToVideo(LatentVideoStage):
         stage 1's folders; the sd15 layout takes them from t2i/)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.unet.save_motion_modules(path / "motion_adapter")
+        save_motion_adapter(self.unet, path / "motion_adapter")
         if shared:
             self.spatial_unet().save_pretrained(path / "unet")
             self.vae.save_pretrained(path / "vae")

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from magicvideo.models.appearance import attach_appearance
-from magicvideo.stages.i2v import STAGE_FILE, ImageToVideo, LatentVideoStage, load_i2v, resize_reference
+from magicvideo.stages.i2v import (
+    STAGE_FILE,
+    ImageToVideo,
+    LatentVideoStage,
+    load_i2v,
+    resize_reference,
+    save_motion_adapter,
+)
 from magicvideo.stages.t2i import TINY, initial_noise, seed_list
 from magicvideo.text import PromptEmbedding
 
@@ -120,7 +127,7 @@ class VideoToVideo(LatentVideoStage):
         """What this stage owns: its motion module, its ControlNet and its settings."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.unet.save_motion_modules(path / "motion_adapter")
+        save_motion_adapter(self.unet, path / "motion_adapter")
         if self.controlnet is not None:
             self.controlnet.save_pretrained(path / "controlnet")
         (path / STAGE_FILE).write_text(json.dumps(vars(self.settings), indent=2) + "\n")
