@@ -9,7 +9,8 @@ on the same weights, steps, size and frames, in one run.
 Rows, each in a process of its own (so each one's peak memory is its own):
 - `diffusers`: AnimateDiffControlNetPipeline (the folder's UNet + i2v motion adapter + ControlNet,
   DPM-Solver++ on the folder's schedule, the reference as every frame's conditioning image);
-- `ours, like for like`: our ImageToVideo with the same parts only (image branch detached);
+- `ours, like for like`: our ImageToVideo with the same parts only (the folder seen without its
+  image encoder and image branch);
 - `ours, full`: our stage as shipped: plus the CLIP appearance encoder and its cross-attention.
 Both run classifier-free guidance (two UNet passes per step) and decode `--vae-chunk` frames at a time.
 Time: the whole call (prompt encoding, sampling, decoding), median of `--runs` after `--warmup`.
@@ -20,12 +21,12 @@ memory on the CPU (weights included). Run it from the repository root.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +38,6 @@ ROWS = ("diffusers", "ours, like for like", "ours, full")
 def measure(args: argparse.Namespace) -> dict:
     """One row, in this process."""
     from magicvideo.device import Placement
-    from magicvideo.models.appearance import detach_appearance
     from magicvideo.stages.i2v import load_i2v
 
     placement = Placement(device=args.device, dtype=args.dtype, vae_chunk=args.vae_chunk)
@@ -54,13 +54,8 @@ def measure(args: argparse.Namespace) -> dict:
                  guidance_scale=args.guidance, conditioning_frames=conditioning, output_type="pt",
                  decode_chunk_size=args.vae_chunk, generator=torch.Generator().manual_seed(0))
     else:
-        stage = load_i2v("sd15", args.weights, placement)
-        if args.child == "ours, like for like":
-            detach_appearance(stage.unet)
-            stage.appearance = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        weights = _without_appearance(args.weights) if args.child == "ours, like for like" else args.weights
+        stage = load_i2v("sd15", weights, placement)
 
         def run() -> None:
             stage(prompt, reference, seed=0, frames=args.frames, steps=args.steps, guidance=args.guidance,
@@ -81,6 +76,18 @@ def measure(args: argparse.Namespace) -> dict:
             seconds.append(time.perf_counter() - began)
     peak = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"row": args.child, "load_s": load, "seconds": seconds, "peak_gib": peak / 2**30}
+
+
+def _without_appearance(weights: str) -> str:
+    """The folder seen without its image branch (links to everything else), so the like-for-like
+    row never loads the image encoder."""
+    root = Path(tempfile.mkdtemp())
+    (root / "i2v").mkdir()
+    (root / "t2i").symlink_to(Path(weights).resolve() / "t2i")
+    for part in (Path(weights) / "i2v").iterdir():
+        if part.name not in ("appearance", "image_encoder"):
+            (root / "i2v" / part.name).symlink_to(part.resolve())
+    return str(root)
 
 
 def _diffusers_pipeline(weights: str, placement):

@@ -159,3 +159,18 @@ def test_generate_bad_full_size_input_is_one_line_and_writes_nothing(weights, co
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() or not (out / "final.mp4").exists()
+
+
+def test_stage_commands_take_the_full_size_folder(weights, tmp_path, capsys):
+    from magicvideo.media import read_video, write_image
+
+    write_image(tmp_path / "ref.png", torch.rand(3, 48, 48))
+    keyframes, hires = str(tmp_path / "k.mp4"), str(tmp_path / "h.mp4")
+    assert _cli("i2v", "a red ball", "--image", str(tmp_path / "ref.png"), "-o", keyframes, "--frames", "2",
+                "--preset", "sd15", "--weights", str(weights), "--device", "cpu", "--quiet") == 0
+    assert _cli("v2v", "a red ball", keyframes, "--image", str(tmp_path / "ref.png"), "-o", hires, "--size", "40",
+                "--preset", "sd15", "--weights", str(weights), "--quiet") == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    assert _cli("v2v", "a red ball", keyframes, "--image", str(tmp_path / "ref.png"), "-o", hires, "--steps", "2",
+                "--preset", "sd15", "--weights", str(weights), "--device", "cpu", "--quiet") == 0
+    assert read_video(keyframes)[0].shape == (3, 2, 32, 32) and read_video(hires)[0].shape == (3, 2, 64, 64)

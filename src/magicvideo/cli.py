@@ -109,14 +109,17 @@ def _i2v(args: argparse.Namespace) -> None:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     image = read_image(args.image)  # an unreadable image fails before any model loads
+    _check_size(args)
     stage = load_i2v(args.preset, args.weights, _placement(args))
-    size = stage.settings.size
+    size = args.size or stage.settings.size
+    if size % stage.size_multiple():
+        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
     if image.shape[-2:] != (size, size):
         print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
               file=sys.stderr)
     frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
                    noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
-                   use_controlnet=not args.no_controlnet, progress=not args.quiet).frames[0]
+                   use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet).frames[0]
     write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
@@ -144,19 +147,22 @@ def _v2v(args: argparse.Namespace) -> None:
     image = read_image(args.image)
     if not 1 <= video.shape[1] <= 32:
         raise ValueError(f"the input has {video.shape[1]} frames; the motion module takes 1 to 32")
+    _check_size(args)
     if args.preset == "sd15":
         v2v_folder("sd15", args.weights)  # checked before anything loads
         stage = load_v2v("sd15", args.weights, i2v=load_i2v("sd15", args.weights, _placement(args)))
     else:
         folder = v2v_folder(args.preset, args.weights)
         stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights, _placement(args)))
-    size = stage.settings.size
+    size = args.size or stage.settings.size
+    if size % stage.size_multiple():
+        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
     if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
         raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
                          f"most {size}x{size}")
     frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
                    guidance=args.guidance, appearance_scale=args.appearance_scale,
-                   use_controlnet=not args.no_controlnet, back_projection=args.back_projection,
+                   use_controlnet=not args.no_controlnet, back_projection=args.back_projection, size=size,
                    progress=not args.quiet).frames[0]
     write_video(args.output, frames, fps, args.flavour)
     print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
@@ -204,6 +210,20 @@ def _generate(args: argparse.Namespace) -> None:
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """--size of the i2v and v2v commands, checked before loading where the configs tell enough."""
+    if args.size is None:
+        return
+    if args.size <= 0 or args.size % 8:
+        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
+    if args.preset == "sd15":
+        from magicvideo.pipeline import weights_size_multiple
+
+        multiple = weights_size_multiple("sd15", args.weights)
+        if args.size % multiple:
+            raise ValueError(f"--size must be a multiple of {multiple} for this UNet, got {args.size}")
 
 
 def _quiet_libraries(quiet: bool) -> None:
@@ -301,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
                    "(default: the stage's, 1; 0 turns it off)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
+    p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
     p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in the README)")
@@ -325,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the reference)")
     p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
                    "stage's, 1; 0 turns it off)")
+    p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
     p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in the README)")

@@ -88,9 +88,10 @@ class CLIPAppearanceEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.image_encoder.config.image_size
+        images = images.float()  # resized and normalised in fp32 (no antialiased bicubic in bf16 on the CPU)
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        pixels = ((images.float().clamp(0, 1) - self.mean.float()) / self.std.float()).to(self.image_encoder.dtype)
+        pixels = ((images.clamp(0, 1) - self.mean.float()) / self.std.float()).to(self.image_encoder.dtype)
         embeds = self.image_encoder(pixel_values=pixels).image_embeds
         return self.projection(embeds.to(self.projection.dtype))
 

@@ -280,9 +280,12 @@ class ImageToVideo(LatentVideoStage):
                 controlnet: ControlNetModel | None = None, settings: I2VSettings | None = None,
                 scheduler_config: dict | None = None) -> ImageToVideo:
         """From a text-to-image UNet and a motion adapter (AnimateDiff's inflation)."""
-        motion = UNetMotionModel.from_unet2d(unet, adapter)
-        if unet.dtype != torch.float32:
-            motion.to(unet.dtype)  # from_unet2d builds in fp32
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(unet.dtype)  # from_unet2d builds in the default dtype: not twice the memory
+        try:
+            motion = UNetMotionModel.from_unet2d(unet, adapter)
+        finally:
+            torch.set_default_dtype(default)
         return cls(motion, vae, text_encoder, appearance, controlnet, settings, spatial_config=unet.config,
                    scheduler_config=scheduler_config)
 
