@@ -9,6 +9,8 @@ writes benchmarks/results/v2v_quality.md (`--sections` runs a part of it, `--out
 - the comparison table (true 64x64 keyframes in, seed 4242): the full stage, then without
   back-projection, appearance encoder, the reference in the ControlNet, the ControlNet;
 - real stage-2 outputs in (the shipped I2V at its defaults): the judge before and after;
+- holding still detail (`hold_still_detail`): its threshold swept on the validation clips, then
+  the stage with it off and at `--hold-choice` on the reported clips, true and stage-2 inputs;
 - seconds per clip on this machine (median of 5).
 Run it from the repository root.
 """
@@ -30,7 +32,7 @@ from magicvideo.training.common import machine
 from report import publish
 
 TEST_SEED, VALIDATION_SEED = 4242, 777
-SECTIONS = ("baselines", "sweep", "table", "i2v", "speed")
+SECTIONS = ("baselines", "sweep", "table", "i2v", "hold", "speed")
 HEADER = ["| | PSNR | SSIM | shape | colour | motion | background | clips all right | flicker | sharpness |",
           "|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -80,6 +82,10 @@ def main() -> None:
     parser.add_argument("--table-strength", type=float, help="strength of the comparison table (default: the "
                         "stage's; at 0 no denoising runs, so the parts it compares do not act)")
     parser.add_argument("--i2v-clips", type=int, default=40, help="clips with real stage-2 outputs in")
+    parser.add_argument("--hold", type=float, nargs="+", default=[1, 2, 4, 8],
+                        help="hold thresholds for the validation sweep, in 1/255 steps")
+    parser.add_argument("--hold-choice", type=float, help="the threshold (1/255 steps) compared on the reported "
+                        "clips (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", default="benchmarks/results/v2v_quality.md")
@@ -144,6 +150,28 @@ def main() -> None:
                   row("stage-2 keyframes (64x64)", evaluate_v2v(lambda c, low, r: low, k, inputs=stage2), False),
                   row("bicubic", evaluate_v2v(bicubic(s.size), k, inputs=stage2, progress=False), False),
                   row("stage 3 (defaults)", evaluate_v2v(runner(stage), k, inputs=stage2), False), ""]
+    if "hold" in args.sections:
+        m, k = args.sweep_clips, args.i2v_clips
+        lines += [f"## Holding still detail (validation: {m} held-out clips, seed {VALIDATION_SEED}, true 64x64 "
+                  f"keyframes in; stage at strength {s.strength:g})", "", *HEADER,
+                  row("bicubic", evaluate_v2v(bicubic(s.size), m, VALIDATION_SEED, progress=False))]
+        for level in [0.0, *args.hold]:
+            r = evaluate_v2v(runner(stage, hold=level / 255), m, VALIDATION_SEED, progress=False)
+            lines.append(row(f"hold threshold {level:g}/255" + (" (off)" if level == 0 else ""), r))
+        choice = args.hold_choice if args.hold_choice is not None else round(s.hold_threshold * 255, 3)
+        stage2 = stage2_outputs(i2v)
+        lines += ["", f"Reported clips (seed {TEST_SEED}): {n} with true 64x64 keyframes in, {k} with stage-2 outputs "
+                  "in (no PSNR / SSIM there: no truth at those frames):", "", *HEADER,
+                  row(f"bicubic, true in, {n} clips", evaluate_v2v(bicubic(s.size), n, progress=False))]
+        for level in (0.0, choice):
+            lines.append(row(f"stage, hold {level:g}/255, true in, {n} clips",
+                             evaluate_v2v(runner(stage, hold=level / 255), n, progress=False)))
+        lines.append(row(f"bicubic, stage-2 in, {k} clips",
+                         evaluate_v2v(bicubic(s.size), k, inputs=stage2, progress=False), False))
+        for level in (0.0, choice):
+            lines.append(row(f"stage, hold {level:g}/255, stage-2 in, {k} clips",
+                             evaluate_v2v(runner(stage, hold=level / 255), k, inputs=stage2, progress=False), False))
+        lines.append("")
     if "speed" in args.sections:
         clip = draw_clip(TEST_SEED, "heldout", 0)
         low = true_keyframes(64)([clip], None)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter
 
-from magicvideo.stages.v2v import V2VSettings, VideoToVideo, back_project, upsample
+from magicvideo.stages.v2v import V2VSettings, VideoToVideo, back_project, hold_still_detail, upsample
 from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_i2v
 
@@ -30,6 +30,19 @@ def _v2v(i2v, controlnet: bool = True) -> VideoToVideo:
         for p in [*cn.controlnet_down_blocks.parameters(), *cn.controlnet_cond_embedding.conv_out.parameters()]:
             torch.nn.init.normal_(p, std=0.02)
     return VideoToVideo.attach(i2v, adapter, cn, V2VSettings(size=64, steps=2, strength=0.5))
+
+
+def test_still_input_keeps_its_detail_and_moving_input_is_redrawn():
+    torch.manual_seed(0)
+    low = torch.rand(1, 3, 1, 8, 8).repeat(1, 1, 3, 1, 1)
+    low[:, :, 2, :, :2] += 0.5  # the left edge moves in the last frame
+    decoded = torch.rand(1, 3, 3, 16, 16)  # a decoder that redraws every frame differently
+    held = hold_still_detail(decoded, low, threshold=0.02)
+    torch.testing.assert_close(held[:, :, 1], decoded[:, :, 0])  # nothing moved: frame 0's detail
+    torch.testing.assert_close(held[:, :, 2, :, 8:], decoded[:, :, 0, :, 8:])  # far from the change: still held
+    torch.testing.assert_close(held[:, :, 2, :, :3], decoded[:, :, 2, :, :3])  # where it moved: redrawn
+    assert hold_still_detail(decoded, low, threshold=0.0) is decoded
+    assert (held[:, :, 1:] - held[:, :, :-1]).abs().mean() < (decoded[:, :, 1:] - decoded[:, :, :-1]).abs().mean()
 
 
 def test_back_projection_matches_the_input_at_its_resolution():
@@ -145,6 +158,7 @@ def _cli(*args):
     (["a red star", "IN", "--image", "REF", "-o", "OUT.mp4", "--strength", "2"], "--strength"),
     (["a red star", "IN", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),
     (["a red star", "IN", "--image", "REF", "-o", "OUT.mp4", "--back-projection", "-1"], "--back-projection"),
+    (["a red star", "IN", "--image", "REF", "-o", "OUT.mp4", "--hold", "1.5"], "--hold"),
     (["a red star", "MISSING", "--image", "REF", "-o", "OUT.mp4"], "no such"),
     (["a red star", "IN", "--image", "BROKEN", "-o", "OUT.mp4"], "cannot read"),
     (["a red star", "IN", "--image", "REF", "-o", "OUT.mp4", "--weights", "EMPTY"], "no video-to-video weights"),

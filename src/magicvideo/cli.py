@@ -141,6 +141,8 @@ def _v2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.hold is not None and not 0.0 <= args.hold <= 1.0:
+        raise ValueError(f"--hold must be in [0, 1], got {args.hold}")
     if args.back_projection is not None and args.back_projection < 0:
         raise ValueError(f"--back-projection must be at least 0, got {args.back_projection}")
     video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
@@ -163,7 +165,7 @@ def _v2v(args: argparse.Namespace) -> None:
     frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
                    guidance=args.guidance, appearance_scale=args.appearance_scale,
                    use_controlnet=not args.no_controlnet, back_projection=args.back_projection, size=size,
-                   progress=not args.quiet).frames[0]
+                   hold=args.hold, progress=not args.quiet).frames[0]
     write_video(args.output, frames, fps, args.flavour)
     print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
 
@@ -347,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
                    "stage's, 1; 0 turns it off)")
     p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
+    p.add_argument("--hold", type=float, help="keep the previous frame's detail where the input moved less than this "
+                   "(0-1 units, 4/255 = 0.0157; default: the stage's; 0 turns it off): steadier backgrounds")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
     p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in the README)")

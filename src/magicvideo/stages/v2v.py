@@ -10,6 +10,9 @@ appearance encoder and a ControlNet read the reference image. How the low-res vi
    area downsample against the input keyframes is upsampled and added back, so the output keeps
    the input's content exactly at the input's resolution and the stage adds only detail.
    Through the tiny VAE this is what lets the stage beat bicubic (benchmarks/results/v2v_quality.md).
+4. where the input does not move between two keyframes, the previous decoded frame's detail is
+   kept (`hold_still_detail`), before the back-projection: the decoder redraws texture on every
+   frame, which on a still background is flicker (benchmarks/results/v2v_hold.md).
 
 Saved as what the stage owns: `motion_adapter/`, `controlnet/`, `stage.json`; the rest comes
 from the image-to-video stage it is attached to (`VideoToVideo.from_pretrained(path, i2v)`).
@@ -55,6 +58,7 @@ class V2VSettings:
     guidance: float = 1.0
     appearance_scale: float = 1.0
     back_projection: int = 1
+    hold_threshold: float = 0.0  # hold_still_detail's threshold in [0, 1] units; 0: off
 
 
 def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
@@ -77,6 +81,28 @@ def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1) -
         error = lo - F.interpolate(x, size=lo.shape[-2:], mode="area")
         x = (x + F.interpolate(error, size=(big, big), mode="bicubic", align_corners=False)).clamp(0, 1)
     return x.reshape(b, f, 3, big, big).transpose(1, 2)
+
+
+def hold_still_detail(frames: torch.Tensor, low: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Where the input keyframes do not change from one frame to the next, carry the previous
+    decoded frame over instead of the newly decoded one. The VAE decoder redraws fine texture on
+    every frame, and on a still background that redrawing is flicker, which back-projection (low
+    frequencies only) cannot remove. frames (B, 3, F, H, W) decoded, low (B, 3, F, h, w) input; a
+    low-res pixel is still when no channel moved by more than `threshold` and none of its 3x3
+    neighbours moved either; the mask is upsampled bilinearly, so held and redrawn regions blend.
+    The back-projection that follows brings the input's own changes in. (Holding the previous
+    *back-projected* frame instead was worse: its bicubic overshoot builds up frame after frame.)
+    threshold <= 0: the frames unchanged."""
+    if threshold <= 0 or frames.shape[2] < 2:
+        return frames
+    big = frames.shape[-2:]
+    out = frames.clone()
+    for t in range(1, frames.shape[2]):
+        change = (low[:, :, t] - low[:, :, t - 1]).abs().amax(1, keepdim=True)
+        moving = F.max_pool2d((change > threshold).float(), 3, stride=1, padding=1)
+        still = 1 - F.interpolate(moving, size=big, mode="bilinear", align_corners=False)
+        out[:, :, t] = still * out[:, :, t - 1] + (1 - still) * frames[:, :, t]
+    return out
 
 
 def share_spatial(target: UNetMotionModel, source: UNetMotionModel) -> None:
@@ -160,10 +186,11 @@ class VideoToVideo(LatentVideoStage):
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
-                 progress: bool = False) -> V2VOutput:
+                 hold: float | None = None, progress: bool = False) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). strength in [0, 1]: how much of the schedule runs (0: the
-        upsample through the VAE, then back-projection). size: the output side (default: the stage's)."""
+        upsample through the VAE, then back-projection). size: the output side (default: the stage's).
+        hold: `hold_still_detail`'s threshold (default: the stage's; 0: off)."""
         s = self.settings
         steps, size = steps or s.steps, size or s.size
         strength = s.strength if strength is None else strength
@@ -178,6 +205,9 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
+        threshold = s.hold_threshold if hold is None else hold
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"hold must be in [0, 1], got {threshold}")
         if steps < 1 or iterations < 0:
             raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
         if size % self.size_multiple():
@@ -196,7 +226,7 @@ class VideoToVideo(LatentVideoStage):
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
                                progress=progress, desc="video-to-video")
-        out = self.decode(latents)
+        out = hold_still_detail(self.decode(latents), video.float(), threshold)
         return V2VOutput(back_project(out, video.float(), iterations) if iterations else out)
 
 
