@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image
@@ -77,6 +76,8 @@ def write_video(
     # One thread and no timestamps in the file make the bytes a function of the frames.
     params += ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
     with atomic_path(path) as tmp:
+        import imageio_ffmpeg  # here, not at the top: the models run without ffmpeg installed
+
         writer = imageio_ffmpeg.write_frames(
             str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out=pix_fmt,
             quality=None, output_params=params, macro_block_size=1, ffmpeg_log_level="error",
@@ -102,6 +103,8 @@ def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
     if not path.is_file():
         raise MediaError(f"no such video file: {path}")
     try:
+        import imageio_ffmpeg  # here, not at the top: the models run without ffmpeg installed
+
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         meta = next(reader)
         w, h = meta["size"]
