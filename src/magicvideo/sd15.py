@@ -154,14 +154,6 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
 
 
 # ------------------------------------------------------------------ loading
-def load_t2i(root: str | os.PathLike, placement: Placement | None = None):
-    from magicvideo.stages.t2i import DiffusersTextToImage
-
-    placement = placement or Placement()
-    stage = DiffusersTextToImage.from_pretrained(Path(root) / "t2i", torch_dtype=placement.torch_dtype)
-    return stage.place(placement)
-
-
 def load_i2v(root: str | os.PathLike, placement: Placement | None = None):
     from magicvideo.stages.i2v import ImageToVideo
 

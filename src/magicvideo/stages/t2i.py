@@ -228,5 +228,5 @@ def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, pla
     folder = Path(weights)
     if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
         folder = folder / "t2i"
-    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=(placement or Placement()).torch_dtype).place(
-        placement or Placement())
+    placement = placement or Placement()
+    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=placement.torch_dtype).place(placement)
