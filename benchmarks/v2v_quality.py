@@ -9,8 +9,8 @@ writes benchmarks/results/v2v_quality.md (`--sections` runs a part of it, `--out
 - the comparison table (true 64x64 keyframes in, seed 4242): the full stage, then without
   back-projection, appearance encoder, the reference in the ControlNet, the ControlNet;
 - real stage-2 outputs in (the shipped I2V at its defaults): the judge before and after;
-- holding still detail (`hold_still_detail`): its threshold swept on the validation clips, then
-  the stage with it off and at `--hold-choice` on the reported clips, true and stage-2 inputs;
+- steadiness: the hold threshold (`hold_still_detail`) and the back-projection kernel swept on
+  the validation clips, then the choices compared on the reported clips (true inputs);
 - seconds per clip on this machine (median of 5).
 Run it from the repository root.
 """
@@ -18,6 +18,7 @@ Run it from the repository root.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -55,20 +56,34 @@ def runner(stage, stash: dict | None = None, **call):
             return out
         for clip, video in zip(clips, out):
             stash[clip.index] = video
-        return back_project(out, low, stage.settings.back_projection)
+        return back_project(out, low, stage.settings.back_projection, stage.settings.back_projection_kernel)
     return upscale
 
 
+def paired(before: list[dict], after: list[dict], key: str) -> list[str]:
+    """Clips where `after` reads more / fewer objects' `key` right than `before`, and the two-sided
+    sign-test p-value of that split (ties left out)."""
+    more = sum(a[key] > b[key] for b, a in zip(before, after))
+    fewer = sum(a[key] < b[key] for b, a in zip(before, after))
+    n = more + fewer
+    tail = sum(math.comb(n, i) for i in range(min(more, fewer) + 1)) / 2**n if n else 1.0
+    return [str(more), str(fewer), f"{min(1.0, 2 * tail):.2f}"]
+
+
 def stage2_outputs(i2v):
-    """Stage 2's keyframes for clips (seed 0, the true first frame as reference), made once per clip."""
+    """Stage 2's keyframes for clips (seed 0, the true first frame as reference), made once per clip
+    (keyed by scene and caption: validation and reported clips share indices)."""
     made: dict = {}
 
+    def key(clip):
+        return repr(clip.scene), clip.caption
+
     def inputs(clips, refs):
-        todo = [c for c in clips if c.index not in made]
+        todo = [c for c in clips if key(c) not in made]
         if todo:
             out = i2v([c.caption for c in todo], refs[[clips.index(c) for c in todo]], seed=0).frames
-            made.update({c.index: v for c, v in zip(todo, out)})
-        return torch.stack([made[c.index] for c in clips])
+            made.update({key(c): v for c, v in zip(todo, out)})
+        return torch.stack([made[key(c)] for c in clips])
     return inputs
 
 
@@ -86,6 +101,8 @@ def main() -> None:
                         help="hold thresholds for the validation sweep, in 1/255 steps")
     parser.add_argument("--hold-choice", type=float, help="the threshold (1/255 steps) compared on the reported "
                         "clips (default: the stage's)")
+    parser.add_argument("--kernel-choice", choices=("bicubic", "bilinear"), help="the back-projection kernel "
+                        "compared on the reported clips (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", default="benchmarks/results/v2v_quality.md")
@@ -93,6 +110,7 @@ def main() -> None:
     i2v = load_i2v("tiny")
     stage = load_v2v("tiny", args.weights, i2v=i2v)
     s, n = stage.settings, args.clips
+    stage2 = stage2_outputs(i2v)  # one stage-2 run per clip, shared by the sections
     lines = ["# Stage 3: video-to-video super-resolution (tiny preset)", "",
              f"`python benchmarks/v2v_quality.py {' '.join(sys.argv[1:])}` on {machine()}.",
              f"Defaults: 64x64 -> {s.size}x{s.size}, {s.steps}-step DPM-Solver++ schedule run from strength "
@@ -116,7 +134,6 @@ def main() -> None:
         for strength in args.strength:
             r = evaluate_v2v(runner(stage, strength=strength), m, VALIDATION_SEED, progress=False)
             lines.append(row(f"strength {strength:g}", r))
-        stage2 = stage2_outputs(i2v)
         lines += ["", "Stage-2 outputs in (the shipped I2V at its defaults):", "", *HEADER,
                   row("stage-2 keyframes (64x64)", evaluate_v2v(lambda c, low, r: low, m, VALIDATION_SEED,
                                                                 inputs=stage2, progress=False), False)]
@@ -135,7 +152,8 @@ def main() -> None:
                       evaluate_v2v(lambda c, low, r: torch.stack([raw[x.index] for x in c]), n, progress=False))]
         if a != n:
             kept = evaluate_v2v(lambda c, low, r: back_project(torch.stack([raw[x.index] for x in c]), low,
-                                                               s.back_projection), a, progress=False)
+                                                               s.back_projection, s.back_projection_kernel),
+                                a, progress=False)
             lines.append(row(f"full stage, the first {a} of them", kept))
         lines += [row(f"without appearance encoder (scale 0), {a} clips",
                       evaluate_v2v(runner(stage, appearance_scale=0.0, strength=st), a)),
@@ -144,33 +162,36 @@ def main() -> None:
                   row(f"without ControlNet, {a} clips",
                       evaluate_v2v(runner(stage, use_controlnet=False, strength=st), a)), ""]
     if "i2v" in args.sections:
-        k, stage2 = args.i2v_clips, stage2_outputs(i2v)
+        k = args.i2v_clips
+        low = evaluate_v2v(lambda c, low, r: low, k, inputs=stage2)
+        cubic = evaluate_v2v(bicubic(s.size), k, inputs=stage2, progress=False)
+        ours = evaluate_v2v(runner(stage), k, inputs=stage2)
         lines += [f"## Real stage-2 outputs in ({k} held-out clips, seed {TEST_SEED}; the shipped I2V at its "
-                  "defaults)", "", *HEADER,
-                  row("stage-2 keyframes (64x64)", evaluate_v2v(lambda c, low, r: low, k, inputs=stage2), False),
-                  row("bicubic", evaluate_v2v(bicubic(s.size), k, inputs=stage2, progress=False), False),
-                  row("stage 3 (defaults)", evaluate_v2v(runner(stage), k, inputs=stage2), False), ""]
+                  "defaults)", "", *HEADER, row("stage-2 keyframes (64x64)", low, False), row("bicubic", cubic, False),
+                  row("stage 3 (defaults)", ours, False), "",
+                  "Paired by clip, against the 64x64 keyframes (clips where the judge reads more / fewer objects "
+                  "right; p: two-sided sign test on the clips that differ):", "",
+                  "| | attribute | more | fewer | p |", "|---|---|---|---|---|"]
+        for name, r in (("bicubic", cubic), ("stage 3", ours)):
+            lines += [f"| {name} | {key} | " + " | ".join(paired(low["scores"], r["scores"], key)) + " |"
+                      for key in ("shape", "colour")]
+        lines.append("")
     if "hold" in args.sections:
-        m, k = args.sweep_clips, args.i2v_clips
-        lines += [f"## Holding still detail (validation: {m} held-out clips, seed {VALIDATION_SEED}, true 64x64 "
-                  f"keyframes in; stage at strength {s.strength:g})", "", *HEADER,
+        m, kernels = args.sweep_clips, ("bicubic", "bilinear")
+        lines += [f"## Steadiness: holding still detail, back-projection kernel (validation: {m} held-out clips, "
+                  f"seed {VALIDATION_SEED}, true 64x64 keyframes in; stage at strength {s.strength:g})", "", *HEADER,
                   row("bicubic", evaluate_v2v(bicubic(s.size), m, VALIDATION_SEED, progress=False))]
-        for level in [0.0, *args.hold]:
-            r = evaluate_v2v(runner(stage, hold=level / 255), m, VALIDATION_SEED, progress=False)
-            lines.append(row(f"hold threshold {level:g}/255" + (" (off)" if level == 0 else ""), r))
-        choice = args.hold_choice if args.hold_choice is not None else round(s.hold_threshold * 255, 3)
-        stage2 = stage2_outputs(i2v)
-        lines += ["", f"Reported clips (seed {TEST_SEED}): {n} with true 64x64 keyframes in, {k} with stage-2 outputs "
-                  "in (no PSNR / SSIM there: no truth at those frames):", "", *HEADER,
-                  row(f"bicubic, true in, {n} clips", evaluate_v2v(bicubic(s.size), n, progress=False))]
-        for level in (0.0, choice):
-            lines.append(row(f"stage, hold {level:g}/255, true in, {n} clips",
-                             evaluate_v2v(runner(stage, hold=level / 255), n, progress=False)))
-        lines.append(row(f"bicubic, stage-2 in, {k} clips",
-                         evaluate_v2v(bicubic(s.size), k, inputs=stage2, progress=False), False))
-        for level in (0.0, choice):
-            lines.append(row(f"stage, hold {level:g}/255, stage-2 in, {k} clips",
-                             evaluate_v2v(runner(stage, hold=level / 255), k, inputs=stage2, progress=False), False))
+        for kernel in kernels:
+            for level in [0.0, *args.hold]:
+                r = evaluate_v2v(runner(stage, hold=level / 255, kernel=kernel), m, VALIDATION_SEED, progress=False)
+                lines.append(row(f"{kernel} back-projection, hold {level:g}/255" + (" (off)" if not level else ""), r))
+        hold = args.hold_choice if args.hold_choice is not None else round(s.hold_threshold * 255, 3)
+        lines += ["", f"Reported clips ({n}, seed {TEST_SEED}, true 64x64 keyframes in):", "", *HEADER,
+                  row("bicubic", evaluate_v2v(bicubic(s.size), n, progress=False))]
+        chosen = args.kernel_choice or s.back_projection_kernel
+        for kernel, level in (("bicubic", 0.0), ("bicubic", hold), (chosen, hold)):
+            r = evaluate_v2v(runner(stage, hold=level / 255, kernel=kernel), n, progress=False)
+            lines.append(row(f"stage, {kernel} back-projection, hold {level:g}/255", r))
         lines.append("")
     if "speed" in args.sections:
         clip = draw_clip(TEST_SEED, "heldout", 0)

@@ -59,6 +59,18 @@ def test_back_projection_matches_the_input_at_its_resolution():
     assert upsample(low, 32).shape == (1, 3, 2, 32, 32)
 
 
+def test_bilinear_back_projection_spreads_a_change_less_far():
+    # one low-res pixel changes; bicubic's negative lobes carry the change further out than bilinear
+    low = torch.full((1, 3, 1, 16, 16), 0.5)
+    low[..., 8, 8] = 0.9
+    flat = torch.full((1, 3, 1, 32, 32), 0.5)
+    reach = {k: (back_project(flat, low, 1, k) - 0.5).abs()[0, 0, 0] > 1e-4 for k in ("bicubic", "bilinear")}
+    assert reach["bilinear"].sum() < reach["bicubic"].sum()
+    assert not reach["bilinear"][:, :15].any() and reach["bicubic"][:, :15].any()
+    with pytest.raises(ValueError, match="kernel 'nearest'"):
+        back_project(flat, low, 1, "nearest")
+
+
 def test_backbone_is_shared_not_copied(text):
     i2v = tiny_i2v(text)
     v2v = _v2v(i2v)
@@ -109,12 +121,14 @@ def test_bad_input_is_refused(text):
         v2v(PROMPT, torch.rand(3, 32, 32), ref)
     with pytest.raises(ValueError, match="for 2 prompts"):
         v2v([PROMPT, PROMPT], low, ref)
+    with pytest.raises(ValueError, match="kernel 'lanczos'"):
+        v2v(PROMPT, low, ref, kernel="lanczos")
 
 
 def test_save_and_load_round_trip_holds_only_what_the_stage_owns(text, tmp_path):
     i2v = tiny_i2v(text)
     v2v = _v2v(i2v)
-    v2v.settings.strength = 0.7
+    v2v.settings.strength, v2v.settings.back_projection_kernel = 0.7, "bilinear"
     v2v.save_pretrained(tmp_path / "v2v")
     assert sorted(p.name for p in (tmp_path / "v2v").iterdir()) == ["controlnet", "motion_adapter", "stage.json"]
     again = VideoToVideo.from_pretrained(tmp_path / "v2v", i2v)

@@ -165,7 +165,7 @@ def _v2v(args: argparse.Namespace) -> None:
     frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
                    guidance=args.guidance, appearance_scale=args.appearance_scale,
                    use_controlnet=not args.no_controlnet, back_projection=args.back_projection, size=size,
-                   hold=args.hold, progress=not args.quiet).frames[0]
+                   hold=args.hold, kernel=args.back_projection_kernel, progress=not args.quiet).frames[0]
     write_video(args.output, frames, fps, args.flavour)
     print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
 
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the reference)")
     p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
                    "stage's, 1; 0 turns it off)")
+    p.add_argument("--back-projection-kernel", choices=("bicubic", "bilinear"), help="how back-projection upsamples "
+                   "the error (default: the stage's; tiny: bilinear, steadier; bicubic: sharper, more flicker)")
     p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
     p.add_argument("--hold", type=float, help="keep the previous frame's detail where the input moved less than this "
                    "(0-1 units, 4/255 = 0.0157; default: the stage's; 0 turns it off): steadier backgrounds")

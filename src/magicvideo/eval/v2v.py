@@ -72,5 +72,6 @@ def evaluate_v2v(upscale: Upscaler, count: int = 100, seed: int = 4242, batch: i
         "ssim": sum(s for _, s in fidelity) / count,
         "sharpness": sum(sharp) / count,
         "seconds_per_clip": seconds / count,
+        "scores": scores,  # per clip, in order (for paired comparisons)
     })
     return report

@@ -7,8 +7,9 @@ appearance encoder and a ControlNet read the reference image. How the low-res vi
    SDEdit), so the stage only has to add what the upsample lacks;
 2. the ControlNet reads the upsampled frame beside the reference (6 channels), every step;
 3. the decoded frames are back-projected onto the input (Irani & Peleg 1991): the error of their
-   area downsample against the input keyframes is upsampled and added back, so the output keeps
-   the input's content exactly at the input's resolution and the stage adds only detail.
+   area downsample against the input keyframes is upsampled (bicubic or bilinear, a setting) and
+   added back, so the output keeps the input's content exactly at the input's resolution and the
+   stage adds only detail.
    Through the tiny VAE this is what lets the stage beat bicubic (benchmarks/results/v2v_quality.md).
 4. where the input does not move between two keyframes, the previous decoded frame's detail is
    kept (`hold_still_detail`), before the back-projection: the decoder redraws texture on every
@@ -43,6 +44,7 @@ from magicvideo.text import PromptEmbedding
 
 TINY_V2V = TINY / "v2v"
 PRESETS = ("tiny", "sd15")
+KERNELS = ("bicubic", "bilinear")
 
 
 @dataclass
@@ -58,6 +60,7 @@ class V2VSettings:
     guidance: float = 1.0
     appearance_scale: float = 1.0
     back_projection: int = 1
+    back_projection_kernel: str = "bicubic"  # how the error is upsampled: "bicubic" or "bilinear"
     hold_threshold: float = 0.0  # hold_still_detail's threshold in [0, 1] units; 0: off
 
 
@@ -69,17 +72,22 @@ def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
     return up.reshape(b, f, 3, size, size).transpose(1, 2)
 
 
-def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1, kernel: str = "bicubic") -> torch.Tensor:
     """Iterative back-projection (Irani & Peleg 1991): frames (B, 3, F, H, W) corrected so that
     their area downsample matches `low` (B, 3, F, h, w): x <- x + up(low - down(x)), clamped.
     The world renders its low-res keyframes as area averages of the high-res ones (52.6 dB apart),
-    so `down` is the area filter; `up` is bicubic."""
+    so `down` is the area filter; `up` is `kernel`. Bicubic puts back more of the input's detail
+    (PSNR); bilinear, having no negative lobes, spreads the input's changes less far around a
+    moving edge, so less of them lands on the still background (flicker;
+    benchmarks/results/v2v_hold.md)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown back-projection kernel {kernel!r}; expected one of {KERNELS}")
     b, _, f, big, _ = frames.shape
     x = frames.transpose(1, 2).reshape(b * f, 3, big, big).float()
     lo = low.transpose(1, 2).reshape(b * f, 3, *low.shape[-2:]).float()
     for _ in range(iterations):
         error = lo - F.interpolate(x, size=lo.shape[-2:], mode="area")
-        x = (x + F.interpolate(error, size=(big, big), mode="bicubic", align_corners=False)).clamp(0, 1)
+        x = (x + F.interpolate(error, size=(big, big), mode=kernel, align_corners=False)).clamp(0, 1)
     return x.reshape(b, f, 3, big, big).transpose(1, 2)
 
 
@@ -186,11 +194,12 @@ class VideoToVideo(LatentVideoStage):
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
-                 hold: float | None = None, progress: bool = False) -> V2VOutput:
+                 hold: float | None = None, kernel: str | None = None, progress: bool = False) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). strength in [0, 1]: how much of the schedule runs (0: the
         upsample through the VAE, then back-projection). size: the output side (default: the stage's).
-        hold: `hold_still_detail`'s threshold (default: the stage's; 0: off)."""
+        hold: `hold_still_detail`'s threshold (default: the stage's; 0: off). kernel: back-projection's
+        upsampling, "bicubic" or "bilinear" (default: the stage's)."""
         s = self.settings
         steps, size = steps or s.steps, size or s.size
         strength = s.strength if strength is None else strength
@@ -208,6 +217,9 @@ class VideoToVideo(LatentVideoStage):
         threshold = s.hold_threshold if hold is None else hold
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"hold must be in [0, 1], got {threshold}")
+        kernel = s.back_projection_kernel if kernel is None else kernel
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown back-projection kernel {kernel!r}; expected one of {KERNELS}")
         if steps < 1 or iterations < 0:
             raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
         if size % self.size_multiple():
@@ -227,7 +239,7 @@ class VideoToVideo(LatentVideoStage):
         latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
                                progress=progress, desc="video-to-video")
         out = hold_still_detail(self.decode(latents), video.float(), threshold)
-        return V2VOutput(back_project(out, video.float(), iterations) if iterations else out)
+        return V2VOutput(back_project(out, video.float(), iterations, kernel) if iterations else out)
 
 
 def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -> Path:
