@@ -27,7 +27,7 @@ import torch
 
 from magicvideo.eval.v2v import bicubic, evaluate_v2v, true_keyframes
 from magicvideo.stages.i2v import load_i2v
-from magicvideo.stages.v2v import back_project, load_v2v
+from magicvideo.stages.v2v import KERNELS, back_project, load_v2v
 from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import machine
 from report import publish
@@ -56,7 +56,8 @@ def runner(stage, stash: dict | None = None, **call):
             return out
         for clip, video in zip(clips, out):
             stash[clip.index] = video
-        return back_project(out, low, stage.settings.back_projection, stage.settings.back_projection_kernel)
+        kernel = call.get("kernel") or stage.settings.back_projection_kernel
+        return back_project(out, low, stage.settings.back_projection, kernel)
     return upscale
 
 
@@ -101,7 +102,7 @@ def main() -> None:
                         help="hold thresholds for the validation sweep, in 1/255 steps")
     parser.add_argument("--hold-choice", type=float, help="the threshold (1/255 steps) compared on the reported "
                         "clips (default: the stage's)")
-    parser.add_argument("--kernel-choice", choices=("bicubic", "bilinear"), help="the back-projection kernel "
+    parser.add_argument("--kernel-choice", choices=KERNELS, help="the back-projection kernel "
                         "compared on the reported clips (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -177,11 +178,11 @@ def main() -> None:
                       for key in ("shape", "colour")]
         lines.append("")
     if "hold" in args.sections:
-        m, kernels = args.sweep_clips, ("bicubic", "bilinear")
+        m = args.sweep_clips
         lines += [f"## Steadiness: holding still detail, back-projection kernel (validation: {m} held-out clips, "
                   f"seed {VALIDATION_SEED}, true 64x64 keyframes in; stage at strength {s.strength:g})", "", *HEADER,
                   row("bicubic", evaluate_v2v(bicubic(s.size), m, VALIDATION_SEED, progress=False))]
-        for kernel in kernels:
+        for kernel in KERNELS:
             for level in [0.0, *args.hold]:
                 r = evaluate_v2v(runner(stage, hold=level / 255, kernel=kernel), m, VALIDATION_SEED, progress=False)
                 lines.append(row(f"{kernel} back-projection, hold {level:g}/255" + (" (off)" if not level else ""), r))

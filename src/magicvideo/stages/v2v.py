@@ -72,6 +72,12 @@ def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
     return up.reshape(b, f, 3, size, size).transpose(1, 2)
 
 
+def check_kernel(kernel: str) -> None:
+    """Refuse a back-projection kernel that is not one of KERNELS, before any work."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown back-projection kernel {kernel!r}; expected one of {KERNELS}")
+
+
 def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1, kernel: str = "bicubic") -> torch.Tensor:
     """Iterative back-projection (Irani & Peleg 1991): frames (B, 3, F, H, W) corrected so that
     their area downsample matches `low` (B, 3, F, h, w): x <- x + up(low - down(x)), clamped.
@@ -80,8 +86,7 @@ def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1, k
     (PSNR); bilinear, having no negative lobes, spreads the input's changes less far around a
     moving edge, so less of them lands on the still background (flicker;
     benchmarks/results/v2v_hold.md)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown back-projection kernel {kernel!r}; expected one of {KERNELS}")
+    check_kernel(kernel)
     b, _, f, big, _ = frames.shape
     x = frames.transpose(1, 2).reshape(b * f, 3, big, big).float()
     lo = low.transpose(1, 2).reshape(b * f, 3, *low.shape[-2:]).float()
@@ -218,8 +223,7 @@ class VideoToVideo(LatentVideoStage):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"hold must be in [0, 1], got {threshold}")
         kernel = s.back_projection_kernel if kernel is None else kernel
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown back-projection kernel {kernel!r}; expected one of {KERNELS}")
+        check_kernel(kernel)
         if steps < 1 or iterations < 0:
             raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
         if size % self.size_multiple():
