@@ -35,4 +35,4 @@ def encode_captions(text: TextEncoder, seed: int, count: int, split: str = "trai
     for start in tqdm(range(0, count, batch), desc=f"encode {split} captions", disable=not progress):
         stop = min(start + batch, count)
         hidden[start:stop] = text([draw_clip(seed, split, i).caption for i in range(start, stop)]).hidden.half()
-    return {"hidden": hidden, "empty_hidden": text.empty().hidden[0].half()}
+    return {"hidden": hidden, "empty_hidden": text.empty().hidden[0].half().cpu()}

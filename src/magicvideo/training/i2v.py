@@ -10,11 +10,15 @@ paper's joint image-video training, which keeps frame quality up).
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
 from torch import nn
 from tqdm import tqdm
@@ -56,6 +60,9 @@ class I2VTrainConfig:
     appearance_grid: int = 4
     appearance_widths: tuple[int, ...] = (32, 64, 128)
     controlnet_channels: tuple[int, ...] = (16, 32, 64, 128)
+    init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
+    workers: int = 0  # processes drawing the training clips before the loop; 0: this one
+    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
 
 
 class I2VModules(nn.Module):
@@ -84,29 +91,57 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
                   if config.controlnet else None)
     stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,
                                  I2VSettings(size=config.size, frames=config.frames))
+    return _set_trainable(stage)
+
+
+def _set_trainable(stage: ImageToVideo) -> ImageToVideo:
+    """Freeze the spatial UNet; train the motion modules, the appearance branch and the ControlNet."""
     stage.unet.requires_grad_(False)
     for name, p in stage.unet.named_parameters():
         if "motion_modules" in name:
             p.requires_grad_(True)
-    if appearance is not None:
+    if stage.appearance is not None:
         appearance_processors(stage.unet).requires_grad_(True)
-        appearance.requires_grad_(True)
+        stage.appearance.requires_grad_(True)
+    if stage.controlnet is not None:
+        stage.controlnet.requires_grad_(True)
     return stage
+
+
+def _draw_keyframes(job: tuple[int, int, int, int, int]) -> np.ndarray:
+    """Keyframes of train clips start..stop-1, (n, 3, F, size, size) float32: one worker's share."""
+    seed, start, stop, frames, size = job
+    torch.set_num_threads(1)  # one process per core
+    data = WorldClips("train", seed, stop, keyframes=frames, low_size=size, parts=("keyframes",))
+    return np.stack([data[i]["keyframes"].numpy() for i in range(start, stop)])
 
 
 @torch.no_grad()
 def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Keyframe latents (fp16, (N, 4, F, h, w)) and first frames (uint8, (N, 3, size, size))."""
-    data = WorldClips("train", config.seed, config.clips, keyframes=config.frames, low_size=config.size,
-                      parts=("keyframes",))
-    h = config.size // 8
+    """Keyframe latents (fp16, (N, 4, F, h, w)) and first frames (uint8, (N, 3, size, size)).
+    Clips are drawn by `config.workers` processes (the world renders on the CPU) and encoded on the
+    accelerator when there is one."""
+    h, chunk = config.size // 8, 50
     latents = torch.empty(config.clips, 4, config.frames, h, h, dtype=torch.float16)
     firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
-    for i in tqdm(range(config.clips), desc="encode train keyframes", disable=not progress):
-        frames = data[i]["keyframes"].transpose(0, 1)  # (F, 3, H, W)
-        z = vae.encode(frames * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
-        latents[i] = z.transpose(0, 1).half()
-        firsts[i] = (frames[0] * 255).round().byte()
+    jobs = [(config.seed, start, min(start + chunk, config.clips), config.frames, config.size)
+            for start in range(0, config.clips, chunk)]
+    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
+    pool = ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 0 else None
+    vae = vae.to(PartialState().device)
+    with tqdm(total=config.clips, desc="encode train keyframes", disable=not progress) as bar:
+        for (_, start, stop, _, _), frames in zip(jobs, pool.map(_draw_keyframes, jobs) if pool else
+                                                   map(_draw_keyframes, jobs), strict=True):
+            frames = torch.from_numpy(frames)  # (n, 3, F, H, W)
+            flat = frames.transpose(1, 2).reshape(-1, 3, config.size, config.size)
+            z = torch.cat([vae.encode(part.to(vae.device) * 2 - 1).latent_dist.mode() for part in flat.split(256)])
+            z = z * vae.config.scaling_factor
+            latents[start:stop] = z.reshape(stop - start, config.frames, 4, h, h).transpose(1, 2).half().cpu()
+            firsts[start:stop] = (frames[:, :, 0] * 255).round().byte()
+            bar.update(stop - start)
+    if pool is not None:
+        pool.shutdown()
+    vae.to("cpu")
     return {"latents": latents, "firsts": firsts}
 
 
@@ -154,14 +189,20 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     fp32 = {"torch_dtype": torch.float32}
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, **fp32).eval()
     unet = UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32)
-    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
     cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
     cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
-    stage = build_stage(config, unet, vae, text)
+    text.to("cpu")
+    if config.init:
+        stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
+                                                            vae=config.vae or TINY_VAE))
+    else:
+        stage = build_stage(config, unet, vae, text)
     modules = I2VModules(stage)
     scheduler = noise_scheduler()
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
-                            checkpoint_every=config.checkpoint_every, seed=config.seed)
+                            checkpoint_every=config.checkpoint_every, seed=config.seed,
+                            max_minutes=config.max_minutes)
     result = run_loop(out / "state", modules, settings, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train i2v", progress)
     stage.save_pretrained(out / "final")

@@ -33,6 +33,7 @@ class LoopSettings:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
+    max_minutes: float = 0.0  # stop (checkpointed) once training, resumed parts included, ran this long; 0: no limit
 
 
 @dataclass
@@ -40,6 +41,17 @@ class LoopResult:
     model: torch.nn.Module  # the EMA weights, in eval mode
     steps: int
     seconds: float
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """The batch's tensors (alone, or in dicts, lists and tuples) on `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def run_loop(
@@ -72,6 +84,9 @@ def run_loop(
         print(f"resuming {desc} at step {step}", file=sys.stderr)
     model.train()
     model, opt = accelerator.prepare(model, opt)
+    ema.to(accelerator.device)
+    if accelerator.device.type == "cuda":  # small models: TF32 matmuls lose nothing we can measure
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     def checkpoint() -> None:
         save_checkpoint(out, {"model": accelerator.unwrap_model(model).state_dict(), "opt": opt.state_dict(),
@@ -86,7 +101,7 @@ def run_loop(
     while step < settings.steps:
         # randomness inside the model (posterior samples, dropout) is a function of the step too
         torch.manual_seed(settings.seed * 1_000_003 + step + 1)
-        value = loss(model, batch(step))
+        value = loss(model, to_device(batch(step), accelerator.device))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(value)
         if settings.grad_clip:
@@ -101,8 +116,12 @@ def run_loop(
         if step % settings.log_every == 0:
             print(f"{desc} step {step}: loss {running / settings.log_every:.5f}", file=sys.stderr, flush=True)
             running = 0.0
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+        out_of_time = settings.max_minutes > 0 and elapsed > settings.max_minutes * 60
+        if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
             checkpoint()
+        if out_of_time:
+            print(f"{desc}: stopping at step {step}, past max_minutes={settings.max_minutes}", file=sys.stderr)
+            break
     bar.close()
     final = accelerator.unwrap_model(model)
     ema.copy_to(params)
