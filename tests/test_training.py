@@ -75,3 +75,65 @@ def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):
     frozen = UNet2DConditionModel.from_pretrained(tmp_path / "unet").state_dict()
     saved = UNet2DConditionModel.from_pretrained(straight / "unet").state_dict()
     assert all(torch.equal(frozen[k], saved[k]) for k in frozen)  # the spatial UNet did not move
+
+
+def test_i2v_trainer_fine_tunes_a_saved_stage_and_draws_clips_in_workers(tmp_path):
+    from dataclasses import replace
+
+    from magicvideo.training.i2v import I2VTrainConfig, train_i2v
+    from tiny_components import tiny_unet, tiny_vae
+
+    tiny_unet(384).save_pretrained(tmp_path / "unet")
+    tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
+    base = I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
+                          batch_size=2, image_batch_size=3, image_every=0, steps=2, warmup=1, checkpoint_every=2,
+                          motion_heads=2, appearance_grid=2, appearance_widths=(8, 16),
+                          controlnet_channels=(8, 16, 16, 32))
+    first = train_i2v(base, tmp_path / "a", progress=False)
+    tuned = train_i2v(replace(base, init=str(first), lr=1e-9, steps=1, workers=1), tmp_path / "b", progress=False)
+    fresh = train_i2v(replace(base, lr=1e-9, steps=1), tmp_path / "c", progress=False)
+    # one worker process draws and encodes the same clips as this process does
+    a, b = torch.load(tmp_path / "a" / "clips.pt"), torch.load(tmp_path / "b" / "clips.pt")
+    assert torch.equal(a["latents"], b["latents"]) and torch.equal(a["firsts"], b["firsts"])
+    name = "motion_adapter/diffusion_pytorch_model.safetensors"
+    start, after, scratch = (load_file(f / name) for f in (first, tuned, fresh))
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in start)  # began where `first` ended
+    assert not all(torch.allclose(scratch[k], after[k], atol=1e-6) for k in start)
+
+
+def test_loop_stops_at_max_minutes_with_a_checkpoint_and_moves_batches(tmp_path):
+    from magicvideo.training.common import load_checkpoint
+    from magicvideo.training.loop import LoopSettings, run_loop, to_device
+
+    nested = to_device({"x": [torch.ones(1), (torch.zeros(2), 3)]}, torch.device("cpu"))
+    assert torch.equal(nested["x"][1][0], torch.zeros(2)) and nested["x"][1][1] == 3
+    model = torch.nn.Linear(2, 1)
+    settings = LoopSettings(steps=50, lr=1e-2, warmup=1, checkpoint_every=100, max_minutes=1e-9)
+    result = run_loop(tmp_path, model, settings, lambda s: torch.ones(4, 2), lambda m, b: m(b).pow(2).mean(),
+                      "toy", progress=False)
+    assert result.steps == 1 and load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
+    from dataclasses import replace
+
+    from magicvideo.stages.i2v import TEXT_ATTENTION_FILE, ImageToVideo, text_attention
+    from magicvideo.training.i2v import I2VTrainConfig, train_i2v
+    from tiny_components import tiny_unet, tiny_vae
+
+    tiny_unet(384).save_pretrained(tmp_path / "unet")
+    tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
+    config = I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
+                            batch_size=2, image_every=0, steps=2, warmup=1, lr=1e-2, motion_heads=2,
+                            appearance_grid=2, appearance_widths=(8, 16), controlnet_channels=(8, 16, 16, 32))
+    plain = train_i2v(config, tmp_path / "plain", progress=False)
+    tuned = train_i2v(replace(config, text_attention=True), tmp_path / "tuned", progress=False)
+    assert not (plain / TEXT_ATTENTION_FILE).exists() and (tuned / TEXT_ATTENTION_FILE).is_file()
+    spatial = UNet2DConditionModel.from_pretrained(tmp_path / "unet")
+    stage = ImageToVideo.from_pretrained(tuned, unet=tmp_path / "unet", vae=tmp_path / "vae")  # stage 1's UNet
+    assert stage.tuned_text_attention
+    before, after = dict(spatial.named_parameters()), text_attention(stage.unet)
+    assert after and all(".attn2.to_" in k for k in after)
+    assert all(not torch.equal(before[k], after[k]) for k in after)  # trained, and loaded over stage 1's
+    rest = {k: v for k, v in stage.spatial_unet().state_dict().items() if k not in after}
+    assert all(torch.equal(before[k], v) for k, v in rest.items())  # nothing else in the spatial UNet moved

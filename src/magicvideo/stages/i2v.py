@@ -42,6 +42,16 @@ from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding,
 
 STAGE_FILE = "stage.json"
 BRANCH_FILE = "branch.safetensors"
+TEXT_ATTENTION_FILE = "text_attention.safetensors"
+
+
+def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The spatial layers' text cross-attention keys and values (attn2.to_k / to_v). The motion
+    modules attend over time only, so where the spatial UNet was trained on still images (whose
+    captions' motion words had nothing to show) these are the layers that can learn to carry a
+    caption's motion into the features the motion modules read."""
+    return {name: p for name, p in unet.named_parameters()
+            if "motion_modules" not in name and (".attn2.to_k." in name or ".attn2.to_v." in name)}
 
 
 def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float) -> torch.Tensor:
@@ -108,6 +118,7 @@ class LatentVideoStage:
         self.appearance = appearance.eval() if appearance is not None else None
         self.controlnet = controlnet.eval() if controlnet is not None else None
         self.settings = settings
+        self.tuned_text_attention = False  # True: text_attention(unet) differs from stage 1's, saved apart
         self.placement = Placement(device=str(unet.device))
         if self.appearance is not None and not appearance_processors(unet):
             attach_appearance(unet, self.appearance.num_tokens, self.settings.appearance_scale)
@@ -309,6 +320,9 @@ class ImageToVideo(LatentVideoStage):
             self.appearance.save_pretrained(path / "appearance")
         if self.appearance is not None:
             save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
+        if self.tuned_text_attention:
+            save_file({k: v.detach().contiguous() for k, v in text_attention(self.unet).items()},
+                      path / TEXT_ATTENTION_FILE)
         if isinstance(self.text_encoder, CLIPTextEncoder) and shared:
             self.text_encoder.model.save_pretrained(path / "text_encoder")
             self.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
@@ -355,6 +369,14 @@ class ImageToVideo(LatentVideoStage):
         if stage.appearance is not None:
             branch = load_file(path / "appearance" / BRANCH_FILE)
             appearance_processors(stage.unet).load_state_dict({k: v.to(torch_dtype) for k, v in branch.items()})
+        if (path / TEXT_ATTENTION_FILE).is_file():
+            tuned, params = load_file(path / TEXT_ATTENTION_FILE), text_attention(stage.unet)
+            if tuned.keys() != params.keys():
+                raise ValueError(f"{path / TEXT_ATTENTION_FILE} does not match this UNet's text cross-attention")
+            with torch.no_grad():
+                for name, value in tuned.items():
+                    params[name].copy_(value)
+            stage.tuned_text_attention = True
         return stage
 
     # ------------------------------------------------------------------ sampling

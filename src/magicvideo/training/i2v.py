@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
-from magicvideo.stages.i2v import I2VSettings, ImageToVideo
+from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
 from magicvideo.synth import WorldClips
 from magicvideo.text import MiniLMTextEncoder
@@ -60,6 +60,7 @@ class I2VTrainConfig:
     appearance_grid: int = 4
     appearance_widths: tuple[int, ...] = (32, 64, 128)
     controlnet_channels: tuple[int, ...] = (16, 32, 64, 128)
+    text_attention: bool = False  # also train the spatial UNet's text cross-attention keys and values
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
     max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
@@ -91,11 +92,12 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
                   if config.controlnet else None)
     stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,
                                  I2VSettings(size=config.size, frames=config.frames))
-    return _set_trainable(stage)
+    return _set_trainable(stage, config)
 
 
-def _set_trainable(stage: ImageToVideo) -> ImageToVideo:
-    """Freeze the spatial UNet; train the motion modules, the appearance branch and the ControlNet."""
+def _set_trainable(stage: ImageToVideo, config: I2VTrainConfig) -> ImageToVideo:
+    """Freeze the spatial UNet; train the motion modules, the appearance branch and the ControlNet
+    (and, with `text_attention`, the spatial layers' text keys and values)."""
     stage.unet.requires_grad_(False)
     for name, p in stage.unet.named_parameters():
         if "motion_modules" in name:
@@ -105,6 +107,10 @@ def _set_trainable(stage: ImageToVideo) -> ImageToVideo:
         stage.appearance.requires_grad_(True)
     if stage.controlnet is not None:
         stage.controlnet.requires_grad_(True)
+    if config.text_attention:
+        for p in text_attention(stage.unet).values():
+            p.requires_grad_(True)
+        stage.tuned_text_attention = True
     return stage
 
 
@@ -195,7 +201,7 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     text.to("cpu")
     if config.init:
         stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
-                                                            vae=config.vae or TINY_VAE))
+                                                            vae=config.vae or TINY_VAE), config)
     else:
         stage = build_stage(config, unet, vae, text)
     modules = I2VModules(stage)
