@@ -194,7 +194,6 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     torch.manual_seed(config.seed)
     fp32 = {"torch_dtype": torch.float32}
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, **fp32).eval()
-    unet = UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32)
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
     cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
     cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
@@ -203,7 +202,8 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
         stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
                                                             vae=config.vae or TINY_VAE), config)
     else:
-        stage = build_stage(config, unet, vae, text)
+        stage = build_stage(config, UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32), vae,
+                            text)
     modules = I2VModules(stage)
     scheduler = noise_scheduler()
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
