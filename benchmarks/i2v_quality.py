@@ -6,7 +6,8 @@ writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out
 - a validation sweep (separate held-out clips, seed 777) over noise prior strength x guidance
   scale, where the stage's defaults are chosen, never on the reported set;
 - the ablation table on the reported clips (seed 4242, ground-truth first frame as the
-  reference, seed 0 for every clip): the full stage, then without each mechanism;
+  reference, seed 0 for every clip): the full stage, then without each mechanism (motion text
+  attention too, for a stage that has it);
 - image-batches: the ablation table's last row alone (the stage trained without image batches,
   sampled with the full stage's settings), for when the other rows are measured already;
 - seconds per clip on this machine (median of 5; one clip, and per clip in a batch of 4).
@@ -22,6 +23,7 @@ import time
 import torch
 
 from magicvideo.eval.i2v import evaluate_i2v, ground_truth
+from magicvideo.models.motion_text import motion_text_processors, set_motion_text_scale
 from magicvideo.stages.i2v import load_i2v
 from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import machine
@@ -104,6 +106,10 @@ def main() -> None:
                   row("without appearance encoder (scale 0)", evaluate_i2v(stage, n, TEST_SEED, appearance_scale=0.0)),
                   row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
                   row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
+        if motion_text_processors(stage.unet):
+            set_motion_text_scale(stage.unet, 0.0)
+            lines.append(row("without motion text attention (scale 0)", evaluate_i2v(stage, n, TEST_SEED)))
+            set_motion_text_scale(stage.unet, 1.0)
         if args.no_image_batches:
             lines.append(row("trained without image batches", evaluate_i2v(videos_only(), n, TEST_SEED)))
         else:

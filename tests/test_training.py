@@ -137,3 +137,34 @@ def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
     assert all(not torch.equal(before[k], after[k]) for k in after)  # trained, and loaded over stage 1's
     rest = {k: v for k, v in stage.spatial_unet().state_dict().items() if k not in after}
     assert all(torch.equal(before[k], v) for k, v in rest.items())  # nothing else in the spatial UNet moved
+
+
+def test_i2v_motion_text_trains_beside_frozen_parts(tmp_path):
+    from dataclasses import replace
+
+    import pytest
+
+    from magicvideo.stages.i2v import MOTION_TEXT_FILE
+    from magicvideo.training.i2v import I2VTrainConfig, train_i2v
+    from tiny_components import tiny_unet, tiny_vae
+
+    tiny_unet(384).save_pretrained(tmp_path / "unet")
+    tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
+    config = I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
+                            batch_size=2, image_every=0, steps=2, warmup=1, lr=1e-2, motion_heads=2,
+                            appearance_grid=2, appearance_widths=(8, 16), controlnet_channels=(8, 16, 16, 32))
+    base = train_i2v(config, tmp_path / "base", progress=False)
+    assert not (base / MOTION_TEXT_FILE).exists()
+    tuned = train_i2v(replace(config, init=str(base), motion_text=True, freeze=("appearance", "controlnet")),
+                      tmp_path / "tuned", progress=False)
+    branch = load_file(tuned / MOTION_TEXT_FILE)
+    assert all(v.any() for k, v in branch.items() if "to_v_text" in k)  # the values left zero: trained
+    for part in ("controlnet/diffusion_pytorch_model.safetensors", "appearance/diffusion_pytorch_model.safetensors",
+                 "appearance/branch.safetensors"):
+        before, after = load_file(base / part), load_file(tuned / part)
+        assert all(torch.equal(before[k], after[k]) for k in before), part  # frozen
+    moved = "motion_adapter/diffusion_pytorch_model.safetensors"
+    before, after = load_file(base / moved), load_file(tuned / moved)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="unknown part"):
+        train_i2v(replace(config, freeze=("unet",)), tmp_path / "bad", progress=False)

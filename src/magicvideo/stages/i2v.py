@@ -37,12 +37,14 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
+from magicvideo.models.motion_text import attach_motion_text, motion_text, motion_text_processors
 from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler, seed_list
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 STAGE_FILE = "stage.json"
 BRANCH_FILE = "branch.safetensors"
 TEXT_ATTENTION_FILE = "text_attention.safetensors"
+MOTION_TEXT_FILE = "motion_text.safetensors"
 
 
 def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -86,9 +88,17 @@ class I2VSettings:
 
 def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
     """The motion modules as a MotionAdapter folder, in the UNet's precision (diffusers'
-    `save_motion_modules` writes fp32 whatever the UNet holds: twice the bytes for fp16 weights)."""
-    unet.save_motion_modules(path)
-    if unet.dtype != torch.float32:
+    `save_motion_modules` writes fp32 whatever the UNet holds, and takes attention processors with
+    weights of their own, such as motion text attention's, for motion-module weights)."""
+    c = unet.config
+    adapter = MotionAdapter(block_out_channels=c.block_out_channels, motion_layers_per_block=c.layers_per_block,
+                            motion_norm_num_groups=c.norm_num_groups,
+                            motion_num_attention_heads=c.motion_num_attention_heads,
+                            motion_max_seq_length=c.motion_max_seq_length, use_motion_mid_block=c.use_motion_mid_block)
+    adapter.load_state_dict({k: v for k, v in unet.state_dict().items()
+                             if "motion_modules" in k and ".processor." not in k})
+    adapter.save_pretrained(path)
+    if unet.dtype != torch.float32:  # through from_pretrained: a cast with .to() makes diffusers warn
         MotionAdapter.from_pretrained(path, torch_dtype=unet.dtype).save_pretrained(path)
 
 
@@ -214,7 +224,8 @@ class LatentVideoStage:
                                         return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text
-        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
+        with motion_text(self.unet, text[::f]):  # one caption per clip for the motion modules
+            return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
 
     def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
@@ -320,6 +331,8 @@ class ImageToVideo(LatentVideoStage):
             self.appearance.save_pretrained(path / "appearance")
         if self.appearance is not None:
             save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
+        if motion_text_processors(self.unet):
+            save_file(motion_text_processors(self.unet).state_dict(), path / MOTION_TEXT_FILE)
         if self.tuned_text_attention:
             save_file({k: v.detach().contiguous() for k, v in text_attention(self.unet).items()},
                       path / TEXT_ATTENTION_FILE)
@@ -377,6 +390,9 @@ class ImageToVideo(LatentVideoStage):
                 for name, value in tuned.items():
                     params[name].copy_(value)
             stage.tuned_text_attention = True
+        if (path / MOTION_TEXT_FILE).is_file():
+            branch = attach_motion_text(stage.unet, text_model.dim)
+            branch.load_state_dict({k: v.to(torch_dtype) for k, v in load_file(path / MOTION_TEXT_FILE).items()})
         return stage
 
     # ------------------------------------------------------------------ sampling

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
+from magicvideo.models.motion_text import attach_motion_text, motion_text_processors
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
 from magicvideo.synth import WorldClips
@@ -61,6 +62,8 @@ class I2VTrainConfig:
     appearance_widths: tuple[int, ...] = (32, 64, 128)
     controlnet_channels: tuple[int, ...] = (16, 32, 64, 128)
     text_attention: bool = False  # also train the spatial UNet's text cross-attention keys and values
+    motion_text: bool = False  # give the motion modules a caption branch (models/motion_text.py) and train it
+    freeze: tuple[str, ...] = ()  # of "motion_modules", "appearance", "controlnet": kept as they are
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
     max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
@@ -95,18 +98,31 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
     return _set_trainable(stage, config)
 
 
+FREEZABLE = ("motion_modules", "appearance", "controlnet")
+
+
 def _set_trainable(stage: ImageToVideo, config: I2VTrainConfig) -> ImageToVideo:
     """Freeze the spatial UNet; train the motion modules, the appearance branch and the ControlNet
-    (and, with `text_attention`, the spatial layers' text keys and values)."""
+    unless `config.freeze` names them (and, with `text_attention`, the spatial layers' text keys and
+    values; with `motion_text`, the motion modules' caption branch, attached here if new)."""
+    unknown = set(config.freeze) - set(FREEZABLE)
+    if unknown:
+        raise ValueError(f"freeze: unknown part(s) {sorted(unknown)}; expected some of {FREEZABLE}")
+    if config.motion_text and not motion_text_processors(stage.unet):
+        attach_motion_text(stage.unet, stage.text_encoder.dim)
     stage.unet.requires_grad_(False)
-    for name, p in stage.unet.named_parameters():
-        if "motion_modules" in name:
-            p.requires_grad_(True)
+    if "motion_modules" not in config.freeze:
+        for name, p in stage.unet.named_parameters():
+            if "motion_modules" in name and ".processor." not in name:
+                p.requires_grad_(True)
     if stage.appearance is not None:
-        appearance_processors(stage.unet).requires_grad_(True)
-        stage.appearance.requires_grad_(True)
+        train = "appearance" not in config.freeze
+        appearance_processors(stage.unet).requires_grad_(train)
+        stage.appearance.requires_grad_(train)
     if stage.controlnet is not None:
-        stage.controlnet.requires_grad_(True)
+        stage.controlnet.requires_grad_("controlnet" not in config.freeze)
+    if config.motion_text:
+        motion_text_processors(stage.unet).requires_grad_(True)
     if config.text_attention:
         for p in text_attention(stage.unet).values():
             p.requires_grad_(True)
