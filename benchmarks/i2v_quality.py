@@ -23,7 +23,7 @@ import time
 import torch
 
 from magicvideo.eval.i2v import evaluate_i2v, ground_truth
-from magicvideo.models.motion_text import motion_text_processors, set_motion_text_scale
+from magicvideo.models.motion_text import motion_text_processors
 from magicvideo.stages.i2v import load_i2v
 from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import machine
@@ -107,9 +107,8 @@ def main() -> None:
                   row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
                   row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
         if motion_text_processors(stage.unet):
-            set_motion_text_scale(stage.unet, 0.0)
-            lines.append(row("without motion text attention (scale 0)", evaluate_i2v(stage, n, TEST_SEED)))
-            set_motion_text_scale(stage.unet, 1.0)
+            lines.append(row("without motion text attention (scale 0)",
+                             evaluate_i2v(stage, n, TEST_SEED, motion_text_scale=0.0)))
         if args.no_image_batches:
             lines.append(row("trained without image batches", evaluate_i2v(videos_only(), n, TEST_SEED)))
         else:

@@ -102,6 +102,7 @@ def _cli(*args):
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--frames", "0"], "--frames"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--noise-prior", "1"], "--noise-prior"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--appearance-scale", "-1"], "--appearance-scale"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-text-scale", "-1"], "--motion-text-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),
     (["a red star", "--image", "MISSING", "-o", "OUT.mp4"], "no such image"),
     (["a red star", "--image", "BROKEN", "-o", "OUT.mp4"], "cannot read"),

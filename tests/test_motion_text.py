@@ -41,11 +41,15 @@ def test_a_new_branch_changes_nothing_and_scale_zero_removes_a_trained_one(text)
     assert (tuned - base).abs().max() > 1e-3
     # the branch reads the caption: another motion word, another video
     assert (stage(PROMPT.replace("left", "right"), ref, seed=2).frames - tuned).abs().max() > 1e-3
-    set_motion_text_scale(stage.unet, 0.0)
+    torch.testing.assert_close(stage(PROMPT, ref, seed=2, motion_text_scale=0.0).frames, base)
+    stage.settings.motion_text_scale = 0.0  # the stage's default, as stage.json sets it
     torch.testing.assert_close(stage(PROMPT, ref, seed=2).frames, base)
+    torch.testing.assert_close(stage(PROMPT, ref, seed=2, motion_text_scale=1.0).frames, tuned)
     detach_motion_text(stage.unet)
     assert not motion_text_processors(stage.unet)
     torch.testing.assert_close(stage(PROMPT, ref, seed=2).frames, base)
+    with pytest.raises(ValueError, match="no motion text attention"):
+        stage(PROMPT, ref, motion_text_scale=0.5)
 
 
 def test_each_clip_of_a_batch_reads_its_own_caption(text):

@@ -106,6 +106,8 @@ def _i2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--noise-prior must be in [0, 1), got {args.noise_prior}")
     if args.appearance_scale is not None and args.appearance_scale < 0:
         raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
+    if args.motion_text_scale is not None and args.motion_text_scale < 0:
+        raise ValueError(f"--motion-text-scale must be at least 0, got {args.motion_text_scale}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     image = read_image(args.image)  # an unreadable image fails before any model loads
@@ -119,7 +121,8 @@ def _i2v(args: argparse.Namespace) -> None:
               file=sys.stderr)
     frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
                    noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
-                   use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet).frames[0]
+                   use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
+                   motion_text_scale=args.motion_text_scale).frames[0]
     write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
@@ -322,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "noise leans toward the reference's latent (default: the stage's)")
     p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
                    "(default: the stage's, 1; 0 turns it off)")
+    p.add_argument("--motion-text-scale", type=float, help="weight of the motion modules' attention to the caption "
+                   "(default: the stage's, 1; 0 turns it off; for a stage that has it)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
     p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")

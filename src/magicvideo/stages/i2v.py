@@ -37,7 +37,12 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
-from magicvideo.models.motion_text import attach_motion_text, motion_text, motion_text_processors
+from magicvideo.models.motion_text import (
+    attach_motion_text,
+    motion_text,
+    motion_text_processors,
+    set_motion_text_scale,
+)
 from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler, seed_list
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
@@ -84,6 +89,7 @@ class I2VSettings:
     guidance: float = 4.0
     noise_prior: float = 0.0
     appearance_scale: float = 1.0
+    motion_text_scale: float = 1.0  # for a stage with motion text attention (models/motion_text.py)
 
 
 def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
@@ -400,7 +406,8 @@ class ImageToVideo(LatentVideoStage):
     def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior_strength: float | None = None, appearance_scale: float | None = None,
-                 use_controlnet: bool = True, size: int | None = None, progress: bool = False) -> I2VOutput:
+                 use_controlnet: bool = True, size: int | None = None, progress: bool = False,
+                 motion_text_scale: float | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
         the stage's). Returns (B, 3, frames, size, size)."""
         s = self.settings
@@ -415,6 +422,10 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError(f"frames and steps must be at least 1, got {frames} and {steps}")
         if size % self.size_multiple():
             raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {size}")
+        if motion_text_processors(self.unet):
+            set_motion_text_scale(self.unet, s.motion_text_scale if motion_text_scale is None else motion_text_scale)
+        elif motion_text_scale is not None:
+            raise ValueError("this stage has no motion text attention to scale")
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         if image.shape[0] not in (1, n):
