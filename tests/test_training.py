@@ -114,18 +114,25 @@ def test_loop_stops_at_max_minutes_with_a_checkpoint_and_moves_batches(tmp_path)
     assert result.steps == 1 and load_checkpoint(tmp_path)["step"] == 1
 
 
-def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
-    from dataclasses import replace
-
-    from magicvideo.stages.i2v import TEXT_ATTENTION_FILE, ImageToVideo, text_attention
-    from magicvideo.training.i2v import I2VTrainConfig, train_i2v
+def _fine_tune_config(tmp_path):
+    """A toy I2V config on a tiny stage-1 UNet and VAE saved under tmp_path (video batches, lr 1e-2)."""
+    from magicvideo.training.i2v import I2VTrainConfig
     from tiny_components import tiny_unet, tiny_vae
 
     tiny_unet(384).save_pretrained(tmp_path / "unet")
     tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
-    config = I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
-                            batch_size=2, image_every=0, steps=2, warmup=1, lr=1e-2, motion_heads=2,
-                            appearance_grid=2, appearance_widths=(8, 16), controlnet_channels=(8, 16, 16, 32))
+    return I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
+                          batch_size=2, image_every=0, steps=2, warmup=1, lr=1e-2, motion_heads=2,
+                          appearance_grid=2, appearance_widths=(8, 16), controlnet_channels=(8, 16, 16, 32))
+
+
+def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
+    from dataclasses import replace
+
+    from magicvideo.stages.i2v import TEXT_ATTENTION_FILE, ImageToVideo, text_attention
+    from magicvideo.training.i2v import train_i2v
+
+    config = _fine_tune_config(tmp_path)
     plain = train_i2v(config, tmp_path / "plain", progress=False)
     tuned = train_i2v(replace(config, text_attention=True), tmp_path / "tuned", progress=False)
     assert not (plain / TEXT_ATTENTION_FILE).exists() and (tuned / TEXT_ATTENTION_FILE).is_file()
@@ -145,14 +152,9 @@ def test_i2v_motion_text_trains_beside_frozen_parts(tmp_path):
     import pytest
 
     from magicvideo.stages.i2v import MOTION_TEXT_FILE
-    from magicvideo.training.i2v import I2VTrainConfig, train_i2v
-    from tiny_components import tiny_unet, tiny_vae
+    from magicvideo.training.i2v import train_i2v
 
-    tiny_unet(384).save_pretrained(tmp_path / "unet")
-    tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
-    config = I2VTrainConfig(clips=3, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
-                            batch_size=2, image_every=0, steps=2, warmup=1, lr=1e-2, motion_heads=2,
-                            appearance_grid=2, appearance_widths=(8, 16), controlnet_channels=(8, 16, 16, 32))
+    config = _fine_tune_config(tmp_path)
     base = train_i2v(config, tmp_path / "base", progress=False)
     assert not (base / MOTION_TEXT_FILE).exists()
     tuned = train_i2v(replace(config, init=str(base), motion_text=True, freeze=("appearance", "controlnet")),
