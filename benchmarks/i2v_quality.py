@@ -26,6 +26,7 @@ from magicvideo.eval.i2v import evaluate_i2v, ground_truth
 from magicvideo.models.motion_text import motion_text_processors
 from magicvideo.stages.i2v import load_i2v
 from magicvideo.synth import draw_clip, render_frames
+from magicvideo.synth.vocab import MOTIONS
 from magicvideo.training.common import machine
 from report import publish
 
@@ -40,6 +41,20 @@ def row(name: str, r: dict) -> str:
     return (f"| {name} | {a['motion']:.3f} | {a['shape']:.3f} | {a['colour']:.3f} | {a['all']:.3f} | "
             f"{r['frame_shape']:.3f} | {r['frame_colour']:.3f} | {r['first_frame_psnr']:.2f} dB | "
             f"{r['flicker_ratio']:.2f} |")
+
+
+def confusion(r: dict) -> list[str]:
+    """The judge's motion readings against the captions' motions, as a table (rows: asked)."""
+    table = r["motion_confusion"]
+    read = [*MOTIONS, "not found"]
+    lines = ["| asked \\ read | objects | right | " + " | ".join(read) + " |", "|---" * (len(read) + 3) + "|"]
+    for asked in MOTIONS:
+        cells = table.get(asked, {})
+        total = sum(cells.values())
+        if total:
+            lines.append(f"| {asked} | {total} | {cells.get(asked, 0) / total:.2f} | "
+                         + " | ".join(str(cells.get(m, 0)) for m in read) + " |")
+    return lines
 
 
 def seconds_per_clip(stage, batch: int) -> float:
@@ -101,8 +116,9 @@ def main() -> None:
     if "ablations" in args.sections:
         prior_row = ("without noise prior (strength 0)", 0.0) if s.noise_prior > 0 else (
             f"with noise prior {max(args.noise_prior):g} (the default is 0)", max(args.noise_prior))
+        full = evaluate_i2v(stage, n, TEST_SEED)
         lines += [f"## Ablations ({n} held-out clips, seed {TEST_SEED})", "", *HEADER,
-                  row("full stage (defaults)", evaluate_i2v(stage, n, TEST_SEED)),
+                  row("full stage (defaults)", full),
                   row("without appearance encoder (scale 0)", evaluate_i2v(stage, n, TEST_SEED, appearance_scale=0.0)),
                   row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
                   row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
@@ -114,7 +130,8 @@ def main() -> None:
         else:
             lines.append("| trained without image batches | not measured in this run (needs --no-image-batches) |"
                          " | | | | | | |")
-        lines.append("")
+        lines += ["", "Where the full stage's motion goes: objects per motion asked (the caption) and read (the "
+                  "judge), on the same clips.", "", *confusion(full), ""]
     if "image-batches" in args.sections:
         if not args.no_image_batches:
             parser.error("--sections image-batches needs --no-image-batches DIR")

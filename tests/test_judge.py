@@ -5,6 +5,7 @@ import torch
 
 from magicvideo.eval import Expected, PromptError, parse_prompt, read_clip, score_clip
 from magicvideo.eval.files import expected_from_scene
+from magicvideo.eval.judge import aggregate
 from magicvideo.synth import render_clip
 
 
@@ -40,6 +41,24 @@ def test_the_judge_catches_wrong_videos(heldout_clips):
     assert recoloured["colour"] < len(truth.objects)
     empty = score_clip(read_clip(torch.full((3, 4, 64, 64), 0.4)), truth)
     assert empty["objects_found"] == 0 and empty["shape"] == 0 and not empty["all"]
+
+
+def test_motion_confusion_says_where_motion_errors_go(heldout_clips):
+    opposite = {"moves left": "moves right", "moves right": "moves left", "moves up": "moves down",
+                "moves down": "moves up", "grows": "shrinks", "shrinks": "grows"}
+    clips = [c for c in heldout_clips if len(c.scene.objects) == 1 and c.scene.objects[0].motion in opposite][:3]
+    assert clips
+    truth = [expected_from_scene(c.scene) for c in clips]
+    videos = [render_clip(c.scene, 64, 8, 16) for c in clips]
+    readings = [read_clip(v.flip(1)) for v in videos] + [read_clip(torch.full((3, 4, 64, 64), 0.4))]
+    scores = [score_clip(r, t) for r, t in zip(readings, truth + truth[:1])]
+    table = aggregate(scores, readings)["motion_confusion"]
+    asked = [c.scene.objects[0].motion for c in clips]
+    assert sum(sum(row.values()) for row in table.values()) == len(clips) + 1
+    for motion in set(asked):  # played backwards, every motion reads as its opposite
+        assert table[motion].get(opposite[motion], 0) == asked.count(motion)
+    assert table[asked[0]]["not found"] == 1  # the empty video: no object to read a motion from
+    assert aggregate(scores[:1], readings[:1])["accuracy"]["motion"] == 0
 
 
 def test_mild_degradation_does_not_fool_the_judge(heldout_clips):

@@ -240,6 +240,7 @@ def score_clip(reading: ClipReading, expected: Expected) -> dict:
     right = np.zeros((len(exp), 3), bool)
     for a, b in best:
         right[a] = agree(exp[a], got[b])
+    found = {a: got[b] for a, b in best}
     motion_scored = any(e[2] is not None for e in exp) and reading.frames > 1
     background_ok = expected.background is None or expected.background == reading.background
     return {
@@ -251,6 +252,9 @@ def score_clip(reading: ClipReading, expected: Expected) -> dict:
         "background": background_ok if expected.background is not None else None,
         "all": bool(right.all() and len(exp) == len(reading.objects) and background_ok),
         "matches": [[a, b] for a, b in sorted(best)],  # (expected index, found index)
+        # (motion asked, motion read) per expected object; read None: no object matched to it
+        "motions": [[exp[a][2], found[a].motion if a in found else None] for a in range(len(exp))]
+        if motion_scored else None,
     }
 
 
@@ -271,4 +275,20 @@ def aggregate(scores: list[dict], readings: list[ClipReading]) -> dict:
         key: float(np.mean([getattr(r, key) for r in readings]))
         for key in ("flicker", "track_jitter", "count_stability")
     }
-    return {"accuracy": acc, "temporal": temporal, "clips": len(scores)}
+    report = {"accuracy": acc, "temporal": temporal, "clips": len(scores)}
+    if moving:
+        report["motion_confusion"] = motion_confusion(moving)
+    return report
+
+
+def motion_confusion(scores: list[dict]) -> dict[str, dict[str, int]]:
+    """{motion asked: {motion read: objects}} over clips scored for motion; an object the judge
+    found no match for is read as "not found". Where a stage's motion errors go: to "stays still"
+    (it does not move), to the opposite direction, or to another kind."""
+    table: dict[str, dict[str, int]] = {}
+    for s in scores:
+        for asked, read in s.get("motions") or []:
+            if asked is not None:
+                cell = table.setdefault(asked, {})
+                cell[read or "not found"] = cell.get(read or "not found", 0) + 1
+    return table
