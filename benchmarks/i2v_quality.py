@@ -3,11 +3,12 @@
     python benchmarks/i2v_quality.py --clips 200 [--no-image-batches runs/i2v_videos_only/final]
 writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
 - ceilings: the judge on the true 64x64 keyframes, and on their round trips through the VAE;
-- a validation sweep (separate held-out clips, seed 777) over noise prior strength x guidance
-  scale, where the stage's defaults are chosen, never on the reported set;
+- a validation sweep (separate held-out clips, seed 777) over noise prior strength x its decay x
+  guidance scale x motion text scale, where the stage's defaults are chosen, never on the
+  reported set;
 - the ablation table on the reported clips (seed 4242, ground-truth first frame as the
   reference, seed 0 for every clip): the full stage, then without each mechanism (motion text
-  attention too, for a stage that has it);
+  attention too, for a stage that has it), and where the full stage's motion errors go;
 - image-batches: the ablation table's last row alone (the stage trained without image batches,
   sampled with the full stage's settings), for when the other rows are measured already;
 - seconds per clip on this machine (median of 5; one clip, and per clip in a batch of 4).
@@ -16,6 +17,7 @@ writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--sweep-clips", type=int, default=50, help="validation clips per sweep point")
     parser.add_argument("--noise-prior", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6])
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--noise-prior-decay", type=float, nargs="+", help="sweep values (default: the stage's)")
+    parser.add_argument("--motion-text-scale", type=float, nargs="+",
+                        help="sweep values, for a stage with motion text attention (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--no-image-batches", help="a stage trained with image_every: 0, for its ablation row")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -98,7 +103,8 @@ def main() -> None:
     lines = ["# Stage 2: image-to-video (tiny preset)", "",
              f"`python benchmarks/i2v_quality.py {' '.join(sys.argv[1:])}` on {machine()}.",
              f"Defaults: {s.frames} keyframes at {s.size}x{s.size}, {s.steps} DPM-Solver++ steps, guidance "
-             f"{s.guidance:g} (on the text), noise prior {s.noise_prior:g}, appearance scale {s.appearance_scale:g}. "
+             f"{s.guidance:g} (on the text), noise prior {s.noise_prior:g} (decay {s.noise_prior_decay:g}), appearance "
+             f"scale {s.appearance_scale:g}, motion text scale {s.motion_text_scale:g}. "
              "Reference image: the ground-truth first frame (rendered at 128x128); one video per clip at seed 0. "
              "Clip-level columns: the judge's reading of the whole clip (motion: direction and kind); frame "
              "columns: the share of objects whose shape / colour is read right, frame by frame; flicker ratio: "
@@ -108,10 +114,15 @@ def main() -> None:
                   row("true keyframes through the VAE", ceiling(stage.vae)), ""]
     if "sweep" in args.sections:
         lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
-        for g in args.guidance:
-            for strength in args.noise_prior:
-                r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, guidance=g, progress=False)
-                lines.append(row(f"noise prior {strength:g}, guidance {g:g}", r))
+        texts = args.motion_text_scale or [s.motion_text_scale]
+        for g, text, decay, strength in itertools.product(args.guidance, texts,
+                                                          args.noise_prior_decay or [s.noise_prior_decay],
+                                                          args.noise_prior):
+            extra = {"motion_text_scale": text} if motion_text_processors(stage.unet) else {}
+            r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, noise_prior_decay=decay,
+                             guidance=g, progress=False, **extra)
+            lines.append(row(f"noise prior {strength:g} (decay {decay:g}), guidance {g:g}"
+                             + (f", motion text scale {text:g}" if extra else ""), r))
         lines.append("")
     if "ablations" in args.sections:
         prior_row = ("without noise prior (strength 0)", 0.0) if s.noise_prior > 0 else (
@@ -122,6 +133,9 @@ def main() -> None:
                   row("without appearance encoder (scale 0)", evaluate_i2v(stage, n, TEST_SEED, appearance_scale=0.0)),
                   row(prior_row[0], evaluate_i2v(stage, n, TEST_SEED, noise_prior_strength=prior_row[1])),
                   row("without ControlNet", evaluate_i2v(stage, n, TEST_SEED, use_controlnet=False))]
+        if s.noise_prior > 0 and s.noise_prior_decay > 0:
+            lines.append(row(f"noise prior {s.noise_prior:g} without decay (every frame alike)",
+                             evaluate_i2v(stage, n, TEST_SEED, noise_prior_decay=0.0)))
         if motion_text_processors(stage.unet):
             lines.append(row("without motion text attention (scale 0)",
                              evaluate_i2v(stage, n, TEST_SEED, motion_text_scale=0.0)))

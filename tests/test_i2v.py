@@ -19,6 +19,13 @@ def test_noise_prior_formula():
     torch.testing.assert_close(x, 0.6 * ref[:, :, None] + 0.8 * noise)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         noise_prior(noise, ref, 1.0)
+    falling = noise_prior(noise, ref, 0.6, decay=0.5)  # lean 0.6 at the first frame, 0.3 at the last
+    torch.testing.assert_close(falling[:, :, 0], x[:, :, 0])
+    torch.testing.assert_close(falling[:, :, -1], 0.3 * ref + 0.91**0.5 * noise[:, :, -1])
+    torch.testing.assert_close(falling[:, :, 2], 0.45 * ref + (1 - 0.45**2) ** 0.5 * noise[:, :, 2])
+    assert torch.equal(noise_prior(noise, ref, 0.0, decay=1.0), noise)
+    with pytest.raises(ValueError, match="decay"):
+        noise_prior(noise, ref, 0.6, decay=1.5)
 
 
 def test_frames_shape_and_determinism(text):
@@ -38,7 +45,10 @@ def test_switches_equal_the_stage_without_the_part(text):
     torch.testing.assert_close(full(prompt, ref, appearance_scale=0.0).frames, no_image(prompt, ref).frames)
     torch.testing.assert_close(full(prompt, ref, use_controlnet=False).frames, no_control(prompt, ref).frames)
     base = full(prompt, ref).frames
-    assert not torch.allclose(full(prompt, ref, noise_prior_strength=0.5).frames, base)
+    leaning = full(prompt, ref, noise_prior_strength=0.5).frames
+    assert not torch.allclose(leaning, base)
+    assert not torch.allclose(full(prompt, ref, noise_prior_strength=0.5, noise_prior_decay=1.0).frames, leaning)
+    torch.testing.assert_close(full(prompt, ref, noise_prior_decay=1.0).frames, base)  # no lean, nothing to decay
     assert not torch.allclose(full(prompt, ref, appearance_scale=0.0).frames, base)
 
 
@@ -101,6 +111,7 @@ def _cli(*args):
     (["a red star", "--image", "REF", "-o", "OUT.png"], "video file"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--frames", "0"], "--frames"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--noise-prior", "1"], "--noise-prior"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--noise-prior-decay", "2"], "--noise-prior-decay"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--appearance-scale", "-1"], "--appearance-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-text-scale", "-1"], "--motion-text-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),

@@ -104,6 +104,8 @@ def _i2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--frames must be between 1 and 32 (the motion module's length), got {args.frames}")
     if args.noise_prior is not None and not 0.0 <= args.noise_prior < 1.0:
         raise ValueError(f"--noise-prior must be in [0, 1), got {args.noise_prior}")
+    if args.noise_prior_decay is not None and not 0.0 <= args.noise_prior_decay <= 1.0:
+        raise ValueError(f"--noise-prior-decay must be in [0, 1], got {args.noise_prior_decay}")
     if args.appearance_scale is not None and args.appearance_scale < 0:
         raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
     if args.motion_text_scale is not None and args.motion_text_scale < 0:
@@ -122,7 +124,7 @@ def _i2v(args: argparse.Namespace) -> None:
     frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
                    noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
                    use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
-                   motion_text_scale=args.motion_text_scale).frames[0]
+                   motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay).frames[0]
     write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
@@ -323,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
     p.add_argument("--noise-prior", type=float, help="latent noise prior strength in [0, 1): how far the starting "
                    "noise leans toward the reference's latent (default: the stage's)")
+    p.add_argument("--noise-prior-decay", type=float, help="in [0, 1]: how much of that lean is gone by the last "
+                   "frame (0: every frame alike; default: the stage's)")
     p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
                    "(default: the stage's, 1; 0 turns it off)")
     p.add_argument("--motion-text-scale", type=float, help="weight of the motion modules' attention to the caption "

@@ -16,7 +16,6 @@ the tiny preset's), plus `stage.json` with the settings.
 from __future__ import annotations
 
 import json
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,19 +60,28 @@ def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
             if "motion_modules" not in name and (".attn2.to_k." in name or ".attn2.to_v." in name)}
 
 
-def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float) -> torch.Tensor:
+def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float, decay: float = 0.0) -> torch.Tensor:
     """The latent noise prior of MagicVideo-V2 (arXiv 2401.04468, sec. 2, I2V): the starting
     latents are Gaussian noise whose mean is moved from zero toward the reference image's latent.
 
-        x_T = s * z_ref + sqrt(1 - s^2) * eps,   eps ~ N(0, I),  0 <= s < 1
+        x_T[f] = s_f * z_ref + sqrt(1 - s_f^2) * eps,   eps ~ N(0, I),
+        s_f = s * (1 - d * f / (F - 1)),   f = 0 .. F-1,   0 <= s < 1,   0 <= d <= 1
 
-    noise: (B, 4, F, h, w); reference: (B, 4, h, w), broadcast over the F frames. The paper gives
-    no formula; this one is ours: it is exactly the forward process q(x_t | z_ref) at the noise
-    level where sqrt(alpha_bar_t) = s, so the variance stays that of unit-variance latents and
-    s = 0 is plain noise."""
+    noise: (B, 4, F, h, w); reference: (B, 4, h, w). The paper gives no formula; this one is ours:
+    each frame's start is exactly the forward process q(x_t | z_ref) at the noise level where
+    sqrt(alpha_bar_t) = s_f, so the variance stays that of unit-variance latents and s = 0 is plain
+    noise. d = 0 leans every frame alike (the paper's prior as we read it). With d > 0 the lean
+    falls over the clip, to s * (1 - d) at the last frame: the reference is the first frame, and a
+    later frame, where the object has moved on, starts less tied to where it was (a uniform lean
+    holds objects in place; see benchmarks/results/i2v_quality.md)."""
     if not 0.0 <= strength < 1.0:
         raise ValueError(f"noise prior strength must be in [0, 1), got {strength}")
-    return strength * reference.unsqueeze(2) + math.sqrt(1.0 - strength**2) * noise
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"noise prior decay must be in [0, 1], got {decay}")
+    frames = noise.shape[2]
+    s = strength * (1 - decay * torch.arange(frames, dtype=noise.dtype) / max(frames - 1, 1))
+    s = s.view(1, 1, frames, 1, 1)
+    return s * reference.unsqueeze(2) + (1 - s**2).sqrt() * noise
 
 
 @dataclass
@@ -88,6 +96,7 @@ class I2VSettings:
     steps: int = 20
     guidance: float = 4.0
     noise_prior: float = 0.0
+    noise_prior_decay: float = 0.0  # how far the noise prior's lean falls by the last frame (see noise_prior)
     appearance_scale: float = 1.0
     motion_text_scale: float = 1.0  # for a stage with motion text attention (models/motion_text.py)
 
@@ -407,13 +416,14 @@ class ImageToVideo(LatentVideoStage):
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior_strength: float | None = None, appearance_scale: float | None = None,
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
-                 motion_text_scale: float | None = None) -> I2VOutput:
+                 motion_text_scale: float | None = None, noise_prior_decay: float | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
         the stage's). Returns (B, 3, frames, size, size)."""
         s = self.settings
         frames, steps, size = frames or s.frames, steps or s.steps, size or s.size
         guidance = s.guidance if guidance is None else guidance
         strength = s.noise_prior if noise_prior_strength is None else noise_prior_strength
+        decay = s.noise_prior_decay if noise_prior_decay is None else noise_prior_decay
         scale = s.appearance_scale if appearance_scale is None else appearance_scale
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
@@ -433,7 +443,7 @@ class ImageToVideo(LatentVideoStage):
         image = image.expand(n, -1, -1, -1).float()
         control, ref_latent = self.encode_reference(image, size)
         noise = initial_noise(seed_list(seed, n), (4, frames, size // 8, size // 8))
-        latents = noise_prior(noise, ref_latent.cpu(), strength)
+        latents = noise_prior(noise, ref_latent.cpu(), strength, decay)
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
                                desc="image-to-video")
