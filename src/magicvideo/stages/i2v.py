@@ -226,6 +226,13 @@ class LatentVideoStage:
         """One UNet evaluation on video latents x (N, 4, F, h, w) at timestep t (a scalar or one
         per clip); text (N*F, L, D), tokens (N*F, T, D) or None, control (N*F, C, H, W) or None.
         Inputs are cast to the UNet's dtype; the prediction comes back fp32."""
+        with motion_text(self.unet, text[:: x.shape[2]]):  # one caption per clip for the motion modules
+            return self._predict(x, t, text, tokens, control)
+
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
+                 control: torch.Tensor | None) -> torch.Tensor:
+        """`predict` with the motion modules' caption already set (`denoise` sets it once per loop:
+        finding the processors walks the whole UNet)."""
         n, _, f, h, w = x.shape
         dtype = self.unet.dtype
         x, text = x.to(dtype), text.to(dtype)
@@ -239,8 +246,7 @@ class LatentVideoStage:
                                         return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text
-        with motion_text(self.unet, text[::f]):  # one caption per clip for the motion modules
-            return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
+        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
 
     def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
@@ -279,10 +285,10 @@ class LatentVideoStage:
                                      self.text_encoder.dim, device=self.device)
         if control is not None:
             control = (torch.cat([control] * 2) if guided else control).to(self.device)
-        with self.on_device(self.unet, self.controlnet):
+        with self.on_device(self.unet, self.controlnet), motion_text(self.unet, text[::frames]):
             for t in tqdm(timesteps, desc=desc, disable=not progress):
                 x = torch.cat([latents] * 2) if guided else latents
-                pred = self.predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
+                pred = self._predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
                 if guided:
                     uncond, full = pred.chunk(2)
                     pred = uncond + guidance * (full - uncond)
