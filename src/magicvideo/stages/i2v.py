@@ -73,7 +73,7 @@ def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float, d
     noise. d = 0 leans every frame alike (the paper's prior as we read it). With d > 0 the lean
     falls over the clip, to s * (1 - d) at the last frame: the reference is the first frame, and a
     later frame, where the object has moved on, starts less tied to where it was (a uniform lean
-    holds objects in place; see benchmarks/results/i2v_quality.md)."""
+    holds objects in place; see benchmarks/results/i2v_quality_v2_200.md)."""
     if not 0.0 <= strength < 1.0:
         raise ValueError(f"noise prior strength must be in [0, 1), got {strength}")
     if not 0.0 <= decay <= 1.0:
