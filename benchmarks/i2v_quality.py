@@ -114,10 +114,8 @@ def main() -> None:
                   row("true keyframes through the VAE", ceiling(stage.vae)), ""]
     if "sweep" in args.sections:
         lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
-        texts = args.motion_text_scale or [s.motion_text_scale]
-        for g, text, decay, strength in itertools.product(args.guidance, texts,
-                                                          args.noise_prior_decay or [s.noise_prior_decay],
-                                                          args.noise_prior):
+        texts, decays = args.motion_text_scale or [s.motion_text_scale], args.noise_prior_decay or [s.noise_prior_decay]
+        for g, text, decay, strength in itertools.product(args.guidance, texts, decays, args.noise_prior):
             extra = {"motion_text_scale": text} if motion_text_processors(stage.unet) else {}
             r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, noise_prior_decay=decay,
                              guidance=g, progress=False, **extra)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -285,10 +286,9 @@ def motion_confusion(scores: list[dict]) -> dict[str, dict[str, int]]:
     """{motion asked: {motion read: objects}} over clips scored for motion; an object the judge
     found no match for is read as "not found". Where a stage's motion errors go: to "stays still"
     (it does not move), to the opposite direction, or to another kind."""
-    table: dict[str, dict[str, int]] = {}
+    table: dict[str, Counter] = {}
     for s in scores:
         for asked, read in s.get("motions") or []:
             if asked is not None:
-                cell = table.setdefault(asked, {})
-                cell[read or "not found"] = cell.get(read or "not found", 0) + 1
-    return table
+                table.setdefault(asked, Counter())[read or "not found"] += 1
+    return {asked: dict(reads) for asked, reads in table.items()}
