@@ -13,6 +13,7 @@
 set -euo pipefail
 HOLD=/tmp/magicvideo-stash
 STASHED="src/magicvideo/weights/tiny/v2v src/magicvideo/weights/tiny/vfi_edsc"
+UNET=src/magicvideo/weights/tiny/t2i_unet/diffusion_pytorch_model.safetensors
 case "${1:-}" in
 pack)
     bash benchmarks/gpu_sd15.sh pack
@@ -24,12 +25,16 @@ stash)
     for d in $STASHED; do
         git rm -r -q --cached "$d" && mkdir -p "$HOLD/$(dirname "$d")" && mv "$d" "$HOLD/$d"
     done
+    # the stage-1 UNet travels xz'd (2 MB less), unpacked there: the tree is otherwise just over
+    xz -T2 -6 -c "$UNET" > .devwheels/t2i_unet.safetensors.xz
+    git rm -q --cached "$UNET" && mkdir -p "$HOLD/$(dirname "$UNET")" && mv "$UNET" "$HOLD/$UNET"
     echo "tree that travels: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes + $(du -sb .devwheels | cut -f1)"
     ;;
 unstash)
     for d in $STASHED; do
         mv "$HOLD/$d" "$d" && git reset -q -- "$d"
     done
+    mv "$HOLD/$UNET" "$UNET" && git reset -q -- "$UNET" && rm -f .devwheels/t2i_unet.safetensors.xz
     git status --short
     ;;
 run)
@@ -37,6 +42,7 @@ run)
     # the first draws and encodes the clips, the others wait for its caches and link them.
     CONFIGS=${CONFIGS:-configs/train/i2v_tiny_gpu.yaml}
     mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
+    [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
     export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total --format=csv || true
     python3 -c "import torch, diffusers, transformers, accelerate, peft; print('torch', torch.__version__, \

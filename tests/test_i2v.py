@@ -203,3 +203,34 @@ def test_ground_truth_stand_in_scores_perfectly_and_the_vae_round_trip_does_not_
     blurred = evaluate_i2v(None, count=2, batch=2, progress=False, size=64,
                            generate=ground_truth(64, 16, tiny_vae(4)), frames=16)
     assert blurred["first_frame_psnr"] < truth["first_frame_psnr"]
+
+
+def test_negative_prompt_is_what_guidance_steers_from(text):
+    stage, ref = tiny_i2v(text), torch.rand(3, 32, 32)
+    prompt = "a red circle moving left over a meadow"
+    plain = stage(prompt, ref, seed=2).frames
+    # the prompt as its own negative leaves nothing to amplify: the unguided prediction
+    torch.testing.assert_close(stage(prompt, ref, seed=2, negative_prompt=prompt).frames,
+                               stage(prompt, ref, seed=2, guidance=1.0).frames, atol=1e-5, rtol=0)
+    still = stage(prompt, ref, seed=2, negative_prompt="a red circle staying still over a meadow").frames
+    assert (still - plain).abs().max() > 1e-4
+    both = stage([prompt, prompt], ref, seed=[2, 2], negative_prompt=[prompt, "a red circle staying still"]).frames
+    torch.testing.assert_close(both[:1], stage(prompt, ref, seed=2, guidance=1.0).frames, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 negative prompts for 1"):
+        stage(prompt, ref, negative_prompt=["a", "b"])
+
+
+def test_motion_guidance_amplifies_only_the_motion_words(text):
+    stage, ref = tiny_i2v(text), torch.rand(3, 32, 32)
+    still = "a red circle over a meadow"  # no motion phrase: its still version is itself, nothing to add
+    torch.testing.assert_close(stage(still, ref, seed=2, motion_guidance=3.0).frames, stage(still, ref, seed=2).frames,
+                               atol=1e-5, rtol=0)
+    moving = "a red circle moving left over a meadow"
+    plain = stage(moving, ref, seed=2).frames
+    assert (stage(moving, ref, seed=2, motion_guidance=3.0).frames - plain).abs().max() > 1e-4
+    stage.settings.motion_guidance = 3.0  # the stage's default, as stage.json sets it
+    torch.testing.assert_close(stage(moving, ref, seed=2, motion_guidance=0.0).frames, plain)
+    with pytest.raises(ValueError, match="guidance > 1"):
+        stage(moving, ref, guidance=1.0)
+    with pytest.raises(ValueError, match="prompt's words"):
+        stage(stage.encode_prompt(moving), ref)

@@ -77,6 +77,18 @@ def test_prompt_parser_reads_the_world_vocabulary():
     assert parse_prompt("a lime orb") == Expected([("circle", "green", None)], None)
 
 
+def test_with_motion_swaps_every_motion_phrase_in_its_form():
+    from magicvideo.eval.prompt import with_motion
+
+    assert with_motion("A crimson star drifting to the left over a sunset, and a blue box rises.") == (
+        "a crimson star staying still over a sunset and a blue box stays still")
+    assert with_motion("a red circle moves left", "moves right") == "a red circle moves right"
+    assert with_motion("a red circle over a meadow") == "a red circle over a meadow"
+    assert parse_prompt(with_motion("an ivory love heart hovers in place", "spins")).objects[0][2] == "spins"
+    with pytest.raises(ValueError, match="unknown motion"):
+        with_motion("a red circle", "jumps")
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("", "empty"),
     ("a red circle moving left over a beautiful sunset", "unknown word.*'beautiful'"),

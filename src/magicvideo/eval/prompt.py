@@ -99,3 +99,28 @@ def parse_prompt(prompt: str) -> Expected:
         objects=[(o[0], o[1], o[2]) for o in objects],
         background=backgrounds[0] if backgrounds else None,
     )
+
+
+_MOTION_FORMS = {tuple(w.split()): (value, form) for value, pairs in vocab.MOTION_WORDS.items()
+                 for pair in pairs for form, w in enumerate(pair)}
+_MOTION_LONGEST = max(len(k) for k in _MOTION_FORMS)
+
+
+def with_motion(prompt: str, motion: str = "stays still") -> str:
+    """The prompt with every motion phrase replaced by `motion`'s first phrasing, in the same form
+    ("moves left" -> "stays still", "drifting to the left" -> "staying still"); punctuation is
+    dropped. A prompt that names no motion comes back as its words."""
+    if motion not in vocab.MOTION_WORDS:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {sorted(vocab.MOTION_WORDS)}")
+    words, out, i = tokens(prompt), [], 0
+    while i < len(words):
+        for n in range(min(_MOTION_LONGEST, len(words) - i), 0, -1):
+            hit = _MOTION_FORMS.get(tuple(words[i : i + n]))
+            if hit:
+                out.append(vocab.MOTION_WORDS[motion][0][hit[1]])
+                i += n
+                break
+        else:
+            out.append(words[i])
+            i += 1
+    return " ".join(out)

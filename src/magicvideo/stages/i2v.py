@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.eval.prompt import with_motion
 from magicvideo.models.appearance import (
     AppearanceEncoder,
     AppearanceProjection,
@@ -103,6 +104,7 @@ class I2VSettings:
     noise_prior_decay: float = 0.0  # how far the noise prior's lean falls by the last frame (see noise_prior)
     appearance_scale: float = 1.0
     motion_text_scale: float = 1.0  # for a stage with motion text attention (models/motion_text.py)
+    motion_guidance: float = 0.0  # guidance away from the prompt's still version (ImageToVideo.__call__)
 
 
 def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
@@ -254,12 +256,17 @@ class LatentVideoStage:
 
     def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
-                strength: float = 1.0, progress: bool = False, desc: str = "denoise") -> torch.Tensor:
+                strength: float = 1.0, progress: bool = False, desc: str = "denoise",
+                negative: PromptEmbedding | None = None, contrast: PromptEmbedding | None = None,
+                contrast_scale: float = 0.0) -> torch.Tensor:
         """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
         latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
         as diffusers' img2img). image: (n, 3, H, W) references for the appearance encoder; control:
-        (n*F, C, H', W') per-frame ControlNet input, or None."""
+        (n*F, C, H', W') per-frame ControlNet input, or None. negative: what guidance steers away
+        from (one per clip; default the empty prompt). contrast, contrast_scale: a third branch,
+        `pred += contrast_scale * (pred_cond - pred_contrast)`, which amplifies only what the prompt
+        says beyond `contrast` (its motion, where contrast is its still version)."""
         n, frames = noise.shape[0], noise.shape[2]
         scheduler = sampler(self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
@@ -273,27 +280,35 @@ class LatentVideoStage:
             latents = scheduler.add_noise(start.to(self.device), noise.to(self.device), timesteps[:1])
         latents = latents.to(self.device, torch.float32)
         guided = guidance > 1.0
-        with self.on_device(self.text_encoder.model):
-            empty = self.text_encoder.empty(n) if guided else None
-        text = PromptEmbedding.cat([empty.to("cpu"), cond.to("cpu")]) if guided else cond
-        text = text.to(self.device).repeat(frames).hidden
+        contrasted = contrast is not None and contrast_scale != 0
+        if contrasted and not guided:
+            raise ValueError("a contrast prompt works with classifier-free guidance (guidance > 1)")
+        if guided and negative is None:
+            with self.on_device(self.text_encoder.model):
+                negative = self.text_encoder.empty(n)
+        branches = [negative, contrast, cond] if contrasted else [negative, cond] if guided else [cond]
+        k = len(branches)  # batch layout: branch-major, n clips each
+        text = PromptEmbedding.cat([b.to("cpu") for b in branches]).to(self.device).repeat(frames).hidden
         tokens = None
         if self.appearance is not None:
             set_appearance_scale(self.unet, appearance_scale)
             if appearance_scale > 0:
                 with self.on_device(self.appearance):
                     tokens = self.appearance(image.to(self.device, next(self.appearance.parameters()).dtype))
-                tokens = (torch.cat([tokens] * 2) if guided else tokens).repeat_interleave(frames, 0)
+                tokens = torch.cat([tokens] * k).repeat_interleave(frames, 0)
             else:
-                tokens = torch.zeros(n * (2 if guided else 1) * frames, self.appearance.num_tokens,
+                tokens = torch.zeros(n * k * frames, self.appearance.num_tokens,
                                      self.text_encoder.dim, device=self.device)
         if control is not None:
-            control = (torch.cat([control] * 2) if guided else control).to(self.device)
+            control = torch.cat([control] * k).to(self.device)
         with self.on_device(self.unet, self.controlnet), motion_text(self.unet, text[::frames]):
             for t in tqdm(timesteps, desc=desc, disable=not progress):
-                x = torch.cat([latents] * 2) if guided else latents
+                x = torch.cat([latents] * k)
                 pred = self._predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
-                if guided:
+                if contrasted:
+                    uncond, contra, full = pred.chunk(3)
+                    pred = uncond + guidance * (full - uncond) + contrast_scale * (full - contra)
+                elif guided:
                     uncond, full = pred.chunk(2)
                     pred = uncond + guidance * (full - uncond)
                 latents = scheduler.step(pred, t, latents).prev_sample
@@ -430,9 +445,15 @@ class ImageToVideo(LatentVideoStage):
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior_strength: float | None = None, appearance_scale: float | None = None,
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
-                 motion_text_scale: float | None = None, noise_prior_decay: float | None = None) -> I2VOutput:
+                 motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
+                 negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
-        the stage's). Returns (B, 3, frames, size, size)."""
+        the stage's). negative_prompt: what classifier-free guidance steers away from, one for all
+        prompts or one each (default: the empty prompt). motion_guidance m (default: the stage's):
+        a third guidance branch on the prompt's still version (its motion phrases replaced by "stays
+        still", `eval.prompt.with_motion`), `pred += m (pred_prompt - pred_still)`: it amplifies
+        what the caption says about motion alone, where classifier-free guidance amplifies all of
+        it; a UNet pass more per step. Returns (B, 3, frames, size, size)."""
         s = self.settings
         frames, steps, size = frames or s.frames, steps or s.steps, size or s.size
         guidance = s.guidance if guidance is None else guidance
@@ -450,8 +471,20 @@ class ImageToVideo(LatentVideoStage):
             set_motion_text_scale(self.unet, s.motion_text_scale if motion_text_scale is None else motion_text_scale)
         elif motion_text_scale is not None:
             raise ValueError("this stage has no motion text attention to scale")
+        motion_guidance = s.motion_guidance if motion_guidance is None else motion_guidance
+        if motion_guidance and isinstance(prompt, PromptEmbedding):
+            raise ValueError("motion guidance needs the prompt's words, not its embedding")
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
+        contrast = None
+        if motion_guidance:
+            contrast = self.encode_prompt([with_motion(p) for p in ([prompt] if isinstance(prompt, str) else prompt)])
+        negative = None
+        if negative_prompt is not None:
+            negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negatives) != n:
+                raise ValueError(f"got {len(negatives)} negative prompts for {n} prompts")
+            negative = self.encode_prompt(negatives)
         if image.shape[0] not in (1, n):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
@@ -460,7 +493,8 @@ class ImageToVideo(LatentVideoStage):
         latents = noise_prior(noise, ref_latent.cpu(), strength, decay)
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
-                               desc="image-to-video")
+                               desc="image-to-video", negative=negative, contrast=contrast,
+                               contrast_scale=motion_guidance)
         return I2VOutput(self.decode(latents))
 
 
