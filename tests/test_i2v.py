@@ -115,6 +115,8 @@ def _cli(*args):
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--appearance-scale", "-1"], "--appearance-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-text-scale", "-1"], "--motion-text-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-guidance", "-1"], "--motion-guidance"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--negative-prompt", " "], "negative prompt is empty"),
     (["a red star", "--image", "MISSING", "-o", "OUT.mp4"], "no such image"),
     (["a red star", "--image", "BROKEN", "-o", "OUT.mp4"], "cannot read"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--weights", "EMPTY"], "no image-to-video weights"),

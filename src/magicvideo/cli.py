@@ -110,6 +110,10 @@ def _i2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
     if args.motion_text_scale is not None and args.motion_text_scale < 0:
         raise ValueError(f"--motion-text-scale must be at least 0, got {args.motion_text_scale}")
+    if args.motion_guidance is not None and args.motion_guidance < 0:
+        raise ValueError(f"--motion-guidance must be at least 0, got {args.motion_guidance}")
+    if args.negative_prompt is not None and not args.negative_prompt.strip():
+        raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     image = read_image(args.image)  # an unreadable image fails before any model loads
@@ -124,7 +128,8 @@ def _i2v(args: argparse.Namespace) -> None:
     frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
                    noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
                    use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
-                   motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay).frames[0]
+                   motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay,
+                   negative_prompt=args.negative_prompt, motion_guidance=args.motion_guidance).frames[0]
     write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
@@ -331,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the stage's, 1; 0 turns it off)")
     p.add_argument("--motion-text-scale", type=float, help="weight of the motion modules' attention to the caption "
                    "(default: the stage's, 1; 0 turns it off; for a stage that has it)")
+    p.add_argument("--motion-guidance", type=float, help="guidance away from the prompt's still version (its motion "
+                   "words replaced by 'stays still'): more motion, a UNet pass more per step (default: the stage's)")
+    p.add_argument("--negative-prompt", help="what guidance steers away from (default: the empty prompt)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
     p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
