@@ -2,10 +2,11 @@
 # Fine-tune the tiny image-to-video stage on a lent GPU (issue 4), as one run within a 15-minute lease.
 #
 # What has to travel: a trimmed diffusers (gpu_sd15.sh pack) and the MiniLM text encoder rebuilt
-# there from 19 MB (minilm_transport.py). The tracked tree is 61.5 MiB of the 64 MiB a call may
-# send, so for the call the stage-3 and VFI weights (not used here) must leave the tree:
+# there from 19 MB (minilm_transport.py). With them the tree is over the 64 MiB a call may send, so
+# for the call the stage-3 and VFI weights (not used here) leave it and the stage-1 UNet travels xz'd
+# (63.0 MiB in all, 2026-11-27):
 #   bash benchmarks/gpu_i2v.sh pack       # here: .devwheels/ (ignored by git)
-#   bash benchmarks/gpu_i2v.sh stash      # here: v2v/ and vfi_edsc/ weights out of the tree
+#   bash benchmarks/gpu_i2v.sh stash      # here: v2v/ and vfi_edsc/ out of the tree, the UNet into .devwheels/
 #   device tool, carry [".devwheels"], timeout 600:  CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
 #   bash benchmarks/gpu_i2v.sh unstash    # here: put them back
 #   bash benchmarks/gpu_i2v.sh join DIR OUT   # here: the returned parts -> OUT/run1, OUT/run2, ...
