@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from magicvideo.synth import draw_clip
+from magicvideo.text import MiniLMTextEncoder
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,9 @@ def _seeded():
 def heldout_clips():
     """Twelve heldout clips of the world (scene + caption), drawn once."""
     return [draw_clip(7, "heldout", i) for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def text():
+    """The tiny preset's text encoder (MiniLM, from its installed wheel), loaded once per test file."""
+    return MiniLMTextEncoder.from_pretrained()

@@ -3,13 +3,7 @@ import torch
 from diffusers import ControlNetModel, MotionAdapter
 
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, noise_prior
-from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_i2v, tiny_unet, tiny_vae
-
-
-@pytest.fixture(scope="module")
-def text():
-    return MiniLMTextEncoder.from_pretrained()
 
 
 def test_noise_prior_formula():

@@ -7,15 +7,9 @@ from safetensors.torch import load_file, save_file
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, load_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text
 from magicvideo.stages.i2v import MOTION_LORA_FILE, ImageToVideo
-from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_i2v, tiny_unet
 
 PROMPT = "a green triangle moves up over a beach"
-
-
-@pytest.fixture(scope="module")
-def text():
-    return MiniLMTextEncoder.from_pretrained()
 
 
 def _randomise(params) -> None:

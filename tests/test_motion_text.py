@@ -12,15 +12,9 @@ from magicvideo.models.motion_text import (
     set_motion_text_scale,
 )
 from magicvideo.stages.i2v import MOTION_TEXT_FILE, ImageToVideo
-from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_i2v, tiny_unet
 
 PROMPT = "a red square moves left over a meadow"
-
-
-@pytest.fixture(scope="module")
-def text():
-    return MiniLMTextEncoder.from_pretrained()
 
 
 def _randomise(processors) -> None:

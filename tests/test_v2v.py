@@ -4,15 +4,9 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter
 
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo, back_project, hold_still_detail, upsample
-from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_i2v
 
 PROMPT = "a red circle moving left over a meadow"
-
-
-@pytest.fixture(scope="module")
-def text():
-    return MiniLMTextEncoder.from_pretrained()
 
 
 def _v2v(i2v, controlnet: bool = True) -> VideoToVideo:
