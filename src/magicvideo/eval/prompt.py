@@ -44,6 +44,21 @@ _FILLER = frozenset(
 ) | {"a", "an", "the", "and"}
 
 
+def _scan(words: list[str], table: dict, longest: int):
+    """Yield (entry, None) for the longest phrase of `table` at each position, else (None, word)."""
+    i = 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            hit = table.get(tuple(words[i : i + n]))
+            if hit:
+                yield hit, None
+                i += n
+                break
+        else:
+            yield None, words[i]
+            i += 1
+
+
 def tokens(prompt: str) -> list[str]:
     return re.sub(r"[,.;:!?]", " ", prompt.lower()).split()
 
@@ -59,18 +74,11 @@ def parse_prompt(prompt: str) -> Expected:
         raise PromptError("the prompt is empty")
     found: list[tuple[str, str]] = []
     unknown: list[str] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(_LONGEST, len(words) - i), 0, -1):
-            hit = _PHRASES.get(tuple(words[i : i + n]))
-            if hit:
-                found.append(hit)
-                i += n
-                break
-        else:
-            if words[i] not in _FILLER:
-                unknown.append(words[i])
-            i += 1
+    for hit, word in _scan(words, _PHRASES, _LONGEST):
+        if hit:
+            found.append(hit)
+        elif word not in _FILLER:
+            unknown.append(word)
     if unknown:
         raise PromptError(
             f"unknown word(s) in the prompt: {', '.join(repr(w) for w in unknown)}; the judge reads only "
@@ -112,15 +120,6 @@ def with_motion(prompt: str, motion: str = "stays still") -> str:
     dropped. A prompt that names no motion comes back as its words."""
     if motion not in vocab.MOTION_WORDS:
         raise ValueError(f"unknown motion {motion!r}; expected one of {sorted(vocab.MOTION_WORDS)}")
-    words, out, i = tokens(prompt), [], 0
-    while i < len(words):
-        for n in range(min(_MOTION_LONGEST, len(words) - i), 0, -1):
-            hit = _MOTION_FORMS.get(tuple(words[i : i + n]))
-            if hit:
-                out.append(vocab.MOTION_WORDS[motion][0][hit[1]])
-                i += n
-                break
-        else:
-            out.append(words[i])
-            i += 1
-    return " ".join(out)
+    phrasing = vocab.MOTION_WORDS[motion][0]
+    return " ".join(phrasing[hit[1]] if hit else word for hit, word in _scan(tokens(prompt), _MOTION_FORMS,
+                                                                             _MOTION_LONGEST))

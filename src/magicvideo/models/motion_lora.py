@@ -7,9 +7,9 @@ and a stage version that only moves the motion modules then costs ~1 MB (rank 16
 preset) instead of a new 7.7 MB motion adapter.
 
 The layers are peft's (`UNetMotionModel.add_adapter`); targets are the motion modules' temporal
-attention (queries, keys, values, output) and their feed-forward,
-never the spatial UNet or an attention processor's own weights (motion text attention, the
-appearance branch). B starts at zero, so attaching a LoRA leaves the UNet's output unchanged.
+attention (queries, keys, values, output) and their feed-forward, never the spatial UNet or an
+attention processor's own weights (motion text attention, the appearance branch). B starts at
+zero, so attaching a LoRA leaves the UNet's output unchanged.
 
 The file is a safetensors of peft's state dict (adapter name stripped) with the rank and alpha
 in its metadata.
@@ -53,11 +53,10 @@ def motion_lora_parameters(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for name, p in unet.named_parameters() if f".{ADAPTER}." in name]
 
 
-def save_motion_lora(unet: torch.nn.Module, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-    """Write the LoRA to `path` (safetensors), cast to `dtype` if given."""
+def save_motion_lora(unet: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write the LoRA to `path` (safetensors), in the precision it is held in."""
     config = unet.peft_config[ADAPTER]
-    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
-    state = {k: v.detach().to(dtype or v.dtype).contiguous() for k, v in state.items()}
+    state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet, adapter_name=ADAPTER).items()}
     save_file(state, path, metadata={"rank": str(config.r), "alpha": str(config.lora_alpha)})
 
 
