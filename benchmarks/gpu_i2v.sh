@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fine-tune the tiny image-to-video stage on a lent GPU (issue 4), as one run within a 15-minute lease.
+# Fine-tune the tiny image-to-video stage on a lent GPU (issue 4), as one run within a 15-minute lease;
+# with STAGE=t2i, stage 1's UNet instead (issue 3; e.g. configs/train/t2i_tiny_gpu_lora.yaml).
 #
 # What has to travel: a trimmed diffusers (gpu_sd15.sh pack) and the MiniLM text encoder rebuilt
 # there from 19 MB (minilm_transport.py). With them the tree is over the 64 MiB a call may send, so
@@ -7,7 +8,7 @@
 # (63.0 MiB in all, 2026-11-27):
 #   bash benchmarks/gpu_i2v.sh pack       # here: .devwheels/ (ignored by git)
 #   bash benchmarks/gpu_i2v.sh stash      # here: v2v/ and vfi_edsc/ out of the tree, the UNet into .devwheels/
-#   device tool, carry [".devwheels"], timeout 600:  CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
+#   device tool, carry [".devwheels"], timeout 600:  [STAGE=t2i] CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
 #   bash benchmarks/gpu_i2v.sh unstash    # here: put them back
 #   bash benchmarks/gpu_i2v.sh join DIR OUT   # here: the returned parts -> OUT/run1, OUT/run2, ...
 #                                             (each: its log, config and final stage less unet/vae/controlnet/appearance)
@@ -41,7 +42,9 @@ unstash)
 run)
     # CONFIGS: one or more configs sharing seed and clip count, trained side by side on the one GPU;
     # the first draws and encodes the clips, the others wait for its caches and link them.
-    CONFIGS=${CONFIGS:-configs/train/i2v_tiny_gpu.yaml}
+    STAGE=${STAGE:-i2v}
+    CONFIGS=${CONFIGS:-configs/train/${STAGE}_tiny_gpu.yaml}
+    LAST=clips.pt && [ "$STAGE" = t2i ] && LAST=latents.pt  # the cache a trainer writes last
     mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
     [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
     export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
@@ -54,10 +57,10 @@ run)
     for config in $CONFIGS; do
         k=$((k + 1)) && mkdir -p "/tmp/run$k" && cp "$config" "/tmp/run$k/config.given.yaml"
         if [ $k -gt 1 ]; then  # the first run's caches, once written (atomically)
-            while [ ! -f /tmp/run1/clips.pt ] && kill -0 ${pids%% *} 2>/dev/null; do sleep 2; done
-            ln -sf /tmp/run1/prompts.pt /tmp/run1/clips.pt "/tmp/run$k/"
+            while [ ! -f "/tmp/run1/$LAST" ] && kill -0 ${pids%% *} 2>/dev/null; do sleep 2; done
+            ln -sf /tmp/run1/prompts.pt "/tmp/run1/$LAST" "/tmp/run$k/"
         fi
-        (timeout "${LIMIT:-510}" python3 -m magicvideo.cli train i2v --config "$config" --out "/tmp/run$k" --quiet \
+        (timeout "${LIMIT:-510}" python3 -m magicvideo.cli train "$STAGE" --config "$config" --out "/tmp/run$k" --quiet \
             > "/tmp/run$k/log" 2>&1; echo "exit $?" >> "/tmp/run$k/log") &
         pids="$pids $!" && pids=${pids# }
     done
@@ -70,12 +73,12 @@ run)
             --exclude=./appearance -cf - . | tar -C "/tmp/back/${run##*/}" -xf -
         echo "== ${run##*/}: $(tr '\r' '\n' < "$run/log" | grep -E 'loss|stopping|exit|Error' | tail -4 | tr '\n' ' ')"
     done
-    tar -C /tmp/back -cf - . | split -b 15m - "$OUT/i2v.tar.part-"
+    tar -C /tmp/back -cf - . | split -b 15m - "$OUT/$STAGE.tar.part-"
     ls -la "$OUT"
     ;;
 join)
     mkdir -p "$3"
-    cat "$2"/i2v.tar.part-* | tar -C "$3" -xf -
+    cat "$2"/*.tar.part-* | tar -C "$3" -xf -
     ls -laR "$3" | head -40
     ;;
 *)

@@ -64,5 +64,5 @@ def test_errors(text, tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         load_motion_lora(tiny_i2v(text).unet, lora)
     save_file({"x": torch.zeros(1)}, lora)
-    with pytest.raises(ValueError, match="not a motion LoRA"):
+    with pytest.raises(ValueError, match="not a LoRA"):
         load_motion_lora(tiny_i2v(text).unet, lora)

@@ -57,6 +57,25 @@ def test_bad_input_fails_before_any_work(stage, tmp_path):
         TextToImage.from_pretrained(tmp_path / "t2i")
 
 
+def test_a_fused_lora_gives_what_it_gave_unfused_and_a_new_one_changes_nothing():
+    from magicvideo.models.lora import attach_lora, fuse_lora, lora_parameters
+    from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS
+
+    unet = tiny_unet(384).eval()
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 5, 384)
+    with torch.no_grad():
+        plain = unet(x, t, text).sample
+        params = attach_lora(unet, LORA_NAME, LORA_TARGETS, rank=2)
+        assert torch.equal(unet(x, t, text).sample, plain)  # B starts at zero
+        for p in params:
+            p.normal_(std=0.1)
+        unfused = unet(x, t, text).sample
+        assert not torch.allclose(unfused, plain, atol=1e-3)
+        fused = fuse_lora(unet)(x, t, text).sample
+    assert not lora_parameters(unet, LORA_NAME) and not any("base_layer" in k for k in unet.state_dict())
+    torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-4)
+
+
 def test_text_width_must_match_the_unet():
     with pytest.raises(ValueError, match="384"):
         TextToImage(tiny_unet(32), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained())

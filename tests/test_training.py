@@ -1,11 +1,13 @@
 """The shared training loop and the stage-1 trainers, at toy sizes: they run, save loadable
 weights with a card, and a killed run resumes to the same weights as an uninterrupted one."""
 
+from dataclasses import replace
+
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
-from magicvideo.training.t2i import T2ITrainConfig, train_t2i
+from magicvideo.training.t2i import LATENTS, T2ITrainConfig, encode_images, train_t2i
 from magicvideo.training.vae import VAETrainConfig, train_vae
 
 
@@ -28,8 +30,6 @@ def test_vae_trainer_resumes_to_the_same_weights(tmp_path):
 
 
 def test_vae_decoder_fine_tune_keeps_the_latent_space(tmp_path):
-    from dataclasses import replace
-
     base = train_vae(_vae_config(2), tmp_path / "base", progress=False)
     tuned = train_vae(replace(_vae_config(3), init=str(base), train_encoder=False), tmp_path / "tuned", progress=False)
     a, b = AutoencoderKL.from_pretrained(base), AutoencoderKL.from_pretrained(tuned)
@@ -45,9 +45,35 @@ def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path):
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=3, warmup=1, checkpoint_every=2,
                             widths=(32, 64), head_dim=16, eval_prompts=2)
     final = train_t2i(config, tmp_path / "t2i", progress=False)
+    in_workers = encode_images(replace(config, workers=1), AutoencoderKL.from_pretrained(vae), progress=False)
+    torch.testing.assert_close(in_workers["latents"], torch.load(tmp_path / "t2i" / LATENTS)["latents"])
     unet = UNet2DConditionModel.from_pretrained(final)
     assert unet.config.cross_attention_dim == 384 and unet.config.sample_size == 4
     assert "Steps: 3" in (final / "README.md").read_text()
+
+
+def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
+    from magicvideo.stages.t2i import TextToImage
+
+    vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
+    config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=2, warmup=1, checkpoint_every=2,
+                            widths=(32, 64), head_dim=16, eval_prompts=0)
+    base = train_t2i(config, tmp_path / "base", progress=False)
+    final = train_t2i(replace(config, init=str(base), lora=4, lr=1e-2), tmp_path / "lora", progress=False)
+    assert sorted(p.name for p in final.iterdir()) == ["README.md", "config.json", "lora.safetensors"]
+    lora = load_file(final / "lora.safetensors")
+    assert lora and all(".lora_" in k and v.dtype == torch.float16 for k, v in lora.items())
+    assert any("resnets" in k and "conv1" in k for k in lora)  # shapes are drawn by the convolutions
+    tuned = TextToImage.from_pretrained(final)  # over the UNet and VAE the config names, fused
+    plain = UNet2DConditionModel.from_pretrained(base)
+    assert not any("lora" in k or "base_layer" in k for k in tuned.unet.state_dict())
+    assert tuned.unet.state_dict().keys() == plain.state_dict().keys()
+    moved = [k for k, v in plain.state_dict().items() if not torch.equal(v, tuned.unet.state_dict()[k])]
+    assert moved and all("resnets" in k or "attn" in k or "ff.net" in k or "proj_" in k for k in moved)
+    tuned.save_pretrained(tmp_path / "saved")  # a saved stage holds the fused UNet
+    again = TextToImage.from_pretrained(tmp_path / "saved")
+    prompt = "a red circle over a meadow"
+    assert torch.allclose(again(prompt, steps=2, size=32).images, tuned(prompt, steps=2, size=32).images)
 
 
 def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):
@@ -78,8 +104,6 @@ def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):
 
 
 def test_i2v_trainer_fine_tunes_a_saved_stage_and_draws_clips_in_workers(tmp_path):
-    from dataclasses import replace
-
     from magicvideo.training.i2v import I2VTrainConfig, train_i2v
     from tiny_components import tiny_unet, tiny_vae
 
@@ -127,8 +151,6 @@ def _fine_tune_config(tmp_path):
 
 
 def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
-    from dataclasses import replace
-
     from magicvideo.stages.i2v import TEXT_ATTENTION_FILE, ImageToVideo, text_attention
     from magicvideo.training.i2v import train_i2v
 
@@ -147,8 +169,6 @@ def test_i2v_text_attention_is_trained_saved_apart_and_loaded(tmp_path):
 
 
 def test_i2v_motion_text_trains_beside_frozen_parts(tmp_path):
-    from dataclasses import replace
-
     import pytest
 
     from magicvideo.stages.i2v import MOTION_TEXT_FILE
@@ -172,16 +192,29 @@ def test_i2v_motion_text_trains_beside_frozen_parts(tmp_path):
         train_i2v(replace(config, freeze=("unet",)), tmp_path / "bad", progress=False)
 
 
-def test_i2v_motion_lora_trains_over_a_frozen_motion_adapter(tmp_path):
-    from dataclasses import replace
+def test_motion_weights_favour_what_moves_and_keep_the_loss_scale():
+    from magicvideo.training.i2v import _motion_weights
 
+    x0 = torch.randn(2, 4, 1, 8, 8).repeat(1, 1, 6, 1, 1)  # two still clips of 6 frames
+    still = _motion_weights(x0, 2.0)
+    assert still.shape == (2, 1, 6, 8, 8) and torch.allclose(still, torch.ones_like(still))
+    for f in range(6):  # clip 0: a bright cell moving right along row 3
+        x0[0, :, f, 3, f] += 5.0
+    w = _motion_weights(x0, 2.0)
+    torch.testing.assert_close(w.mean(dim=(2, 3, 4)), torch.ones(2, 1))  # mean 1 per clip
+    assert w[0, 0, 2, 3, 2] > 3 * w[0, 0, 2, 6, 6]  # where the object is outweighs the background
+    assert torch.allclose(w[1], torch.ones_like(w[1]))  # the other clip is untouched
+    assert torch.equal(_motion_weights(x0[:, :, :1], 2.0), torch.ones(2, 1, 1, 8, 8))  # one-frame batches
+
+
+def test_i2v_motion_lora_trains_over_a_frozen_motion_adapter(tmp_path):
     from magicvideo.stages.i2v import MOTION_LORA_FILE, ImageToVideo
     from magicvideo.training.i2v import train_i2v
 
     config = _fine_tune_config(tmp_path)
     base = train_i2v(config, tmp_path / "base", progress=False)
-    tuned = train_i2v(replace(config, init=str(base), motion_lora=2, freeze=("motion_modules", "appearance",
-                                                                               "controlnet")),
+    tuned = train_i2v(replace(config, init=str(base), motion_lora=2, motion_weight=1.0,
+                              freeze=("motion_modules", "appearance", "controlnet")),
                       tmp_path / "tuned", progress=False)
     lora = load_file(tuned / MOTION_LORA_FILE)
     assert any(v.any() for k, v in lora.items() if "lora_B" in k)  # B left zero: trained

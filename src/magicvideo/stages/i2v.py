@@ -39,7 +39,8 @@ from magicvideo.models.appearance import (
     attach_appearance,
     set_appearance_scale,
 )
-from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora, without_lora
+from magicvideo.models.lora import without_lora
+from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora
 from magicvideo.models.motion_text import (
     attach_motion_text,
     motion_text,

@@ -18,12 +18,19 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler,
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.models.lora import fuse_lora, load_lora
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
 TINY_VAE = TINY / "vae"
 TINY_UNET = TINY / "t2i_unet"
+TINY_T2I_LORA = TINY / "t2i_lora"  # stage 1's UNet trained further, as a LoRA over TINY_UNET (the base I2V keeps)
 STAGE_FILE = "stage.json"
+LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
+# what a stage-1 LoRA updates: every attention, feed-forward and transformer projection, and the
+# resnets' convolutions (where the shapes are drawn)
+LORA_TARGETS = (r".*((attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2)|proj_in|proj_out"
+                r"|resnets\.\d+\.(conv1|conv2))")
 # Provisional: on the v0 weights, accuracy is flat within noise over 10-40 steps and guidance
 # 1-7 (benchmarks/results/t2i_quality.md); to be chosen again once the model draws shapes.
 DEFAULT_STEPS = 20
@@ -94,15 +101,25 @@ class TextToImage:
     # ------------------------------------------------------------------ files
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None) -> TextToImage:
-        """From a folder written by `save_pretrained`, or (None) the shipped tiny weights."""
-        if path is None:
-            unet_dir, vae_dir, settings = TINY_UNET, TINY_VAE, {}
-        else:
+        """From a folder written by `save_pretrained`; a LoRA folder (`lora.safetensors`, as
+        `magicvideo train t2i` writes with `lora: R`), applied over the UNet it was trained on; or (None)
+        the shipped tiny weights, with the shipped LoRA when there is one. A LoRA is fused into
+        the UNet's weights, so it costs nothing at sampling time."""
+        lora = TINY_T2I_LORA / LORA_FILE if (TINY_T2I_LORA / LORA_FILE).is_file() else None
+        unet_dir, vae_dir, settings = TINY_UNET, TINY_VAE, {}
+        if path is not None:
             path = Path(path)
-            if not (path / STAGE_FILE).is_file():
-                raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE})")
-            settings = json.loads((path / STAGE_FILE).read_text())
-            unet_dir, vae_dir = path / "unet", path / "vae"
+            if (path / STAGE_FILE).is_file():
+                settings = json.loads((path / STAGE_FILE).read_text())
+                unet_dir, vae_dir, lora = path / "unet", path / "vae", None
+            elif (path / LORA_FILE).is_file():
+                # trained over the UNet and VAE its config names (null: the shipped ones)
+                over = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+                unet_dir, vae_dir = Path(over.get("base") or TINY_UNET), Path(over.get("vae") or TINY_VAE)
+                lora = path / LORA_FILE
+            else:
+                raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
+                                        f"nor a stage-1 LoRA (no {LORA_FILE})")
         for folder in (unet_dir, vae_dir):
             for name in ("config.json", "diffusion_pytorch_model.safetensors"):
                 if not (folder / name).is_file():
@@ -110,6 +127,9 @@ class TextToImage:
         text = MiniLMTextEncoder.from_pretrained(max_tokens=settings.pop("max_tokens", 40))
         # shipped weights are stored as fp16 (half the repository size); we compute in fp32
         unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=torch.float32)
+        if lora is not None:
+            load_lora(unet, LORA_NAME, lora)
+            fuse_lora(unet)
         vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
         return cls(unet, vae, text, **settings)
 

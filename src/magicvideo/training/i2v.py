@@ -65,6 +65,7 @@ class I2VTrainConfig:
     text_attention: bool = False  # also train the spatial UNet's text cross-attention keys and values
     motion_text: bool = False  # give the motion modules a caption branch (models/motion_text.py) and train it
     motion_lora: int = 0  # rank of a LoRA on the motion modules (models/motion_lora.py), trained; 0: none
+    motion_weight: float = 0.0  # > 0: weigh the loss toward what moves (see _motion_weights); 0: plain v-MSE
     freeze: tuple[str, ...] = ()  # of "motion_modules", "appearance", "controlnet": kept as they are
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
@@ -193,8 +194,23 @@ def _batch(cache: dict[str, torch.Tensor], config: I2VTrainConfig, scheduler, st
     keep_image = (torch.rand(n, generator=g) >= config.image_dropout).float()
     noise = torch.randn(x0.shape, generator=g)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g)
-    return {"noisy": scheduler.add_noise(x0, noise, t), "t": t, "target": scheduler.get_velocity(x0, noise, t),
-            "text": text, "reference": reference, "keep_image": keep_image}
+    batch = {"noisy": scheduler.add_noise(x0, noise, t), "t": t, "target": scheduler.get_velocity(x0, noise, t),
+             "text": text, "reference": reference, "keep_image": keep_image}
+    if config.motion_weight > 0:
+        batch["weight"] = _motion_weights(x0, config.motion_weight)
+    return batch
+
+
+def _motion_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
+    """Loss weights (n, 1, F, h, w) that favour where the clip moves: 1 + strength * d / mean(d),
+    d = how far each latent cell of each frame is from the clip's mean over frames (channels
+    averaged). Why: a moving object covers a cell or two of the 8x8 latent, so plain MSE is almost
+    all still background and barely asks the motion modules for the motion. Normalised to mean 1
+    per clip, so the loss keeps its scale; a still clip or a one-frame batch gets weight 1."""
+    d = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)
+    mean = d.mean(dim=(2, 3, 4), keepdim=True)
+    weight = 1 + strength * torch.where(mean > 1e-6, d / mean.clamp(min=1e-6), torch.zeros_like(d))
+    return weight / weight.mean(dim=(2, 3, 4), keepdim=True)
 
 
 def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -208,6 +224,8 @@ def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tenso
     if modules.controlnet is not None:
         control = (batch["reference"] * keep).repeat_interleave(f, 0)
     pred = stage.predict(x, batch["t"], text, tokens, control)
+    if "weight" in batch:
+        return (batch["weight"] * (pred - batch["target"]).pow(2)).mean()
     return F.mse_loss(pred, batch["target"])
 
 

