@@ -190,6 +190,24 @@ def test_shipped_tiny_weights_through_the_cli(tmp_path, capsys):
     assert video.shape == (3, 4, 64, 64) and fps == 8 and video.std() > 0.01
 
 
+def test_shipped_stage_applies_its_motion_lora():
+    """Version 3 is v2's files plus motion_lora.safetensors: loading the shipped stage attaches it,
+    and it changes the video (with it off, the stage is v2)."""
+    from magicvideo.models.motion_lora import has_motion_lora
+    from magicvideo.stages.i2v import MOTION_LORA_FILE, TINY_I2V, load_i2v
+    from magicvideo.synth import draw_clip, render_frames
+
+    assert (TINY_I2V / MOTION_LORA_FILE).is_file()
+    stage = load_i2v("tiny")
+    assert has_motion_lora(stage.unet)
+    clip = draw_clip(4242, "heldout", 1)
+    ref = render_frames(clip.scene, 64, [0.0])[:, 0][None]
+    with_lora = stage([clip.caption], ref, seed=0, steps=2, frames=4).frames
+    stage.unet.disable_adapters()
+    without = stage([clip.caption], ref, seed=0, steps=2, frames=4).frames
+    assert (with_lora - without).abs().max() > 1e-3
+
+
 def test_ground_truth_stand_in_scores_perfectly_and_the_vae_round_trip_does_not_exceed_it():
     from magicvideo.eval.i2v import evaluate_i2v, ground_truth
 
