@@ -76,6 +76,25 @@ def test_a_fused_lora_gives_what_it_gave_unfused_and_a_new_one_changes_nothing()
     torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-4)
 
 
+def test_a_shipped_lora_is_applied_over_the_shipped_unet(tmp_path, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    from magicvideo.models.lora import attach_lora, save_lora
+    from magicvideo.stages import t2i
+    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS, TINY_UNET
+
+    base = UNet2DConditionModel.from_pretrained(TINY_UNET)
+    for p in attach_lora(base, LORA_NAME, LORA_TARGETS, rank=1):
+        p.data.normal_(std=0.05)
+    save_lora(base, LORA_NAME, tmp_path / LORA_FILE, dtype=torch.float16)
+    monkeypatch.setattr(t2i, "TINY_T2I_LORA", tmp_path)
+    plain = UNet2DConditionModel.from_pretrained(TINY_UNET).state_dict()
+    tuned = TextToImage.from_pretrained().unet.state_dict()
+    assert tuned.keys() == plain.keys()
+    moved = [k for k in plain if not torch.equal(plain[k], tuned[k])]
+    assert moved and all(k.endswith("weight") for k in moved)
+
+
 def test_text_width_must_match_the_unet():
     with pytest.raises(ValueError, match="384"):
         TextToImage(tiny_unet(32), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained())
