@@ -25,6 +25,11 @@ _BLOCK = r".*motion_modules\.\d+"
 TARGETS = rf"{_BLOCK}\.transformer_blocks\.\d+\.((attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))"
 
 
+def _check_motion_modules(unet: torch.nn.Module) -> None:
+    if not any("motion_modules" in name for name, _ in unet.named_modules()):
+        raise ValueError("this UNet has no motion modules to attach a motion LoRA to")
+
+
 def has_motion_lora(unet: torch.nn.Module) -> bool:
     return has_lora(unet, ADAPTER)
 
@@ -32,8 +37,7 @@ def has_motion_lora(unet: torch.nn.Module) -> bool:
 def attach_motion_lora(unet: torch.nn.Module, rank: int, alpha: float | None = None) -> list[torch.nn.Parameter]:
     """Add a zero-initialised LoRA of `rank` to the motion modules; returns its parameters.
     alpha defaults to the rank (scale 1)."""
-    if not any("motion_modules" in name for name, _ in unet.named_modules()):
-        raise ValueError("this UNet has no motion modules to attach a motion LoRA to")
+    _check_motion_modules(unet)
     return attach_lora(unet, ADAPTER, TARGETS, rank, alpha)
 
 
@@ -48,6 +52,5 @@ def save_motion_lora(unet: torch.nn.Module, path: str | os.PathLike) -> None:
 
 def load_motion_lora(unet: torch.nn.Module, path: str | os.PathLike) -> None:
     """Attach the LoRA saved at `path` to `unet`'s motion modules, in the UNet's precision."""
-    if not any("motion_modules" in name for name, _ in unet.named_modules()):
-        raise ValueError("this UNet has no motion modules to attach a motion LoRA to")
+    _check_motion_modules(unet)
     load_lora(unet, ADAPTER, path, TARGETS)
