@@ -3,8 +3,11 @@ written atomically, so that a resumed run reuses them and the loop never runs th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -23,6 +26,17 @@ def cached(path: str | Path, make: Callable[[], dict[str, torch.Tensor]]) -> dic
     with atomic_path(path) as tmp:
         torch.save(value, tmp)
     return value
+
+
+def in_workers(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int) -> Iterator[Any]:
+    """fn over jobs, results in order: in `workers` processes (the world renders on the CPU, one
+    core each), or in this one when workers is 0."""
+    if workers <= 0:
+        yield from map(fn, jobs)
+        return
+    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(fn, jobs)
 
 
 @torch.no_grad()

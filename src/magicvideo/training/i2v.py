@@ -10,9 +10,7 @@ paper's joint image-video training, which keeps frame quality up).
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
 from magicvideo.synth import WorldClips
 from magicvideo.text import MiniLMTextEncoder
-from magicvideo.training.cache import cached, encode_captions
+from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 
@@ -157,12 +155,10 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
     firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
     jobs = [(config.seed, start, min(start + chunk, config.clips), config.frames, config.size)
             for start in range(0, config.clips, chunk)]
-    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
-    pool = ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 0 else None
     vae = vae.to(PartialState().device)
     with tqdm(total=config.clips, desc="encode train keyframes", disable=not progress) as bar:
-        for (_, start, stop, _, _), frames in zip(jobs, pool.map(_draw_keyframes, jobs) if pool else
-                                                   map(_draw_keyframes, jobs), strict=True):
+        for (_, start, stop, _, _), frames in zip(jobs, in_workers(_draw_keyframes, jobs, config.workers),
+                                                   strict=True):
             frames = torch.from_numpy(frames)  # (n, 3, F, H, W)
             flat = frames.transpose(1, 2).reshape(-1, 3, config.size, config.size)
             z = torch.cat([vae.encode(part.to(vae.device) * 2 - 1).latent_dist.mode() for part in flat.split(256)])
@@ -170,8 +166,6 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
             latents[start:stop] = z.reshape(stop - start, config.frames, 4, h, h).transpose(1, 2).half().cpu()
             firsts[start:stop] = (frames[:, :, 0] * 255).round().byte()
             bar.update(stop - start)
-    if pool is not None:
-        pool.shutdown()
     vae.to("cpu")
     return {"latents": latents, "firsts": firsts}
 

@@ -10,9 +10,7 @@ never run inside the loop, which is what makes CPU training affordable.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from magicvideo.models.lora import attach_lora, save_lora
 from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS, TINY_UNET, TINY_VAE, TextToImage, noise_scheduler
 from magicvideo.synth import WorldImages
 from magicvideo.text import MiniLMTextEncoder
-from magicvideo.training.cache import cached, encode_captions
+from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 
@@ -91,17 +89,12 @@ def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = T
     chunk = 64
     jobs = [(config.seed, start, min(start + chunk, config.samples), config.size)
             for start in range(0, config.samples, chunk)]
-    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
-    pool = ProcessPoolExecutor(config.workers, mp_context=get_context("spawn")) if config.workers > 0 else None
     vae = vae.to(PartialState().device)
     with tqdm(total=config.samples, desc="encode train images", disable=not progress) as bar:
-        for (_, start, stop, _), images in zip(jobs, pool.map(_draw_images, jobs) if pool else map(_draw_images, jobs),
-                                               strict=True):
+        for (_, start, stop, _), images in zip(jobs, in_workers(_draw_images, jobs, config.workers), strict=True):
             images = torch.from_numpy(images).to(vae.device)
             latents[start:stop] = (vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor).cpu()
             bar.update(stop - start)
-    if pool is not None:
-        pool.shutdown()
     vae.to("cpu")
     return {"latents": latents}
 
