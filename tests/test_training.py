@@ -59,7 +59,8 @@ def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=2, warmup=1, checkpoint_every=2,
                             widths=(32, 64), head_dim=16, eval_prompts=0)
     base = train_t2i(config, tmp_path / "base", progress=False)
-    final = train_t2i(replace(config, init=str(base), lora=4, lr=1e-2), tmp_path / "lora", progress=False)
+    final = train_t2i(replace(config, init=str(base), lora=4, lr=1e-2, object_weight=10.0), tmp_path / "lora",
+                      progress=False)
     assert sorted(p.name for p in final.iterdir()) == ["README.md", "config.json", "lora.safetensors"]
     lora = load_file(final / "lora.safetensors")
     assert lora and all(".lora_" in k and v.dtype == torch.float16 for k, v in lora.items())
@@ -74,6 +75,20 @@ def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
     again = TextToImage.from_pretrained(tmp_path / "saved")
     prompt = "a red circle over a meadow"
     assert torch.allclose(again(prompt, steps=2, size=32).images, tuned(prompt, steps=2, size=32).images)
+
+
+def test_object_weights_favour_the_objects_and_keep_the_loss_scale():
+    from magicvideo.training.t2i import object_coverage_cache, object_weights
+
+    coverage = object_coverage_cache(T2ITrainConfig(samples=6, size=64), progress=False)["objects"]
+    assert coverage.shape == (6, 1, 8, 8) and coverage.dtype == torch.float16
+    assert coverage.min() >= 0 and coverage.max() <= 1
+    assert (coverage.flatten(1).amax(1) > 0.5).all()  # every world image has an object, some cell mostly covered
+    w = object_weights(coverage, 10.0)
+    torch.testing.assert_close(w.mean(dim=(1, 2, 3)), torch.ones(6))  # mean 1 per image
+    inside, outside = coverage > 0.5, coverage == 0
+    assert all(w[i][inside[i]].min() > 3 * w[i][outside[i]].max() for i in range(6))
+    assert torch.equal(object_weights(torch.zeros(2, 1, 8, 8), 10.0), torch.ones(2, 1, 8, 8))
 
 
 def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):

@@ -34,8 +34,10 @@ def in_workers(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int) -> I
     if workers <= 0:
         yield from map(fn, jobs)
         return
-    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # spawned, not forked: the parent may hold a CUDA context, which a fork must not inherit. One
+    # thread per worker, set in the workers only: this process keeps its threads for the loop.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
         yield from pool.map(fn, jobs)
 
 

@@ -140,7 +140,6 @@ def _set_trainable(stage: ImageToVideo, config: I2VTrainConfig) -> ImageToVideo:
 def _draw_keyframes(job: tuple[int, int, int, int, int]) -> np.ndarray:
     """Keyframes of train clips start..stop-1, (n, 3, F, size, size) float32: one worker's share."""
     seed, start, stop, frames, size = job
-    torch.set_num_threads(1)  # one process per core
     data = WorldClips("train", seed, stop, keyframes=frames, low_size=size, parts=("keyframes",))
     return np.stack([data[i]["keyframes"].numpy() for i in range(start, stop)])
 
