@@ -19,9 +19,8 @@ import time
 
 import torch
 
-from magicvideo.eval.judge import Expected, aggregate, read_clip, score_clip
 from magicvideo.eval.metrics import psnr
-from magicvideo.eval.t2i import evaluate_t2i, ground_truth_accuracy
+from magicvideo.eval.t2i import evaluate_t2i, ground_truth_accuracy, judge_images
 from magicvideo.stages.t2i import TextToImage
 from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import machine
@@ -44,14 +43,7 @@ def vae_rows(stage: TextToImage, count: int) -> list[str]:
         rows.append(f"| PSNR at {size}x{size}, {count} held-out frames | {value:.2f} dB |")
     clips = [draw_clip(TEST_SEED, "heldout", i) for i in range(count)]
     images = torch.stack([render_frames(c.scene, 128, [0.0])[:, 0] for c in clips])
-    recon = reconstruct(stage.vae, images)
-    scores, readings = [], []
-    for clip, image in zip(clips, recon):
-        reading = read_clip(image)
-        scores.append(score_clip(reading, Expected([(o.shape, o.colour, None) for o in clip.scene.objects],
-                                                   clip.scene.background)))
-        readings.append(reading)
-    a = aggregate(scores, readings)["accuracy"]
+    a = judge_images(clips, reconstruct(stage.vae, images))["accuracy"]
     rows.append(f"| judge on VAE round trips of {count} held-out reference images (shape / colour / background / all) "
                 f"| {a['shape']:.3f} / {a['colour']:.3f} / {a['background']:.3f} / {a['all']:.3f} |")
     return rows

@@ -34,6 +34,17 @@ def unseen_phrasings(caption: str) -> list[str]:
     return found
 
 
+def expected(clip) -> Expected:
+    """What the judge should read in a still of `clip`: its objects' shapes and colours, its background."""
+    return Expected([(o.shape, o.colour, None) for o in clip.scene.objects], clip.scene.background)
+
+
+def judge_images(clips: list, images: torch.Tensor | list) -> dict:
+    """The judge's aggregate report on one image per clip, (3, H, W) in [0, 1] each."""
+    readings = [read_clip(image) for image in images]
+    return aggregate([score_clip(r, expected(c)) for c, r in zip(clips, readings, strict=True)], readings)
+
+
 def evaluate_t2i(stage, split: str = "heldout", count: int = 200, seed: int = 777, image_seed: int = 0,
                  steps: int | None = None, guidance: float | None = None, batch: int = 25,
                  progress: bool = True) -> dict:
@@ -46,8 +57,7 @@ def evaluate_t2i(stage, split: str = "heldout", count: int = 200, seed: int = 77
         images = stage([c.caption for c in chunk], seed=image_seed, steps=steps, guidance=guidance).images
         for clip, image in zip(chunk, images):
             reading = read_clip(image)
-            expected = Expected([(o.shape, o.colour, None) for o in clip.scene.objects], clip.scene.background)
-            score = score_clip(reading, expected)
+            score = score_clip(reading, expected(clip))
             scores.append(score)
             readings.append(reading)
             if split == "heldout":
@@ -68,11 +78,5 @@ def ground_truth_accuracy(split: str = "heldout", count: int = 200, seed: int = 
     """The same scoring on the world's own renders: the judge's ceiling for these prompts."""
     from magicvideo.synth import render_frames
 
-    scores, readings = [], []
-    for i in range(count):
-        clip = draw_clip(seed, split, i)
-        reading = read_clip(render_frames(clip.scene, size, [0.0])[:, 0])
-        scores.append(score_clip(reading, Expected([(o.shape, o.colour, None) for o in clip.scene.objects],
-                                                   clip.scene.background)))
-        readings.append(reading)
-    return aggregate(scores, readings)["accuracy"]
+    clips = [draw_clip(seed, split, i) for i in range(count)]
+    return judge_images(clips, [render_frames(c.scene, size, [0.0])[:, 0] for c in clips])["accuracy"]
