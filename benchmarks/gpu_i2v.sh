@@ -7,15 +7,36 @@
 # for the call the stage-3 and VFI weights (not used here) leave it and the stage-1 UNet travels xz'd
 # (63.0 MiB in all, 2026-11-27):
 #   bash benchmarks/gpu_i2v.sh pack       # here: .devwheels/ (ignored by git)
-#   bash benchmarks/gpu_i2v.sh stash      # here: v2v/ and vfi_edsc/ out of the tree, the UNet into .devwheels/
+#   [STAGE=t2i] bash benchmarks/gpu_i2v.sh stash   # here: v2v/ and vfi_edsc/ (and for t2i i2v/) out of
+#                                                  # the tree, the UNet into .devwheels/
 #   device tool, carry [".devwheels"], timeout 600:  [STAGE=t2i] CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
+#   then, with minutes left in the lease:  [STAGE=t2i] MINUTES=7.5 LIMIT=150 bash benchmarks/gpu_i2v.sh more
 #   bash benchmarks/gpu_i2v.sh unstash    # here: put them back
 #   bash benchmarks/gpu_i2v.sh join DIR OUT   # here: the returned parts -> OUT/run1, OUT/run2, ...
 #                                             (each: its log, config and final stage less unet/vae/controlnet/appearance)
 set -euo pipefail
 HOLD=/tmp/magicvideo-stash
 STASHED="src/magicvideo/weights/tiny/v2v src/magicvideo/weights/tiny/vfi_edsc"
+# stage 1 reads no stage-2 weights, and with them its tree is over (67 MB, 2026-11-27)
+[ "${STAGE:-i2v}" = t2i ] && STASHED="$STASHED src/magicvideo/weights/tiny/i2v"
 UNET=src/magicvideo/weights/tiny/t2i_unet/diffusion_pytorch_model.safetensors
+setup() {  # there: the trimmed diffusers and the stage-1 UNet unpacked, the repository importable
+    mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
+    [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
+    export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
+}
+send_back() {  # the trained modules without the frozen UNet and VAE (nor caches, checkpoints), in
+               # parts under the 16 MiB a file may come back in
+    rm -rf /tmp/back
+    for run in /tmp/run[0-9]*; do
+        mkdir -p "/tmp/back/${run##*/}" && cp "$run"/log "$run"/config.* "/tmp/back/${run##*/}/"
+        [ -d "$run/final" ] && tar -C "$run/final" --exclude=./unet --exclude=./vae --exclude=./controlnet \
+            --exclude=./appearance -cf - . | tar -C "/tmp/back/${run##*/}" -xf -
+        echo "== ${run##*/}: $(tr '\r' '\n' < "$run/log" | grep -E 'loss|stopping|exit|Error' | tail -4 | tr '\n' ' ')"
+    done
+    tar -C /tmp/back -cf - . | split -b 15m - "$OUT/$STAGE.tar.part-"
+    ls -la "$OUT"
+}
 case "${1:-}" in
 pack)
     bash benchmarks/gpu_sd15.sh pack
@@ -33,8 +54,8 @@ stash)
     echo "tree that travels: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes + $(du -sb .devwheels | cut -f1)"
     ;;
 unstash)
-    for d in $STASHED; do
-        mv "$HOLD/$d" "$d" && git reset -q -- "$d"
+    for d in $STASHED src/magicvideo/weights/tiny/i2v; do
+        if [ -d "$HOLD/$d" ]; then mv "$HOLD/$d" "$d" && git reset -q -- "$d"; fi
     done
     mv "$HOLD/$UNET" "$UNET" && git reset -q -- "$UNET" && rm -f .devwheels/t2i_unet.safetensors.xz
     git status --short
@@ -45,9 +66,7 @@ run)
     STAGE=${STAGE:-i2v}
     CONFIGS=${CONFIGS:-configs/train/${STAGE}_tiny_gpu.yaml}
     LAST=clips.pt && [ "$STAGE" = t2i ] && LAST=latents.pt  # the cache a trainer writes last
-    mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
-    [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
-    export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
+    setup
     nvidia-smi --query-gpu=name,memory.total --format=csv || true
     python3 -c "import torch, diffusers, transformers, accelerate, peft; print('torch', torch.__version__, \
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, \
@@ -65,16 +84,22 @@ run)
         pids="$pids $!" && pids=${pids# }
     done
     wait
-    # the trained modules without the frozen UNet and VAE (and caches, checkpoints), in parts under
-    # the 16 MiB a file may come back in
+    send_back
+    ;;
+more)
+    # Later in the same lease, on the same (warm) machine: train every /tmp/run* on to MINUTES of
+    # training in all; they resume from their checkpoints. Carry .devwheels again: a call without it
+    # removes it there, and the tree it re-sends has no stage-1 UNet (setup unpacks it again).
+    STAGE=${STAGE:-i2v}
+    setup
     for run in /tmp/run[0-9]*; do
-        mkdir -p "/tmp/back/${run##*/}" && cp "$run"/log "$run"/config.* "/tmp/back/${run##*/}/"
-        [ -d "$run/final" ] && tar -C "$run/final" --exclude=./unet --exclude=./vae --exclude=./controlnet \
-            --exclude=./appearance -cf - . | tar -C "/tmp/back/${run##*/}" -xf -
-        echo "== ${run##*/}: $(tr '\r' '\n' < "$run/log" | grep -E 'loss|stopping|exit|Error' | tail -4 | tr '\n' ' ')"
+        sed "s/^max_minutes: .*/max_minutes: ${MINUTES:?MINUTES=total minutes of training}/" \
+            "$run/config.given.yaml" > "$run/config.more.yaml"
+        (timeout "${LIMIT:-180}" python3 -m magicvideo.cli train "$STAGE" --config "$run/config.more.yaml" \
+            --out "$run" --quiet >> "$run/log" 2>&1; echo "exit $?" >> "$run/log") &
     done
-    tar -C /tmp/back -cf - . | split -b 15m - "$OUT/$STAGE.tar.part-"
-    ls -la "$OUT"
+    wait
+    send_back
     ;;
 join)
     mkdir -p "$3"
@@ -82,7 +107,7 @@ join)
     ls -laR "$3" | head -40
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_i2v.sh pack|stash|run|unstash|join DIR OUT" >&2
+    echo "usage: bash benchmarks/gpu_i2v.sh pack|stash|run|more|unstash|join DIR OUT" >&2
     exit 2
     ;;
 esac

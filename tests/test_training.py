@@ -239,3 +239,13 @@ def test_i2v_motion_lora_trains_over_a_frozen_motion_adapter(tmp_path):
         assert all(torch.equal(before[k], after[k]) for k in before), part  # frozen
     stage = ImageToVideo.from_pretrained(tuned, unet=tmp_path / "unet", vae=tmp_path / "vae")
     assert any("lora_B" in n and p.any() for n, p in stage.unet.named_parameters())
+
+
+def test_cards_name_the_gpu_a_run_used(monkeypatch):
+    from magicvideo.training.common import machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "CPU threads" in machine() and "H100" not in machine()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100 80GB HBM3")
+    assert machine().startswith("NVIDIA H100 80GB HBM3; ") and "CPU threads" in machine()

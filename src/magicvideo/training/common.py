@@ -53,7 +53,10 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
+    """Where a run or benchmark ran, for its card: the GPU too when torch sees one (a card that
+    named only the host's CPU threads hid that its run was trained on a lent H100)."""
+    where = f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
+    return f"{torch.cuda.get_device_name(0)}; {where}" if torch.cuda.is_available() else where
 
 
 def write_card(folder: str | os.PathLike, title: str, command: str, config, metrics: dict[str, Any],
