@@ -4,8 +4,8 @@
 writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
 - ceilings: the judge on the true 64x64 keyframes, and on their round trips through the VAE;
 - a validation sweep (separate held-out clips, seed 777) over noise prior strength x its decay x
-  guidance scale x motion guidance x motion text scale, where the stage's defaults are chosen, never on the
-  reported set;
+  guidance scale x motion guidance x motion text scale x ControlNet scale, where the stage's
+  defaults are chosen, never on the reported set;
 - the ablation table on the reported clips (seed 4242, ground-truth first frame as the
   reference, seed 0 for every clip): the full stage, then without each mechanism (motion text
   attention too, for a stage that has it), and where the full stage's motion errors go;
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--motion-text-scale", type=float, nargs="+",
                         help="sweep values, for a stage with motion text attention (default: the stage's)")
     parser.add_argument("--motion-guidance", type=float, nargs="+", help="sweep values (default: the stage's)")
+    parser.add_argument("--controlnet-scale", type=float, nargs="+", help="sweep values (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--no-image-batches", help="a stage trained with image_every: 0, for its ablation row")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -111,7 +112,7 @@ def main() -> None:
              f"Defaults: {s.frames} keyframes at {s.size}x{s.size}, {s.steps} DPM-Solver++ steps, guidance "
              f"{s.guidance:g} (on the text), noise prior {s.noise_prior:g} (decay {s.noise_prior_decay:g}), appearance "
              f"scale {s.appearance_scale:g}, motion text scale {s.motion_text_scale:g}, "
-             f"motion guidance {s.motion_guidance:g}. "
+             f"motion guidance {s.motion_guidance:g}, ControlNet scale {s.controlnet_scale:g}. "
              "Reference image: the ground-truth first frame (rendered at 128x128); one video per clip at seed 0. "
              "Clip-level columns: the judge's reading of the whole clip (motion: direction and kind); frame "
              "columns: the share of objects whose shape / colour is read right, frame by frame; flicker ratio: "
@@ -123,13 +124,13 @@ def main() -> None:
         lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
         texts, decays = args.motion_text_scale or [s.motion_text_scale], args.noise_prior_decay or [s.noise_prior_decay]
         grid = itertools.product(args.guidance, args.motion_guidance or [s.motion_guidance], texts, decays,
-                                 args.noise_prior)
-        for g, mg, text, decay, strength in grid:
+                                 args.noise_prior, args.controlnet_scale or [s.controlnet_scale])
+        for g, mg, text, decay, strength, cn in grid:
             extra = {"motion_text_scale": text} if motion_text_processors(stage.unet) else {}
             r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, noise_prior_decay=decay,
-                             guidance=g, motion_guidance=mg, progress=False, **extra)
+                             guidance=g, motion_guidance=mg, controlnet_scale=cn, progress=False, **extra)
             lines.append(row(f"noise prior {strength:g} (decay {decay:g}), guidance {g:g}, motion guidance {mg:g}"
-                             + (f", motion text scale {text:g}" if extra else ""), r))
+                             + (f", motion text scale {text:g}" if extra else "") + f", ControlNet scale {cn:g}", r))
             print(lines[-1], flush=True)  # a long sweep shows its rows as they come
         lines.append("")
     if "ablations" in args.sections:

@@ -110,6 +110,7 @@ def _cli(*args):
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-text-scale", "-1"], "--motion-text-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--steps", "0"], "--steps"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--motion-guidance", "-1"], "--motion-guidance"),
+    (["a red star", "--image", "REF", "-o", "OUT.mp4", "--controlnet-scale", "-1"], "--controlnet-scale"),
     (["a red star", "--image", "REF", "-o", "OUT.mp4", "--negative-prompt", " "], "negative prompt is empty"),
     (["a red star", "--image", "MISSING", "-o", "OUT.mp4"], "no such image"),
     (["a red star", "--image", "BROKEN", "-o", "OUT.mp4"], "cannot read"),
@@ -248,3 +249,20 @@ def test_motion_guidance_amplifies_only_the_motion_words(text):
         stage(moving, ref, guidance=1.0)
     with pytest.raises(ValueError, match="prompt's words"):
         stage(stage.encode_prompt(moving), ref)
+
+
+def test_controlnet_scale_weighs_the_reference_rgb(text):
+    ref, prompt = torch.rand(3, 32, 32), "a green box moving up over a desert"
+    stage = tiny_i2v(text)
+    with torch.no_grad():  # the zero convolutions start at zero: give the ControlNet residuals to weigh
+        for p in stage.controlnet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base = stage(prompt, ref).frames
+    torch.testing.assert_close(stage(prompt, ref, controlnet_scale=0.0).frames,
+                               stage(prompt, ref, use_controlnet=False).frames)
+    torch.testing.assert_close(stage(prompt, ref, controlnet_scale=1.0).frames, base)
+    assert not torch.allclose(stage(prompt, ref, controlnet_scale=1.5).frames, base)
+    stage.settings.controlnet_scale = 0.0  # the stage's default is what a call without one uses
+    torch.testing.assert_close(stage(prompt, ref).frames, stage(prompt, ref, use_controlnet=False).frames)
+    with pytest.raises(ValueError, match="controlnet scale must be at least 0"):
+        stage(prompt, ref, controlnet_scale=-0.5)

@@ -112,6 +112,8 @@ def _i2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--motion-text-scale must be at least 0, got {args.motion_text_scale}")
     if args.motion_guidance is not None and args.motion_guidance < 0:
         raise ValueError(f"--motion-guidance must be at least 0, got {args.motion_guidance}")
+    if args.controlnet_scale is not None and args.controlnet_scale < 0:
+        raise ValueError(f"--controlnet-scale must be at least 0, got {args.controlnet_scale}")
     if args.negative_prompt is not None and not args.negative_prompt.strip():
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
     if args.steps is not None and args.steps < 1:
@@ -129,7 +131,8 @@ def _i2v(args: argparse.Namespace) -> None:
                    noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
                    use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
                    motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay,
-                   negative_prompt=args.negative_prompt, motion_guidance=args.motion_guidance).frames[0]
+                   negative_prompt=args.negative_prompt, motion_guidance=args.motion_guidance,
+                   controlnet_scale=args.controlnet_scale).frames[0]
     write_video(args.output, frames, KEYFRAME_FPS, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {KEYFRAME_FPS:g} fps: {args.output}")
 
@@ -340,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "words replaced by 'stays still'): more motion, a UNet pass more per step (default: the stage's)")
     p.add_argument("--negative-prompt", help="what guidance steers away from (default: the empty prompt)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
+    p.add_argument("--controlnet-scale", type=float, help="weight of the ControlNet's residuals (default: the "
+                   "stage's, 1)")
     p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
     p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "

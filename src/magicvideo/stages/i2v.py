@@ -106,6 +106,7 @@ class I2VSettings:
     appearance_scale: float = 1.0
     motion_text_scale: float = 1.0  # for a stage with motion text attention (models/motion_text.py)
     motion_guidance: float = 0.0  # guidance away from the prompt's still version (ImageToVideo.__call__)
+    controlnet_scale: float = 1.0  # weight of the ControlNet's residuals (diffusers' controlnet_conditioning_scale)
 
 
 def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
@@ -237,7 +238,7 @@ class LatentVideoStage:
             return self._predict(x, t, text, tokens, control)
 
     def _predict(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, tokens: torch.Tensor | None,
-                 control: torch.Tensor | None) -> torch.Tensor:
+                 control: torch.Tensor | None, control_scale: float = 1.0) -> torch.Tensor:
         """`predict` with the motion modules' caption already set (`denoise` sets it once per loop:
         finding the processors walks the whole UNet)."""
         n, _, f, h, w = x.shape
@@ -251,6 +252,8 @@ class LatentVideoStage:
             t_frames = t.repeat_interleave(f) if t.ndim else t
             down, mid = self.controlnet(flat, t_frames, encoder_hidden_states=text, controlnet_cond=control,
                                         return_dict=False)
+            if control_scale != 1.0:
+                down, mid = [r * control_scale for r in down], mid * control_scale
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text
         return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
@@ -259,7 +262,7 @@ class LatentVideoStage:
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
                 strength: float = 1.0, progress: bool = False, desc: str = "denoise",
                 negative: PromptEmbedding | None = None, contrast: PromptEmbedding | None = None,
-                contrast_scale: float = 0.0) -> torch.Tensor:
+                contrast_scale: float = 0.0, control_scale: float = 1.0) -> torch.Tensor:
         """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
         latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
@@ -267,7 +270,8 @@ class LatentVideoStage:
         (n*F, C, H', W') per-frame ControlNet input, or None. negative: what guidance steers away
         from (one per clip; default the empty prompt). contrast, contrast_scale: a third branch,
         `pred += contrast_scale * (pred_cond - pred_contrast)`, which amplifies only what the prompt
-        says beyond `contrast` (its motion, where contrast is its still version)."""
+        says beyond `contrast` (its motion, where contrast is its still version). control_scale: what
+        the ControlNet's residuals are multiplied by."""
         n, frames = noise.shape[0], noise.shape[2]
         scheduler = sampler(self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
@@ -305,7 +309,7 @@ class LatentVideoStage:
         with self.on_device(self.unet, self.controlnet), motion_text(self.unet, text[::frames]):
             for t in tqdm(timesteps, desc=desc, disable=not progress):
                 x = torch.cat([latents] * k)
-                pred = self._predict(scheduler.scale_model_input(x, t), t, text, tokens, control)
+                pred = self._predict(scheduler.scale_model_input(x, t), t, text, tokens, control, control_scale)
                 if contrasted:
                     uncond, contra, full = pred.chunk(3)
                     pred = uncond + guidance * (full - uncond) + contrast_scale * (full - contra)
@@ -447,20 +451,25 @@ class ImageToVideo(LatentVideoStage):
                  noise_prior_strength: float | None = None, appearance_scale: float | None = None,
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
                  motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
-                 negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None) -> I2VOutput:
+                 negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None,
+                 controlnet_scale: float | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
         the stage's). negative_prompt: what classifier-free guidance steers away from, one for all
         prompts or one each (default: the empty prompt). motion_guidance m (default: the stage's):
         a third guidance branch on the prompt's still version (its motion phrases replaced by "stays
         still", `eval.prompt.with_motion`), `pred += m (pred_prompt - pred_still)`: it amplifies
         what the caption says about motion alone, where classifier-free guidance amplifies all of
-        it; a UNet pass more per step. Returns (B, 3, frames, size, size)."""
+        it; a UNet pass more per step. controlnet_scale (default: the stage's): the weight of the
+        ControlNet's residuals, 0 being no ControlNet. Returns (B, 3, frames, size, size)."""
         s = self.settings
         frames, steps, size = frames or s.frames, steps or s.steps, size or s.size
         guidance = s.guidance if guidance is None else guidance
         strength = s.noise_prior if noise_prior_strength is None else noise_prior_strength
         decay = s.noise_prior_decay if noise_prior_decay is None else noise_prior_decay
         scale = s.appearance_scale if appearance_scale is None else appearance_scale
+        control_scale = s.controlnet_scale if controlnet_scale is None else controlnet_scale
+        if control_scale < 0:
+            raise ValueError(f"controlnet scale must be at least 0, got {control_scale}")
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
@@ -495,7 +504,7 @@ class ImageToVideo(LatentVideoStage):
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
                                desc="image-to-video", negative=negative, contrast=contrast,
-                               contrast_scale=motion_guidance)
+                               contrast_scale=motion_guidance, control_scale=control_scale)
         return I2VOutput(self.decode(latents))
 
 
