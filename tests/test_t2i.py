@@ -167,3 +167,68 @@ def test_cli_t2i_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
     assert not (tmp_path / "ref.png").exists()
+
+
+def test_a_lora_extracted_from_a_fine_tune_is_its_best_low_rank_copy(tmp_path):
+    import re
+
+    from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora
+    from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS
+
+    base_state = tiny_unet(32).state_dict()
+    torch.manual_seed(1)
+    tuned = {k: v + 0.1 * torch.randn_like(v) for k, v in base_state.items()}  # a "full fine-tune"
+    targeted = [k for k in base_state if k.endswith(".weight") and base_state[k].dim() >= 2
+                and re.fullmatch(LORA_TARGETS, k[: -len(".weight")])]
+    assert any(base_state[k].dim() == 4 for k in targeted) and any(base_state[k].dim() == 2 for k in targeted)
+
+    full = tiny_unet(32)  # a rank as large as any layer: the targeted layers become the tuned ones exactly
+    kept = extract_lora(full, tuned, LORA_NAME, LORA_TARGETS, rank=64 * 9)
+    assert min(kept.values()) > 0.999
+    save_lora(full, LORA_NAME, tmp_path / "full.safetensors")
+    fused = fuse_lora(full).state_dict()
+    for k, v in fused.items():
+        torch.testing.assert_close(v, tuned[k] if k in targeted else base_state[k], atol=1e-5, rtol=1e-4)
+
+    low = tiny_unet(32)
+    kept = extract_lora(low, tuned, LORA_NAME, LORA_TARGETS, rank=2)
+    assert max(kept.values()) < 0.9  # random changes are not low-rank
+    save_lora(low, LORA_NAME, tmp_path / "low.safetensors")
+    weights = fuse_lora(low).state_dict()
+    key = targeted[0]
+    delta = (tuned[key] - base_state[key]).reshape(len(tuned[key]), -1)
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    best = (u[:, :2] * s[:2]) @ vh[:2]
+    torch.testing.assert_close((weights[key] - base_state[key]).reshape(best.shape), best, atol=1e-5, rtol=1e-4)
+
+    again = tiny_unet(32)  # the saved file loads back to the same weights
+    load_lora(again, LORA_NAME, tmp_path / "low.safetensors")
+    for k, v in fuse_lora(again).state_dict().items():
+        torch.testing.assert_close(v, weights[k])
+
+
+def test_cli_extract_lora_writes_a_lora_folder_over_the_base(tmp_path, capsys):
+    import json
+
+    from safetensors import safe_open
+
+    from magicvideo.cli import main
+
+    base = tiny_unet(32)
+    base.save_pretrained(tmp_path / "base")
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base.save_pretrained(tmp_path / "tuned")
+    out = tmp_path / "lora"
+    assert main(["extract-lora", str(tmp_path / "tuned"), "-o", str(out), "--rank", "3",
+                 "--base", str(tmp_path / "base")]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["base"] == str(tmp_path / "base") and config["rank"] == 3 and config["vae"] is None
+    with safe_open(out / "lora.safetensors", "pt") as f:
+        assert f.metadata()["rank"] == "3" and all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert "rank-3 LoRA" in capsys.readouterr().out
+    assert main(["extract-lora", str(tmp_path / "tuned"), "-o", str(out), "--rank", "0"]) == 2
+    assert "--rank must be at least 1" in capsys.readouterr().err
+    assert main(["extract-lora", str(tmp_path / "base"), "-o", str(out)]) == 2  # the shipped base: other shapes
+    assert "not the same architecture" in capsys.readouterr().err

@@ -69,6 +69,17 @@ def _interpolate(args: argparse.Namespace) -> None:
           f"{args.output}")
 
 
+def _extract_lora(args: argparse.Namespace) -> None:
+    from magicvideo.stages.t2i import extract_t2i_lora
+
+    if args.rank < 1:
+        raise ValueError(f"--rank must be at least 1, got {args.rank}")
+    kept = extract_t2i_lora(args.tuned, args.output, args.rank, args.base)
+    share = sum(kept.values()) / len(kept)
+    print(f"wrote a rank-{args.rank} LoRA over {len(kept)} layers to {args.output} (it keeps {share:.0%} of the "
+          "change's squared norm, mean over layers)")
+
+
 def _t2i(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -432,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_random_weights)
+
+    p = sub.add_parser("extract-lora", help="carry a fully fine-tuned stage-1 UNet as a LoRA over the base UNet "
+                       "(the folder `magicvideo t2i --weights` takes)")
+    p.add_argument("tuned", help="the fine-tuned UNet folder, or a saved text-to-image stage folder")
+    p.add_argument("-o", "--output", required=True, help="the LoRA folder to write")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16: 2.1 MB for the tiny UNet)")
+    p.add_argument("--base", help="the UNet it goes over (default: the shipped tiny UNet)")
+    p.set_defaults(func=_extract_lora)
 
     p = sub.add_parser("train", help="train a stage (resumes when run again on the same --out)")
     p.add_argument("stage", choices=TRAINABLE)

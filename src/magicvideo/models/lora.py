@@ -85,3 +85,35 @@ def without_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict with LoRA weights left out and peft's wrapped layers under their own names
     (`to_q.base_layer.weight` -> `to_q.weight`): the frozen weights, as saved without a LoRA."""
     return {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+
+
+@torch.no_grad()
+def extract_lora(model: torch.nn.Module, tuned: dict[str, torch.Tensor], name: str, targets: str,
+                 rank: int) -> dict[str, float]:
+    """Attach LoRA `name` of `rank` to `model` (the base) so that, in every layer `targets` matches,
+    B A is the best rank-`rank` approximation (truncated SVD) of that layer's weight in the `tuned`
+    state dict minus the base's. Returns, per layer, the share of the change's squared norm kept.
+
+    Why: a full fine-tune learns what a LoRA trained from zero does not (stage 1's shapes, measured
+    in benchmarks/results/t2i_gpu.md), and a LoRA is what the weights budget can take; this carries
+    one into the other. Only the matched layers' weights travel: biases and norms stay the base's.
+    Convolutions are cut as (out, in * k * k) matrices, which is how peft's conv LoRA composes."""
+    attach_lora(model, name, targets, rank)
+    kept = {}
+    for layer_name, layer in model.named_modules():
+        if not hasattr(layer, "lora_A") or name not in layer.lora_A:
+            continue
+        base = layer.base_layer.weight
+        key = f"{layer_name.replace('.base_layer', '')}.weight"
+        if key not in tuned:
+            raise KeyError(f"the tuned weights have no {key}")
+        delta = (tuned[key].to(base) - base).reshape(base.shape[0], -1).float()
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = min(rank, len(s))
+        a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+        a.zero_(), b.zero_()  # a layer narrower than the rank keeps its spare rows at zero
+        scale = layer.scaling[name]
+        a.view(a.shape[0], -1)[:r] = vh[:r].to(a)
+        b.view(b.shape[0], -1)[:, :r] = (u[:, :r] * s[:r] / scale).to(b)
+        kept[layer_name] = float((s[:r] ** 2).sum() / (s**2).sum().clamp(min=1e-30))
+    return kept

@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler,
 from tqdm import tqdm
 
 from magicvideo.device import Placement
-from magicvideo.models.lora import fuse_lora, load_lora
+from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
@@ -177,6 +177,40 @@ class TextToImage:
             latents = scheduler.step(pred, t, latents).prev_sample
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
+
+
+def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: str | None = None,
+                  vae: str | None = None) -> Path:
+    """Write the UNet's stage-1 LoRA as a folder `TextToImage.from_pretrained` (and `magicvideo t2i
+    --weights`) applies: lora.safetensors (fp16) and config.json naming the UNet and VAE it goes
+    over (null: the shipped ones)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_lora(unet, LORA_NAME, folder / LORA_FILE, dtype=torch.float16)
+    config = unet.peft_config[LORA_NAME]
+    over = {"base": base, "vae": vae, "rank": config.r, "alpha": config.lora_alpha, "targets": LORA_TARGETS}
+    (folder / "config.json").write_text(json.dumps(over, indent=2) + "\n")
+    return folder
+
+
+def extract_t2i_lora(tuned: str | os.PathLike, out: str | os.PathLike, rank: int = 16,
+                     base: str | os.PathLike | None = None) -> dict[str, float]:
+    """A stage-1 LoRA folder at `out` that carries the fully fine-tuned UNet `tuned` (a UNet folder,
+    or a saved stage's) over `base` (default: the shipped UNet) at `rank` (models.lora.extract_lora).
+    Returns the share of each layer's change kept. Why: a full fine-tune learns shapes that a LoRA
+    trained from zero did not, and only a LoRA fits the weights budget (benchmarks/results/t2i_gpu.md)."""
+    tuned = Path(tuned)
+    tuned = tuned / "unet" if (tuned / STAGE_FILE).is_file() else tuned
+    for folder in (tuned, Path(base or TINY_UNET)):
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a diffusers UNet folder (no config.json)")
+    unet = UNet2DConditionModel.from_pretrained(base or TINY_UNET, torch_dtype=torch.float32)
+    state = UNet2DConditionModel.from_pretrained(tuned, torch_dtype=torch.float32).state_dict()
+    if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in unet.state_dict().items()}:
+        raise ValueError(f"{tuned} is not the same architecture as the base UNet {base or TINY_UNET}")
+    kept = extract_lora(unet, state, LORA_NAME, LORA_TARGETS, rank)
+    save_t2i_lora(unet, out, str(base) if base else None)
+    return kept
 
 
 class DiffusersTextToImage:

