@@ -104,14 +104,15 @@ def extract_lora(model: torch.nn.Module, tuned: dict[str, torch.Tensor], name: s
         if not hasattr(layer, "lora_A") or name not in layer.lora_A:
             continue
         base = layer.base_layer.weight
-        key = f"{layer_name.replace('.base_layer', '')}.weight"
+        key = f"{layer_name}.weight"  # peft's layer sits where the plain one was
         if key not in tuned:
-            raise KeyError(f"the tuned weights have no {key}")
+            raise ValueError(f"the tuned weights have no {key}")
         delta = (tuned[key].to(base) - base).reshape(base.shape[0], -1).float()
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         r = min(rank, len(s))
         a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
-        a.zero_(), b.zero_()  # a layer narrower than the rank keeps its spare rows at zero
+        a.zero_()  # a layer narrower than the rank keeps its spare rows at zero
+        b.zero_()
         scale = layer.scaling[name]
         a.view(a.shape[0], -1)[:r] = vh[:r].to(a)
         b.view(b.shape[0], -1)[:, :r] = (u[:, :r] * s[:r] / scale).to(b)
