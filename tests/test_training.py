@@ -249,3 +249,18 @@ def test_cards_name_the_gpu_a_run_used(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H100 80GB HBM3")
     assert machine().startswith("NVIDIA H100 80GB HBM3; ") and "CPU threads" in machine()
+
+
+def test_timestep_focus_draws_the_share_asked_from_high_noise_and_leaves_plain_configs_alone():
+    from magicvideo.training.t2i import _timesteps
+
+    def draw(**focus) -> torch.Tensor:
+        return _timesteps(T2ITrainConfig(**focus), 1000, 4000, torch.Generator().manual_seed(3))
+
+    plain = draw()
+    assert torch.equal(plain, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(draw(focus_share=0.0, focus_from=800), plain)
+    assert draw(focus_share=1.0, focus_from=800).min() >= 800
+    half = draw(focus_share=0.5, focus_from=500)
+    assert 0.70 < (half >= 500).float().mean() < 0.80  # 0.5 focused + 0.5 x 0.5 of the uniform ones
+    assert half.max() < 1000
