@@ -153,6 +153,29 @@ def test_loop_stops_at_max_minutes_with_a_checkpoint_and_moves_batches(tmp_path)
     assert result.steps == 1 and load_checkpoint(tmp_path)["step"] == 1
 
 
+
+def test_loop_bf16_runs_the_loss_under_autocast_and_keeps_fp32_weights(tmp_path):
+    import pytest
+
+    from magicvideo.training.loop import LoopSettings, run_loop
+
+    seen = []
+
+    def loss(m, b):
+        out = m(b)
+        seen.append(out.dtype)
+        return out.float().pow(2).mean()
+
+    model = torch.nn.Linear(2, 1)
+    before = model.weight.detach().clone()
+    result = run_loop(tmp_path / "a", model, LoopSettings(steps=2, lr=1e-2, warmup=1, mixed_precision="bf16"),
+                      lambda s: torch.ones(4, 2), loss, "toy", progress=False)
+    assert seen == [torch.bfloat16] * 2
+    assert result.model.weight.dtype == torch.float32 and not torch.equal(result.model.weight, before)
+    with pytest.raises(ValueError, match="mixed_precision must be"):
+        run_loop(tmp_path / "b", model, LoopSettings(steps=1, lr=1e-2, mixed_precision="fp16"),
+                 lambda s: torch.ones(4, 2), loss, "toy", progress=False)
+
 def _fine_tune_config(tmp_path):
     """A toy I2V config on a tiny stage-1 UNet and VAE saved under tmp_path (video batches, lr 1e-2)."""
     from magicvideo.training.i2v import I2VTrainConfig

@@ -68,6 +68,7 @@ class I2VTrainConfig:
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
     max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
+    mixed_precision: str = "no"  # "bf16": autocast on a GPU (see LoopSettings); "no": fp32
 
 
 class I2VModules(nn.Module):
@@ -243,7 +244,8 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     scheduler = noise_scheduler()
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
                             checkpoint_every=config.checkpoint_every, seed=config.seed,
-                            max_minutes=config.max_minutes)
+                            max_minutes=config.max_minutes,
+                            mixed_precision=config.mixed_precision)
     result = run_loop(out / "state", modules, settings, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train i2v", progress)
     stage.save_pretrained(out / "final")

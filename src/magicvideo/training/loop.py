@@ -34,6 +34,8 @@ class LoopSettings:
     grad_clip: float = 1.0
     seed: int = 0
     max_minutes: float = 0.0  # stop (checkpointed) once training, resumed parts included, ran this long; 0: no limit
+    # "bf16": the loss under autocast (weights, gradients, optimizer and EMA stay fp32); "no": fp32
+    mixed_precision: str = "no"
 
 
 @dataclass
@@ -68,6 +70,8 @@ def run_loop(
     checkpoint is there. Returns the model holding the EMA weights."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if settings.mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"mixed_precision must be 'no' or 'bf16', not {settings.mixed_precision!r}")
     accelerator = Accelerator()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.99), weight_decay=settings.weight_decay)
@@ -101,7 +105,10 @@ def run_loop(
     while step < settings.steps:
         # randomness inside the model (posterior samples, dropout) is a function of the step too
         torch.manual_seed(settings.seed * 1_000_003 + step + 1)
-        value = loss(model, to_device(batch(step), accelerator.device))
+        # torch's autocast, not accelerate's: its state is per process and one test process runs many loops;
+        # around the whole loss, as trainers call their modules in their own ways
+        with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=settings.mixed_precision == "bf16"):
+            value = loss(model, to_device(batch(step), accelerator.device))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(value)
         if settings.grad_clip:

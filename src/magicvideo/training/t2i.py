@@ -67,6 +67,7 @@ class T2ITrainConfig:
     eval_prompts: int = 100
     workers: int = 0  # processes drawing the training images before the loop; 0: this one
     max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
+    mixed_precision: str = "no"  # "bf16": autocast on a GPU (see LoopSettings); "no": fp32
 
 
 def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel:
@@ -200,7 +201,8 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
                             ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
-                            seed=config.seed, max_minutes=config.max_minutes)
+                            seed=config.seed, max_minutes=config.max_minutes,
+                            mixed_precision=config.mixed_precision)
     result = run_loop(out / "state", unet, settings, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
     stage = TextToImage(result.model, vae, text).to(result.model.device)
