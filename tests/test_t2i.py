@@ -211,8 +211,10 @@ def test_cli_extract_lora_writes_a_lora_folder_over_the_base(tmp_path, capsys):
     import json
 
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     from magicvideo.cli import main
+    from magicvideo.stages.t2i import EXTRACT_TARGETS, VECTORS_FILE
 
     base = tiny_unet(32)
     base.save_pretrained(tmp_path / "base")
@@ -225,10 +227,77 @@ def test_cli_extract_lora_writes_a_lora_folder_over_the_base(tmp_path, capsys):
                  "--base", str(tmp_path / "base")]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["base"] == str(tmp_path / "base") and config["rank"] == 3 and config["vae"] is None
+    assert config["targets"] == EXTRACT_TARGETS and config["vectors"] is True
     with safe_open(out / "lora.safetensors", "pt") as f:
         assert f.metadata()["rank"] == "3" and all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+        assert any("time_emb_proj" in k for k in f.keys())  # every matrix, not only LORA_TARGETS
+    vectors = load_file(out / VECTORS_FILE)
+    tuned = load_file(tmp_path / "tuned" / "diffusion_pytorch_model.safetensors")
+    assert vectors.keys() == {k for k, v in tuned.items() if v.dim() == 1}  # the tuned biases and norms, whole
+    assert all(torch.equal(v, tuned[k].half()) for k, v in vectors.items())
     assert "rank-3 LoRA" in capsys.readouterr().out
     assert main(["extract-lora", str(tmp_path / "tuned"), "-o", str(out), "--rank", "0"]) == 2
     assert "--rank must be at least 1" in capsys.readouterr().err
     assert main(["extract-lora", str(tmp_path / "base"), "-o", str(out)]) == 2  # the shipped base: other shapes
     assert "not the same architecture" in capsys.readouterr().err
+
+
+def _fine_tune_run(tmp_path):
+    """A tiny base UNet, a "full fine-tune" of it (every weight moved) in a run folder beside
+    caches of 24 images and prompts, as `magicvideo train t2i` leaves them."""
+    base, tuned = tiny_unet(384), tiny_unet(384)  # MiniLM's width: it loads as a stage
+    base.save_pretrained(tmp_path / "base")
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tuned.save_pretrained(tmp_path / "run" / "final")
+    torch.save({"hidden": torch.randn(24, 5, 384).half(), "empty_hidden": torch.zeros(5, 384).half()},
+               tmp_path / "run" / "prompts.pt")
+    torch.save({"latents": torch.randn(24, 4, 8, 8)}, tmp_path / "run" / "latents.pt")
+    return base, tuned
+
+
+def test_distilled_lora_fits_the_fine_tune_better_than_its_svd_and_loads_as_fitted(tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from magicvideo.models.lora import fuse_lora, load_lora
+    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, VECTORS_FILE, load_vectors, noise_scheduler
+    from magicvideo.training.t2i import T2IDistillConfig, distill_t2i_lora, prediction_gap
+
+    base, tuned = _fine_tune_run(tmp_path)
+    config = T2IDistillConfig(tuned=str(tmp_path / "run" / "final"), base=str(tmp_path / "base"), rank=2,
+                              steps=40, batch_size=4, lr=3e-3, probe=8)
+    metrics = distill_t2i_lora(config, tmp_path / "lora", progress=False)
+    assert 0 < metrics["prediction_gap_distilled"] < 0.8 * metrics["prediction_gap_svd"]
+    assert not (tmp_path / "lora" / "distill_state").exists()
+    assert "Steps: 40" in (tmp_path / "lora" / "README.md").read_text()
+
+    loaded = UNet2DConditionModel.from_pretrained(tmp_path / "base")  # as TextToImage.from_pretrained applies it
+    load_lora(loaded, LORA_NAME, tmp_path / "lora" / LORA_FILE)
+    fuse_lora(loaded)
+    load_vectors(loaded, tmp_path / "lora" / VECTORS_FILE)
+    torch.manual_seed(0)
+    x0 = torch.load(tmp_path / "run" / "latents.pt")["latents"][16:]
+    hidden = torch.load(tmp_path / "run" / "prompts.pt")["hidden"][16:].float()
+    t = torch.arange(8) % 7 * 100 + 300
+    g = torch.Generator().manual_seed(0)
+    probe = (noise_scheduler().add_noise(x0, torch.randn(x0.shape, generator=g), t), t, hidden)
+    gap = prediction_gap(loaded.eval(), tuned.eval(), base.eval(), probe)
+    assert abs(gap - metrics["prediction_gap_distilled"]) < 0.05 * metrics["prediction_gap_distilled"] + 1e-3
+    stage = TextToImage.from_pretrained(tmp_path / "lora")  # the folder `magicvideo t2i --weights` takes
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in stage.unet.state_dict().items())
+    save_file({"conv_in.bias": torch.zeros(7)}, tmp_path / "other.safetensors")  # another UNet's
+    with pytest.raises(ValueError, match="does not match this UNet"):
+        load_vectors(loaded, tmp_path / "other.safetensors")
+
+
+def test_distill_without_caches_says_where_they_are_looked_for(tmp_path):
+    from magicvideo.training.t2i import T2IDistillConfig, distill_t2i_lora
+
+    _fine_tune_run(tmp_path)
+    (tmp_path / "run" / "latents.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no training caches .* \(`--data RUN`\)"):
+        distill_t2i_lora(T2IDistillConfig(tuned=str(tmp_path / "run" / "final"), base=str(tmp_path / "base")),
+                         tmp_path / "lora", progress=False)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement
-from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora
+from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
@@ -27,10 +28,16 @@ TINY_UNET = TINY / "t2i_unet"
 TINY_T2I_LORA = TINY / "t2i_lora"  # stage 1's UNet trained further, as a LoRA over TINY_UNET (the base I2V keeps)
 STAGE_FILE = "stage.json"
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
+VECTORS_FILE = "vectors.safetensors"  # beside a LoRA: the UNet's biases and norm weights, carried whole
 # what a stage-1 LoRA updates: every attention, feed-forward and transformer projection, and the
 # resnets' convolutions (where the shapes are drawn)
 LORA_TARGETS = (r".*((attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2)|proj_in|proj_out"
                 r"|resnets\.\d+\.(conv1|conv2))")
+# what a LoRA taken from a full fine-tune updates: every matrix of the UNet (its biases and norms
+# travel whole, in VECTORS_FILE). Measured on the GPU fine-tune (benchmarks/results/t2i_distill.md),
+# LORA_TARGETS alone left the rank-16 copy's predictions further from the fine-tune's than the base's.
+EXTRACT_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.(0\.proj|2)|proj_in|proj_out|conv1|conv2|conv_shortcut"
+                   r"|time_emb_proj|downsamplers\.0\.conv|upsamplers\.0\.conv|conv_in|conv_out|linear_1|linear_2)")
 # Provisional: on the v0 weights, accuracy is flat within noise over 10-40 steps and guidance
 # 1-7 (benchmarks/results/t2i_quality.md); to be chosen again once the model draws shapes.
 DEFAULT_STEPS = 20
@@ -130,6 +137,8 @@ class TextToImage:
         if lora is not None:
             load_lora(unet, LORA_NAME, lora)
             fuse_lora(unet)
+            if (lora.parent / VECTORS_FILE).is_file():
+                load_vectors(unet, lora.parent / VECTORS_FILE)
         vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
         return cls(unet, vae, text, **settings)
 
@@ -179,37 +188,75 @@ class TextToImage:
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
 
 
+def vectors_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The one-dimensional entries of a UNet state dict (biases, norm weights), under their plain
+    names: a few ten-thousand numbers that a LoRA, being matrices, cannot carry."""
+    return {k: v for k, v in without_lora(state).items() if v.dim() < 2}
+
+
+def load_vectors(unet: UNet2DConditionModel, path: str | os.PathLike) -> None:
+    """Set the UNet's biases and norm weights from a VECTORS_FILE (after its LoRA is fused)."""
+    vectors = load_file(path)
+    own = vectors_of(unet.state_dict())
+    wrong = sorted(k for k, v in vectors.items() if k not in own or own[k].shape != v.shape)
+    if wrong:
+        raise ValueError(f"{path} does not match this UNet ({len(wrong)} entries, e.g. {wrong[0]!r})")
+    dtype = next(unet.parameters()).dtype
+    unet.load_state_dict({k: v.to(dtype) for k, v in vectors.items()}, strict=False)
+
+
 def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: str | None = None,
-                  vae: str | None = None) -> Path:
+                  vae: str | None = None, vectors: bool = False) -> Path:
     """Write the UNet's stage-1 LoRA as a folder `TextToImage.from_pretrained` (and `magicvideo t2i
     --weights`) applies: lora.safetensors (fp16) and config.json naming the UNet and VAE it goes
-    over (null: the shipped ones)."""
+    over (null: the shipped ones); with `vectors`, the UNet's biases and norms too (VECTORS_FILE)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_lora(unet, LORA_NAME, folder / LORA_FILE, dtype=torch.float16)
+    if vectors:
+        save_file({k: v.detach().half().contiguous() for k, v in vectors_of(unet.state_dict()).items()},
+                  folder / VECTORS_FILE)
     config = unet.peft_config[LORA_NAME]
-    over = {"base": base, "vae": vae, "rank": config.r, "alpha": config.lora_alpha, "targets": LORA_TARGETS}
+    over = {"base": base, "vae": vae, "rank": config.r, "alpha": config.lora_alpha, "targets": config.target_modules,
+            "vectors": vectors}
     (folder / "config.json").write_text(json.dumps(over, indent=2) + "\n")
     return folder
 
 
-def extract_t2i_lora(tuned: str | os.PathLike, out: str | os.PathLike, rank: int = 16,
-                     base: str | os.PathLike | None = None) -> dict[str, float]:
-    """A stage-1 LoRA folder at `out` that carries the fully fine-tuned UNet `tuned` (a UNet folder,
-    or a saved stage's) over `base` (default: the shipped UNet) at `rank` (models.lora.extract_lora).
-    Returns the share of each layer's change kept. Why: a full fine-tune learns shapes that a LoRA
-    trained from zero did not, and only a LoRA fits the weights budget (benchmarks/results/t2i_gpu.md)."""
+def lora_from_fine_tune(tuned: str | os.PathLike, rank: int = 16, base: str | os.PathLike | None = None,
+                        ) -> tuple[UNet2DConditionModel, UNet2DConditionModel, dict[str, float]]:
+    """The fully fine-tuned UNet `tuned` (a UNet folder, or a saved stage's) and a copy of it as the
+    `base` UNet (default: the shipped one) plus a rank-`rank` LoRA on every matrix (EXTRACT_TARGETS,
+    the truncated SVD of each change: models.lora.extract_lora) and the tuned biases and norms.
+    Returns (base + LoRA, tuned, share of each layer's change kept). Why: a full fine-tune learns
+    shapes that a LoRA trained from zero did not, and only a LoRA fits the weights budget
+    (benchmarks/results/t2i_gpu.md)."""
     tuned = Path(tuned)
     tuned = tuned / "unet" if (tuned / STAGE_FILE).is_file() else tuned
     for folder in (tuned, Path(base or TINY_UNET)):
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a diffusers UNet folder (no config.json)")
     unet = UNet2DConditionModel.from_pretrained(base or TINY_UNET, torch_dtype=torch.float32)
-    state = UNet2DConditionModel.from_pretrained(tuned, torch_dtype=torch.float32).state_dict()
+    teacher = UNet2DConditionModel.from_pretrained(tuned, torch_dtype=torch.float32)
+    state = teacher.state_dict()
     if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in unet.state_dict().items()}:
         raise ValueError(f"{tuned} is not the same architecture as the base UNet {base or TINY_UNET}")
-    kept = extract_lora(unet, state, LORA_NAME, LORA_TARGETS, rank)
-    save_t2i_lora(unet, out, str(base) if base else None)
+    unet.requires_grad_(False)
+    kept = extract_lora(unet, state, LORA_NAME, EXTRACT_TARGETS, rank)
+    with torch.no_grad():  # peft names a wrapped layer's bias `base_layer.bias`
+        for key, p in unet.named_parameters():
+            if p.dim() < 2 and ".lora_" not in key:
+                p.copy_(state[key.replace(".base_layer.", ".")])
+    return unet, teacher, kept
+
+
+def extract_t2i_lora(tuned: str | os.PathLike, out: str | os.PathLike, rank: int = 16,
+                     base: str | os.PathLike | None = None) -> dict[str, float]:
+    """A stage-1 LoRA folder at `out` carrying the fully fine-tuned UNet `tuned` over `base` by
+    truncated SVD alone (lora_from_fine_tune; training.t2i.distill_t2i_lora then fits it to the
+    fine-tune's predictions). Returns the share of each layer's change kept."""
+    unet, _, kept = lora_from_fine_tune(tuned, rank, base)
+    save_t2i_lora(unet, out, str(base) if base else None, vectors=True)
     return kept
 
 
