@@ -9,6 +9,10 @@
 #   bash benchmarks/gpu_i2v.sh pack       # here: .devwheels/ (ignored by git)
 #   [STAGE=t2i] bash benchmarks/gpu_i2v.sh stash   # here: v2v/ and vfi_edsc/ (and for t2i i2v/) out of
 #                                                  # the tree, the UNet into .devwheels/
+#   STAGE=t2i INIT=runs/x/final bash benchmarks/gpu_i2v.sh stash   # a full fine-tune that starts from
+#       another UNet: that one (fp16, xz'd) travels in the shipped one's place and is unpacked there
+#       to runs/init_unet, which such a config names as its `init`. Here, run it with the venv's
+#       python3 first on PATH (tested 2026-11-27: 45 MB travel, weights back within fp16 rounding)
 #   device tool, carry [".devwheels"], timeout 600:  [STAGE=t2i] CONFIGS="a.yaml b.yaml" bash benchmarks/gpu_i2v.sh run
 #   then, with minutes left in the lease:  [STAGE=t2i] MINUTES=7.5 LIMIT=150 bash benchmarks/gpu_i2v.sh more
 #   bash benchmarks/gpu_i2v.sh unstash    # here: put them back
@@ -20,9 +24,13 @@ STASHED="src/magicvideo/weights/tiny/v2v src/magicvideo/weights/tiny/vfi_edsc"
 # stage 1 reads no stage-2 weights, and with them its tree is over (67 MB, 2026-11-27)
 [ "${STAGE:-i2v}" = t2i ] && STASHED="$STASHED src/magicvideo/weights/tiny/i2v"
 UNET=src/magicvideo/weights/tiny/t2i_unet/diffusion_pytorch_model.safetensors
-setup() {  # there: the trimmed diffusers and the stage-1 UNet unpacked, the repository importable
+setup() {  # there: the trimmed diffusers and the stage-1 UNet (or INIT's) unpacked, the repository importable
     mkdir -p /tmp/site && tar -xJf .devwheels/diffusers-trim.tar.xz -C /tmp/site
-    [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
+    if [ -f .devwheels/init_unet.tar.xz ]; then
+        mkdir -p runs/init_unet && tar -xJf .devwheels/init_unet.tar.xz -C runs/init_unet
+    else
+        [ -f "$UNET" ] || xz -dc .devwheels/t2i_unet.safetensors.xz > "$UNET"
+    fi
     export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks PYTHONUNBUFFERED=1
 }
 send_back() {  # the trained modules without the frozen UNet and VAE (nor caches, checkpoints), in
@@ -48,8 +56,16 @@ stash)
     for d in $STASHED; do
         git rm -r -q --cached "$d" && mkdir -p "$HOLD/$(dirname "$d")" && mv "$d" "$HOLD/$d"
     done
-    # the stage-1 UNet travels xz'd (2 MB less), unpacked there: the tree is otherwise just over
-    xz -T2 -6 -c "$UNET" > .devwheels/t2i_unet.safetensors.xz
+    # the stage-1 UNet travels xz'd (2 MB less), unpacked there: the tree is otherwise just over.
+    # With INIT, that UNet travels instead, in fp16 (a run's final UNet is saved in fp32)
+    rm -f .devwheels/init_unet.tar.xz .devwheels/t2i_unet.safetensors.xz
+    if [ -n "${INIT:-}" ]; then
+        python3 -c "import sys, torch; from diffusers import UNet2DConditionModel as U; \
+U.from_pretrained(sys.argv[1], torch_dtype=torch.float16).save_pretrained(sys.argv[2])" "$INIT" /tmp/init_unet16
+        tar -C /tmp/init_unet16 -cf - . | xz -T2 -6 > .devwheels/init_unet.tar.xz && rm -rf /tmp/init_unet16
+    else
+        xz -T2 -6 -c "$UNET" > .devwheels/t2i_unet.safetensors.xz
+    fi
     git rm -q --cached "$UNET" && mkdir -p "$HOLD/$(dirname "$UNET")" && mv "$UNET" "$HOLD/$UNET"
     echo "tree that travels: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes + $(du -sb .devwheels | cut -f1)"
     ;;
@@ -57,7 +73,8 @@ unstash)
     for d in $STASHED src/magicvideo/weights/tiny/i2v; do
         if [ -d "$HOLD/$d" ]; then mv "$HOLD/$d" "$d" && git reset -q -- "$d"; fi
     done
-    mv "$HOLD/$UNET" "$UNET" && git reset -q -- "$UNET" && rm -f .devwheels/t2i_unet.safetensors.xz
+    mv "$HOLD/$UNET" "$UNET" && git reset -q -- "$UNET"
+    rm -f .devwheels/t2i_unet.safetensors.xz .devwheels/init_unet.tar.xz
     git status --short
     ;;
 run)
