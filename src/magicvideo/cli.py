@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the folder `magicvideo t2i --weights` takes)")
     p.add_argument("tuned", help="the fine-tuned UNet folder, or a saved text-to-image stage folder")
     p.add_argument("-o", "--output", required=True, help="the LoRA folder to write")
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16: 2.1 MB for the tiny UNet)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16: 2.7 MB for the tiny UNet)")
     p.add_argument("--base", help="the UNet it goes over (default: the shipped tiny UNet)")
     p.add_argument("--distill-steps", type=int, default=0,
                    help="then fit the LoRA to the fine-tune's predictions for this many steps (300: about 8 "

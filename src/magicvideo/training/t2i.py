@@ -257,7 +257,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     (stages.t2i.lora_from_fine_tune), then fit the LoRA, biases and norms to the fine-tune's own
     v-predictions on the run's cached images, prompts and timesteps for `steps` steps. Why: measured
     on the GPU fine-tune, the SVD alone at rank 16 predicted further from it than the base UNet did
-    (the layers' truncation errors add up); 100 steps of fitting brought that to a quarter
+    (the layers' truncation errors add up); 300 steps of fitting brought that gap to a fifth
     (benchmarks/results/t2i_distill.md). Returns the metrics written to the folder's card."""
     from magicvideo.stages.t2i import lora_from_fine_tune
 
