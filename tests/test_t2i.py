@@ -301,3 +301,16 @@ def test_distill_without_caches_says_where_they_are_looked_for(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no training caches .* \(`--data RUN`\)"):
         distill_t2i_lora(T2IDistillConfig(tuned=str(tmp_path / "run" / "final"), base=str(tmp_path / "base")),
                          tmp_path / "lora", progress=False)
+
+
+def test_shipped_stage_one_is_v0_with_its_lora_fused_and_its_vectors_set():
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from magicvideo.stages.t2i import TINY_T2I_LORA, TINY_UNET, VECTORS_FILE
+
+    state = TextToImage.from_pretrained().unet.state_dict()
+    v0 = UNet2DConditionModel.from_pretrained(TINY_UNET).state_dict()
+    vectors = load_file(TINY_T2I_LORA / VECTORS_FILE)
+    assert all(torch.equal(state[k], v.float()) for k, v in vectors.items())
+    assert not torch.equal(state["time_embedding.linear_1.weight"], v0["time_embedding.linear_1.weight"])

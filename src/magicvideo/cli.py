@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16: 2.7 MB for the tiny UNet)")
     p.add_argument("--base", help="the UNet it goes over (default: the shipped tiny UNet)")
     p.add_argument("--distill-steps", type=int, default=0,
-                   help="then fit the LoRA to the fine-tune's predictions for this many steps (300: about 8 "
+                   help="then fit the LoRA to the fine-tune's predictions for this many steps (300: about 6 "
                    "minutes on 2 CPU cores; 0: the truncated SVD alone)")
     p.add_argument("--data", help="with --distill-steps: the `magicvideo train t2i` output folder whose caches "
                    "to fit on (default: the folder TUNED is in)")
