@@ -273,7 +273,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     base = UNet2DConditionModel.from_pretrained(config.base or TINY_UNET, torch_dtype=torch.float32).to(device).eval()
     for key, p in unet.named_parameters():  # the LoRA and the vectors learn; the base matrices stay
         p.requires_grad_(".lora_" in key or p.dim() < 2)
-    cache = torch.load(data / PROMPTS) | torch.load(data / LATENTS)
+    cache = torch.load(data / PROMPTS, weights_only=True) | torch.load(data / LATENTS, weights_only=True)
     n = len(cache["latents"]) - config.probe
     if n < config.batch_size:
         raise ValueError(f"{data} caches {n + config.probe} images: too few to fit on and probe {config.probe}")
