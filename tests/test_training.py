@@ -153,7 +153,6 @@ def test_loop_stops_at_max_minutes_with_a_checkpoint_and_moves_batches(tmp_path)
     assert result.steps == 1 and load_checkpoint(tmp_path)["step"] == 1
 
 
-
 def test_loop_bf16_runs_the_loss_under_autocast_and_keeps_fp32_weights(tmp_path):
     import pytest
 
@@ -175,6 +174,7 @@ def test_loop_bf16_runs_the_loss_under_autocast_and_keeps_fp32_weights(tmp_path)
     with pytest.raises(ValueError, match="mixed_precision must be"):
         run_loop(tmp_path / "b", model, LoopSettings(steps=1, lr=1e-2, mixed_precision="fp16"),
                  lambda s: torch.ones(4, 2), loss, "toy", progress=False)
+
 
 def _fine_tune_config(tmp_path):
     """A toy I2V config on a tiny stage-1 UNet and VAE saved under tmp_path (video batches, lr 1e-2)."""
