@@ -263,8 +263,8 @@ def test_distilled_lora_fits_the_fine_tune_better_than_its_svd_and_loads_as_fitt
     from safetensors.torch import save_file
 
     from magicvideo.models.lora import fuse_lora, load_lora
-    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, VECTORS_FILE, load_vectors, noise_scheduler
-    from magicvideo.training.t2i import T2IDistillConfig, distill_t2i_lora, prediction_gap
+    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, VECTORS_FILE, load_vectors
+    from magicvideo.training.t2i import T2IDistillConfig, distill_t2i_lora, gap_probe, prediction_gap
 
     base, tuned = _fine_tune_run(tmp_path)
     config = T2IDistillConfig(tuned=str(tmp_path / "run" / "final"), base=str(tmp_path / "base"), rank=2,
@@ -278,12 +278,8 @@ def test_distilled_lora_fits_the_fine_tune_better_than_its_svd_and_loads_as_fitt
     load_lora(loaded, LORA_NAME, tmp_path / "lora" / LORA_FILE)
     fuse_lora(loaded)
     load_vectors(loaded, tmp_path / "lora" / VECTORS_FILE)
-    torch.manual_seed(0)
-    x0 = torch.load(tmp_path / "run" / "latents.pt")["latents"][16:]
-    hidden = torch.load(tmp_path / "run" / "prompts.pt")["hidden"][16:].float()
-    t = torch.arange(8) % 7 * 100 + 300
-    g = torch.Generator().manual_seed(0)
-    probe = (noise_scheduler().add_noise(x0, torch.randn(x0.shape, generator=g), t), t, hidden)
+    probe = gap_probe(torch.load(tmp_path / "run" / "latents.pt")["latents"][16:],
+                      torch.load(tmp_path / "run" / "prompts.pt")["hidden"][16:])  # the 8 left out of the fit
     gap = prediction_gap(loaded.eval(), tuned.eval(), base.eval(), probe)
     assert abs(gap - metrics["prediction_gap_distilled"]) < 0.05 * metrics["prediction_gap_distilled"] + 1e-3
     stage = TextToImage.from_pretrained(tmp_path / "lora")  # the folder `magicvideo t2i --weights` takes

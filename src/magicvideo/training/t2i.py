@@ -252,6 +252,14 @@ def prediction_gap(unet: UNet2DConditionModel, teacher: UNet2DConditionModel, ba
                  / (base(noisy, t, hidden).sample - target).pow(2).mean())
 
 
+def gap_probe(latents: torch.Tensor, hidden: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """The fixed batch prediction_gap is measured on: these latents noised (seeded) at t = 300, 400,
+    ..., 900 in turn, where the shapes are decided, with their prompts' states."""
+    t = torch.arange(len(latents)) % 7 * 100 + 300
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
+    return noise_scheduler().add_noise(latents, noise, t), t, hidden.float()
+
+
 def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "", progress: bool = True) -> dict:
     """Carry a full stage-1 fine-tune as a LoRA folder at `out`: start from its truncated SVD
     (stages.t2i.lora_from_fine_tune), then fit the LoRA, biases and norms to the fine-tune's own
@@ -279,11 +287,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
         raise ValueError(f"{data} caches {n + config.probe} images: too few to fit on and probe {config.probe}")
     fit = {"latents": cache["latents"][:n], "hidden": cache["hidden"][:n], "empty_hidden": cache["empty_hidden"]}
     scheduler = noise_scheduler()
-    g = torch.Generator().manual_seed(config.seed)
-    x0 = cache["latents"][n:]
-    t = torch.arange(len(x0)) % 7 * 100 + 300  # 300..900: where the shapes are decided
-    probe = tuple(x.to(device) for x in (scheduler.add_noise(x0, torch.randn(x0.shape, generator=g), t), t,
-                                         cache["hidden"][n:].float()))
+    probe = tuple(x.to(device) for x in gap_probe(cache["latents"][n:], cache["hidden"][n:], config.seed))
     unet.to(device).eval()
     gap_svd = prediction_gap(unet, teacher, base, probe)
     draws = T2ITrainConfig(seed=config.seed, batch_size=config.batch_size, caption_dropout=config.caption_dropout)
