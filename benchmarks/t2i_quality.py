@@ -72,7 +72,9 @@ def main() -> None:
     stage = TextToImage.from_pretrained(args.weights)
     n = args.prompts
     lines = ["# Stage 1: VAE and text-to-image (tiny preset)", "",
-             f"`python benchmarks/t2i_quality.py --prompts {n} --sweep-prompts {args.sweep_prompts}` on {machine()}.",
+             f"`python benchmarks/t2i_quality.py --prompts {n} --sweep-prompts {args.sweep_prompts} "
+             f"--guidance {' '.join(f'{g:g}' for g in args.guidance)} --steps {' '.join(map(str, args.steps))}"
+             f"{' --weights ' + args.weights if args.weights else ''}` on {machine()}.",
              f"Defaults: {stage.steps} DPM-Solver++ steps, guidance {stage.guidance:g}, {stage.size}x{stage.size}, "
              "one image per prompt at seed 0.", "",
              "## VAE", "", "| measure | value |", "|---|---|", *vae_rows(stage, n), ""]
