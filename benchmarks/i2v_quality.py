@@ -86,6 +86,7 @@ def main() -> None:
                         help="sweep values, for a stage with motion text attention (default: the stage's)")
     parser.add_argument("--motion-guidance", type=float, nargs="+", help="sweep values (default: the stage's)")
     parser.add_argument("--controlnet-scale", type=float, nargs="+", help="sweep values (default: the stage's)")
+    parser.add_argument("--steps", type=int, nargs="+", help="sampling steps, sweep values (default: the stage's)")
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--no-image-batches", help="a stage trained with image_every: 0, for its ablation row")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -124,13 +125,16 @@ def main() -> None:
         lines += [f"## Validation sweep ({m} held-out clips, seed {VALIDATION_SEED})", "", *HEADER]
         texts, decays = args.motion_text_scale or [s.motion_text_scale], args.noise_prior_decay or [s.noise_prior_decay]
         grid = itertools.product(args.guidance, args.motion_guidance or [s.motion_guidance], texts, decays,
-                                 args.noise_prior, args.controlnet_scale or [s.controlnet_scale])
-        for g, mg, text, decay, strength, cn in grid:
+                                 args.noise_prior, args.controlnet_scale or [s.controlnet_scale],
+                                 args.steps or [s.steps])
+        for g, mg, text, decay, strength, cn, steps in grid:
             extra = {"motion_text_scale": text} if motion_text_processors(stage.unet) else {}
             r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, noise_prior_decay=decay,
-                             guidance=g, motion_guidance=mg, controlnet_scale=cn, progress=False, **extra)
+                             guidance=g, motion_guidance=mg, controlnet_scale=cn, steps=steps, progress=False,
+                             **extra)
             lines.append(row(f"noise prior {strength:g} (decay {decay:g}), guidance {g:g}, motion guidance {mg:g}"
-                             + (f", motion text scale {text:g}" if extra else "") + f", ControlNet scale {cn:g}", r))
+                             + (f", motion text scale {text:g}" if extra else "") + f", ControlNet scale {cn:g}"
+                             + (f", {steps} steps" if args.steps else ""), r))
             print(lines[-1], flush=True)  # a long sweep shows its rows as they come
         lines.append("")
     if "ablations" in args.sections:
