@@ -1,11 +1,13 @@
 """The judge reads the world's ground truth right, and notices when a video is wrong."""
 
+import numpy as np
 import pytest
 import torch
 
 from magicvideo.eval import Expected, PromptError, parse_prompt, read_clip, score_clip
 from magicvideo.eval.files import expected_from_scene
-from magicvideo.eval.judge import aggregate
+from magicvideo.eval.judge import aggregate, object_neighbourhoods
+from magicvideo.eval.segment import Detection
 from magicvideo.synth import render_clip
 
 
@@ -100,3 +102,13 @@ def test_with_motion_swaps_every_motion_phrase_in_its_form():
 def test_prompt_parser_errors_are_clear(prompt, message):
     with pytest.raises(PromptError, match=message):
         parse_prompt(prompt)
+
+
+def test_object_neighbourhoods_grow_each_frames_objects_by_two_pixels():
+    mask = np.zeros((16, 16), bool)
+    mask[8, 8] = True
+    found = Detection(0.5, 0.5, 1 / 256, "red", np.zeros(5), np.zeros(5), mask)
+    near = object_neighbourhoods([[found], []], (2, 16, 16))
+    assert near[0, 6:11, 6:11].all() and near[0].sum() == 25  # the pixel and 2 px around it
+    assert not near[1].any()  # frame by frame: the second frame found nothing
+

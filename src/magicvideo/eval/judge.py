@@ -174,6 +174,16 @@ def _read_track(track: list[tuple[int, Detection]], n_frames: int) -> ObjectRead
     return reading
 
 
+def object_neighbourhoods(per_frame: list[list[Detection]], shape: tuple[int, int, int]) -> np.ndarray:
+    """(F, H, W) True on each frame's objects and within 2 px of them: what background measures
+    (flicker, the background's class) leave out, so that a soft edge does not count as background."""
+    masks = np.zeros(shape, bool)
+    for i, dets in enumerate(per_frame):
+        for d in dets:
+            masks[i] |= d.mask
+    return np.stack([cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in masks])
+
+
 def read_clip(frames: torch.Tensor | np.ndarray) -> ClipReading:
     """Read a clip (3, F, H, W) or an image (3, H, W), float in [0, 1]."""
     video = torch.as_tensor(frames, dtype=torch.float32)
@@ -190,11 +200,7 @@ def read_clip(frames: torch.Tensor | np.ndarray) -> ClipReading:
     tracks.sort(key=lambda t: -np.mean([d.area for _, d in t]))
     objects = [_read_track(t, n) for t in tracks]
 
-    masks = np.zeros(hwc.shape[:3], bool)
-    for i, dets in enumerate(per_frame):
-        for d in dets:
-            masks[i] |= d.mask
-    grown = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in masks])
+    grown = object_neighbourhoods(per_frame, hwc.shape[:3])
     flicker = 0.0
     if n > 1:
         keep = ~(grown[1:] | grown[:-1])
