@@ -23,7 +23,7 @@ import torch
 
 from magicvideo.eval.judge import object_neighbourhoods
 from magicvideo.eval.segment import detect
-from magicvideo.models.motion_lora import ADAPTER, has_motion_lora
+from magicvideo.models.motion_lora import has_motion_lora
 from magicvideo.stages.i2v import load_i2v
 from magicvideo.synth import draw_clip, render_frames
 from magicvideo.synth.render import frame_times
@@ -83,10 +83,7 @@ def main() -> None:
     if s.noise_prior > 0 and s.noise_prior_decay > 0:
         rows.append(row("stage, noise prior without decay", generate(noise_prior_decay=0.0)))
     if has_motion_lora(stage.unet):
-        with torch.no_grad():  # its B matrices to zero: the stage the LoRA was trained over
-            for module in stage.unet.modules():
-                if hasattr(module, "lora_B") and ADAPTER in module.lora_B:
-                    module.lora_B[ADAPTER].weight.zero_()
+        stage.unet.disable_adapters()  # diffusers' switch for peft layers: the stage the LoRA was trained over
         rows.append(row("stage without its motion LoRA", generate()))
     lines = ["# Stage 2: where the flicker is", "",
              f"`python benchmarks/i2v_flicker.py --clips {n}"
