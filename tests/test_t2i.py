@@ -21,6 +21,17 @@ def test_images_shape_range_and_determinism(stage):
     assert not torch.equal(stage("a red circle over a meadow", seed=2).images, a)
 
 
+def test_the_latent_grid_is_read_from_the_vae():
+    from magicvideo.latent import size_multiple, vae_factor
+
+    four = TextToImage(tiny_unet(384), tiny_vae(levels=3), MiniLMTextEncoder.from_pretrained(), size=24, steps=2)
+    assert vae_factor(four.vae) == 4 and vae_factor(tiny_vae(levels=4).config) == 8
+    assert size_multiple({"block_out_channels": [32, 64, 128]}, four.vae) == 16
+    assert four("a red circle over a meadow").images.shape == (1, 3, 24, 24)  # 6x6 latents
+    with pytest.raises(ValueError, match="multiples of 4"):
+        four("a red circle over a meadow", size=30)
+
+
 def test_an_items_noise_does_not_depend_on_the_batch(stage):
     both = stage(["a red circle over a meadow", "a blue star over a sunset"], seed=[1, 5]).images
     alone = stage("a blue star over a sunset", seed=5).images

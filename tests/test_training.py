@@ -40,6 +40,36 @@ def test_vae_decoder_fine_tune_keeps_the_latent_space(tmp_path):
         assert same == (k.startswith("encoder.") or k.startswith("quant_conv.")), k
 
 
+def test_an_8x_vae_warm_starts_a_4x_one_through_its_outer_levels(tmp_path):
+    from magicvideo.latent import vae_factor
+    from magicvideo.training.vae import build_vae, transplant_outer_levels
+
+    eight = build_vae(replace(_vae_config(1), widths=(16, 32, 64, 64)))
+    four = build_vae(replace(_vae_config(1), widths=(16, 32, 64)))
+    assert (vae_factor(eight), vae_factor(four)) == (8, 4)
+    assert transplant_outer_levels(eight, four) == len(four.state_dict())  # every tensor has its counterpart
+    a, b = eight.state_dict(), four.state_dict()
+    assert torch.equal(b["encoder.conv_in.weight"], a["encoder.conv_in.weight"])
+    assert torch.equal(b["decoder.up_blocks.0.resnets.0.conv1.weight"], a["decoder.up_blocks.1.resnets.0.conv1.weight"])
+    assert torch.equal(b["decoder.conv_out.weight"], a["decoder.conv_out.weight"])
+    try:
+        transplant_outer_levels(four, eight)
+    except ValueError as e:
+        assert "at least as many levels" in str(e)
+    else:
+        raise AssertionError("a VAE with fewer levels cannot warm-start one with more")
+
+
+def test_t2i_unet_attention_levels_are_a_setting():
+    from magicvideo.training.t2i import build_unet
+
+    unet = build_unet(T2ITrainConfig(widths=(32, 64, 128, 192), attention=(1, 2, 3)), 32)
+    assert unet.config.down_block_types == ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3
+    assert unet.config.up_block_types == ("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",)
+    plain = build_unet(T2ITrainConfig(widths=(64, 128, 192)), 16)  # default: every level but the deepest
+    assert plain.config.down_block_types == ("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",)
+
+
 def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path):
     vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=3, warmup=1, checkpoint_every=2,
@@ -80,7 +110,7 @@ def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
 def test_object_weights_favour_the_objects_and_keep_the_loss_scale():
     from magicvideo.training.t2i import object_coverage_cache, object_weights
 
-    coverage = object_coverage_cache(T2ITrainConfig(samples=6, size=64), progress=False)["objects"]
+    coverage = object_coverage_cache(T2ITrainConfig(samples=6, size=64), 8, progress=False)["objects"]
     assert coverage.shape == (6, 1, 8, 8) and coverage.dtype == torch.float16
     assert coverage.min() >= 0 and coverage.max() <= 1
     assert (coverage.flatten(1).amax(1) > 0.5).all()  # every world image has an object, some cell mostly covered
@@ -151,6 +181,21 @@ def test_loop_stops_at_max_minutes_with_a_checkpoint_and_moves_batches(tmp_path)
     result = run_loop(tmp_path, model, settings, lambda s: torch.ones(4, 2), lambda m, b: m(b).pow(2).mean(),
                       "toy", progress=False)
     assert result.steps == 1 and load_checkpoint(tmp_path)["step"] == 1
+
+
+def test_loop_keeps_ema_snapshots_for_a_learning_curve(tmp_path):
+    from magicvideo.training.loop import SNAPSHOTS, LoopSettings, run_loop
+
+    model = torch.nn.Linear(2, 1)
+    model.bias.requires_grad_(False)
+    settings = LoopSettings(steps=5, lr=1e-2, warmup=1, checkpoint_every=100, snapshot_every=2, ema_decay=0.5)
+    result = run_loop(tmp_path, model, settings, lambda s: torch.ones(4, 2), lambda m, b: m(b).pow(2).mean(),
+                      "toy", progress=False)
+    snaps = sorted(p.name for p in (tmp_path / SNAPSHOTS).iterdir())
+    assert snaps == ["step_0000002.safetensors", "step_0000004.safetensors"]
+    four = load_file(tmp_path / SNAPSHOTS / snaps[1])
+    assert list(four) == ["weight"] and four["weight"].dtype == torch.float16  # trainable parameters only
+    assert not torch.allclose(four["weight"].float(), result.model.weight.detach(), atol=1e-4)  # step 4, not 5
 
 
 def test_loop_bf16_runs_the_loss_under_autocast_and_keeps_fp32_weights(tmp_path):

@@ -478,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+
+    from magicvideo.study.cli import add_parser as add_study
+
+    add_study(sub)
     return parser
 
 
@@ -489,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (MediaError, PromptError, ValueError, FileNotFoundError, FileExistsError) as err:
+        # (StudyError is a ValueError)
         print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -131,8 +131,8 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
 def weights_size_multiple(preset: str, weights: str | os.PathLike | None) -> int:
     """`size_multiple` of a preset's UNet, read from its config (sd15: after checking the whole
     folder), so a run's sizes are checked before any weight loads."""
-    from magicvideo.stages.i2v import size_multiple
-    from magicvideo.stages.t2i import TINY_UNET
+    from magicvideo.latent import size_multiple
+    from magicvideo.stages.i2v import TINY_I2V, tiny_parts
 
     if preset == "sd15":
         from magicvideo import sd15
@@ -140,11 +140,13 @@ def weights_size_multiple(preset: str, weights: str | os.PathLike | None) -> int
         if weights is None:
             raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
         sd15.check_folder(weights)
-        unet = sd15.i2v_parts(weights)["unet"]
+        parts = sd15.i2v_parts(weights)
+        unet, vae = parts["unet"], parts["vae"]
     else:
-        own = Path(weights) / "i2v" / "unet" if weights else None
-        unet = own if own is not None and (own / "config.json").is_file() else TINY_UNET
-    return size_multiple(json.loads((unet / "config.json").read_text()))
+        own = Path(weights) / "i2v" if weights else None
+        parts = tiny_parts(own if own is not None and own.is_dir() else TINY_I2V)
+        unet, vae = parts["unet"], parts["vae"]
+    return size_multiple(*(json.loads((p / "config.json").read_text()) for p in (unet, vae)))
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:

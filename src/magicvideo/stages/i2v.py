@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from magicvideo.device import Placement
 from magicvideo.eval.prompt import with_motion
+from magicvideo.latent import size_multiple, vae_factor
 from magicvideo.models.appearance import (
     AppearanceEncoder,
     AppearanceProjection,
@@ -47,7 +48,7 @@ from magicvideo.models.motion_text import (
     motion_text_processors,
     set_motion_text_scale,
 )
-from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_VAE, initial_noise, sampler, seed_list
+from magicvideo.stages.t2i import TINY, TINY_UNET, TINY_UNET_VAE, initial_noise, named_part, sampler, seed_list
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 STAGE_FILE = "stage.json"
@@ -123,12 +124,6 @@ def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
     adapter.save_pretrained(path)
     if unet.dtype != torch.float32:  # through from_pretrained: a cast with .to() makes diffusers warn
         MotionAdapter.from_pretrained(path, torch_dtype=unet.dtype).save_pretrained(path)
-
-
-def size_multiple(unet_config: dict) -> int:
-    """The frame sides a UNet of this config takes are multiples of this: the VAE's 8 times the
-    UNet's own downsampling (16 for the tiny preset, 64 for SD1.5)."""
-    return 8 * 2 ** (len(unet_config["block_out_channels"]) - 1)
 
 
 def resize_reference(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -207,8 +202,8 @@ class LatentVideoStage:
         return spatial
 
     def size_multiple(self) -> int:
-        """Frame sides must be multiples of this: the VAE's 8 times the UNet's downsampling."""
-        return size_multiple(self.spatial_config)
+        """Frame sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
+        return size_multiple(self.spatial_config, self.vae)
 
     def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
@@ -405,7 +400,10 @@ class ImageToVideo(LatentVideoStage):
             raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
         settings = json.loads((path / STAGE_FILE).read_text())
         max_tokens = settings.pop("max_tokens", 40)
-        parts = {"unet": Path(unet) if unet else path / "unet", "vae": Path(vae) if vae else path / "vae",
+        # a folder may name the UNet and VAE it was trained on, relative to itself (the shipped one does)
+        named = {k: named_part(path, settings.pop(k), path / k) for k in ("unet", "vae") if k in settings}
+        parts = {"unet": Path(unet) if unet else named.get("unet", path / "unet"),
+                 "vae": Path(vae) if vae else named.get("vae", path / "vae"),
                  "motion_adapter": path / "motion_adapter"}
         for name, folder in parts.items():
             if not (folder / "config.json").is_file():
@@ -499,7 +497,8 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
         control, ref_latent = self.encode_reference(image, size)
-        noise = initial_noise(seed_list(seed, n), (4, frames, size // 8, size // 8))
+        h = size // vae_factor(self.vae)
+        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, frames, h, h))
         latents = noise_prior(noise, ref_latent.cpu(), strength, decay)
         cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
@@ -527,12 +526,19 @@ def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
             raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
         return sd15.load_i2v(weights, placement)
     folder = Path(weights) if weights else TINY_I2V
+    stage = ImageToVideo.from_pretrained(folder, **tiny_parts(folder))
+    return stage.place(placement) if placement is not None else stage
+
+
+def tiny_parts(folder: Path) -> dict[str, Path]:
+    """The UNet and VAE a tiny stage-2 folder loads: its own, those its stage.json names, or else
+    the shipped UNet and the VAE it was trained with."""
     if not (folder / STAGE_FILE).is_file():
         raise FileNotFoundError(f"no image-to-video weights in {folder} (no {STAGE_FILE})")
-    unet = None if (folder / "unet" / "config.json").is_file() else TINY_UNET
-    vae = None if (folder / "vae" / "config.json").is_file() else TINY_VAE
-    stage = ImageToVideo.from_pretrained(folder, unet=unet, vae=vae)
-    return stage.place(placement) if placement is not None else stage
+    named = json.loads((folder / STAGE_FILE).read_text())
+    return {part: folder / part if (folder / part / "config.json").is_file()
+            else named_part(folder, named.get(part), default)
+            for part, default in (("unet", TINY_UNET), ("vae", TINY_UNET_VAE))}
 
 
 def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIPAppearanceEncoder | None:

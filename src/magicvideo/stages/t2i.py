@@ -19,12 +19,16 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
 TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
-TINY_VAE = TINY / "vae"
+TINY_VAE = TINY / "vae"  # the preset's latent space: 4x down, so the world's objects span several cells
 TINY_UNET = TINY / "t2i_unet"
+# the 8x VAE TINY_UNET and the stages built on it were trained with; each stage loads its own VAE,
+# and a folder names it (stage.json, a LoRA's config.json) relative to itself
+TINY_UNET_VAE = TINY / "vae_8x"
 TINY_T2I_LORA = TINY / "t2i_lora"  # stage 1's UNet trained further, as a LoRA over TINY_UNET (the base I2V keeps)
 STAGE_FILE = "stage.json"
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
@@ -67,16 +71,19 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def check_size(height: int, width: int) -> None:
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise ValueError(f"image size must be positive multiples of 8 (the VAE's factor), got {height}x{width}")
-
-
 def seed_list(seed: int | list[int], n: int) -> list[int]:
     seeds = [seed] * n if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
         raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
     return seeds
+
+
+def named_part(folder: Path, name: str | None, default: Path) -> Path:
+    """A component a weights folder names: relative to the folder when it is there (how the
+    shipped folders name theirs), else as given; none named: `default`."""
+    if not name:
+        return default
+    return folder / name if (folder / name).is_dir() else Path(name)
 
 
 @dataclass
@@ -113,7 +120,7 @@ class TextToImage:
         the shipped tiny weights, with the shipped LoRA when there is one. A LoRA is fused into
         the UNet's weights, so it costs nothing at sampling time."""
         lora = TINY_T2I_LORA / LORA_FILE if (TINY_T2I_LORA / LORA_FILE).is_file() else None
-        unet_dir, vae_dir, settings = TINY_UNET, TINY_VAE, {}
+        unet_dir, vae_dir, settings = TINY_UNET, TINY_UNET_VAE, {}
         if path is not None:
             path = Path(path)
             if (path / STAGE_FILE).is_file():
@@ -122,7 +129,8 @@ class TextToImage:
             elif (path / LORA_FILE).is_file():
                 # trained over the UNet and VAE its config names (null: the shipped ones)
                 over = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-                unet_dir, vae_dir = Path(over.get("base") or TINY_UNET), Path(over.get("vae") or TINY_VAE)
+                unet_dir = named_part(path, over.get("base"), TINY_UNET)
+                vae_dir = named_part(path, over.get("vae"), TINY_UNET_VAE)
                 lora = path / LORA_FILE
             else:
                 raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
@@ -163,13 +171,14 @@ class TextToImage:
         steps = self.steps if steps is None else steps
         guidance = self.guidance if guidance is None else guidance
         size = self.size if size is None else size
-        check_size(size, size)
+        check_size(size, size, vae_factor(self.vae))  # diffusers' UNet takes any latent size
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         seeds = seed_list(seed, n)
-        latents = initial_noise(seeds, (4, size // 8, size // 8)).to(self.device)
+        h = size // vae_factor(self.vae)
+        latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
         guided = guidance > 1.0
         context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
         context = context.to(self.device)
@@ -305,7 +314,7 @@ class DiffusersTextToImage:
 
             raise PromptError("the prompt is empty")
         size = size or self.size
-        check_size(size, size)
+        check_size(size, size, self.pipeline.vae_scale_factor)
         generators = [torch.Generator().manual_seed(s) for s in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
         images = self.pipeline(prompts, num_inference_steps=steps or self.steps,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
+from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
 from magicvideo.stages.i2v import (
     STAGE_FILE,
@@ -235,10 +236,10 @@ class VideoToVideo(LatentVideoStage):
         if video.shape[0] != n or image.shape[0] not in (1, n):
             raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
-        frames, latent = video.shape[2], size // 8
+        frames, latent = video.shape[2], size // vae_factor(self.vae)
         up = upsample(video, size)
         start = self.encode(up)
-        noise = initial_noise(seed_list(seed, n), (4, frames, latent, latent))
+        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, frames, latent, latent))
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
                                progress=progress, desc="video-to-video")

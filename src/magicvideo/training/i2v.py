@@ -21,11 +21,12 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
-from magicvideo.stages.t2i import TINY_UNET, TINY_VAE, noise_scheduler
+from magicvideo.stages.t2i import TINY_UNET, TINY_UNET_VAE, noise_scheduler
 from magicvideo.synth import WorldClips
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
@@ -42,7 +43,7 @@ class I2VTrainConfig:
     frames: int = 16
     size: int = 64
     t2i_unet: str = ""  # empty: the shipped tiny T2I UNet (frozen)
-    vae: str = ""  # empty: the shipped tiny VAE
+    vae: str = ""  # empty: the VAE the shipped tiny T2I UNet was trained with
     max_tokens: int = 40
     batch_size: int = 4  # clips per video batch
     image_batch_size: int = 32  # frames per image batch
@@ -150,8 +151,8 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
     """Keyframe latents (fp16, (N, 4, F, h, w)) and first frames (uint8, (N, 3, size, size)).
     Clips are drawn by `config.workers` processes (the world renders on the CPU) and encoded on the
     accelerator when there is one."""
-    h, chunk = config.size // 8, 50
-    latents = torch.empty(config.clips, 4, config.frames, h, h, dtype=torch.float16)
+    h, chunk = config.size // vae_factor(vae), 50
+    latents = torch.empty(config.clips, vae.config.latent_channels, config.frames, h, h, dtype=torch.float16)
     firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
     jobs = [(config.seed, start, min(start + chunk, config.clips), config.frames, config.size)
             for start in range(0, config.clips, chunk)]
@@ -163,7 +164,7 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
             flat = frames.transpose(1, 2).reshape(-1, 3, config.size, config.size)
             z = torch.cat([vae.encode(part.to(vae.device) * 2 - 1).latent_dist.mode() for part in flat.split(256)])
             z = z * vae.config.scaling_factor
-            latents[start:stop] = z.reshape(stop - start, config.frames, 4, h, h).transpose(1, 2).half().cpu()
+            latents[start:stop] = z.reshape(stop - start, config.frames, -1, h, h).transpose(1, 2).half().cpu()
             firsts[start:stop] = (frames[:, :, 0] * 255).round().byte()
             bar.update(stop - start)
     vae.to("cpu")
@@ -229,14 +230,14 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     fp32 = {"torch_dtype": torch.float32}
-    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, **fp32).eval()
+    vae = AutoencoderKL.from_pretrained(config.vae or TINY_UNET_VAE, **fp32).eval()
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
     cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
     cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
     text.to("cpu")
     if config.init:
         stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
-                                                            vae=config.vae or TINY_VAE), config)
+                                                            vae=config.vae or TINY_UNET_VAE), config)
     else:
         stage = build_stage(config, UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32), vae,
                             text)

@@ -17,9 +17,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
+from safetensors.torch import save_file
 from tqdm import tqdm
 
+from magicvideo.media import atomic_path
 from magicvideo.training.common import load_checkpoint, save_checkpoint
+
+SNAPSHOTS = "snapshots"
 
 
 @dataclass
@@ -36,6 +40,9 @@ class LoopSettings:
     max_minutes: float = 0.0  # stop (checkpointed) once training, resumed parts included, ran this long; 0: no limit
     # "bf16": the loss under autocast (weights, gradients, optimizer and EMA stay fp32); "no": fp32
     mixed_precision: str = "no"
+    # > 0: also keep the EMA weights every this many steps (snapshots/step_NNNNNNN.safetensors, fp16,
+    # trainable parameters only), so a learning curve can be read off the run afterwards
+    snapshot_every: int = 0
 
 
 @dataclass
@@ -99,6 +106,13 @@ def run_loop(
         if on_checkpoint is not None:
             on_checkpoint(step)
 
+    def snapshot() -> None:
+        names = [n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad]
+        state = {n: s.detach().half().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)}
+        (out / SNAPSHOTS).mkdir(exist_ok=True)
+        with atomic_path(out / SNAPSHOTS / f"step_{step:07d}.safetensors") as tmp:
+            save_file(state, tmp)
+
     bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not progress)
     started = time.perf_counter() - elapsed
     running = 0.0
@@ -123,6 +137,8 @@ def run_loop(
         if step % settings.log_every == 0:
             print(f"{desc} step {step}: loss {running / settings.log_every:.5f}", file=sys.stderr, flush=True)
             running = 0.0
+        if settings.snapshot_every and step % settings.snapshot_every == 0:
+            snapshot()
         out_of_time = settings.max_minutes > 0 and elapsed > settings.max_minutes * 60
         if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
             checkpoint()

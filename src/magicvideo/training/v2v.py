@@ -24,6 +24,7 @@ from diffusers import ControlNetModel, MotionAdapter
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.latent import vae_factor
 from magicvideo.stages.i2v import TINY_I2V, ImageToVideo, load_i2v, resize_reference
 from magicvideo.stages.t2i import initial_noise, noise_scheduler
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
@@ -93,9 +94,9 @@ def encode_clips(config: V2VTrainConfig, stage: VideoToVideo, hidden: torch.Tens
     of each input kind (uint8; zeros where a clip has no I2V input)."""
     data = WorldClips("train", config.seed, config.clips, keyframes=config.frames, low_size=config.low_size,
                       high_size=config.size, parts=("keyframes", "keyframes_hr"))
-    n, f, h, lo = config.clips, config.frames, config.size // 8, config.low_size
+    n, f, h, lo = config.clips, config.frames, config.size // vae_factor(stage.vae), config.low_size
     i2v = stage.i2v
-    out = {"target": torch.empty(n, 4, f, h, h, dtype=torch.float16),
+    out = {"target": torch.empty(n, stage.vae.config.latent_channels, f, h, h, dtype=torch.float16),
            "reference": torch.empty(n, 3, config.size, config.size, dtype=torch.uint8),
            "low": torch.zeros(n, len(INPUTS), 3, f, lo, lo, dtype=torch.uint8)}
     for first in tqdm(range(0, n, chunk), desc="encode train clips", disable=not progress):

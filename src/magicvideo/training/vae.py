@@ -1,5 +1,5 @@
-"""Train the tiny preset's VAE (diffusers AutoencoderKL, 8x down, 4 latent channels) on world
-frames. `magicvideo train vae --config configs/train/vae_tiny.yaml --out runs/vae`; the same
+"""Train the tiny preset's VAE (diffusers AutoencoderKL, 4 latent channels; 4x down: three
+levels) on world frames. `magicvideo train vae --config configs/train/vae_tiny.yaml --out runs/vae`; the same
 command after a kill resumes. `init` + `train_encoder: false` fine-tunes the decoder of a trained
 VAE without moving its latent space (configs/train/vae_decoder_tiny.yaml)."""
 
@@ -37,10 +37,13 @@ class VAETrainConfig:
     ema_decay: float = 0.995
     kl_weight: float = 1e-6
     checkpoint_every: int = 200
+    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
     widths: tuple[int, ...] = (32, 64, 128, 128)
     layers_per_block: int = 1
     eval_frames: int = 64
     init: str = ""  # start from this VAE folder (e.g. the shipped one) instead of random weights
+    # start from this VAE folder's filters, its innermost levels dropped (an 8x VAE warm-starts a 4x one)
+    init_outer: str = ""
     train_encoder: bool = True  # False: decoder only; the latent space and its scaling factor stay
 
 
@@ -52,6 +55,29 @@ def build_vae(config: VAETrainConfig) -> AutoencoderKL:
         block_out_channels=config.widths, layers_per_block=config.layers_per_block,
         norm_num_groups=16, sample_size=config.size,
     )
+
+
+def transplant_outer_levels(src: AutoencoderKL, dst: AutoencoderKL) -> int:
+    """Copy `src`'s outer levels into `dst`, which has fewer: encoder down block i and decoder up
+    block i from the output side carry over, and so do the mid blocks and the convs in and out;
+    the downsampler of dst's last level (which it lacks) is left out. Returns how many tensors
+    were copied. The latent space is new either way; the learned edge and colour filters are not."""
+    drop = len(src.config.block_out_channels) - len(dst.config.block_out_channels)
+    if drop < 0:
+        raise ValueError("init_outer must name a VAE with at least as many levels")
+    mapped = {}
+    for key, value in src.state_dict().items():
+        parts = key.split(".")
+        if parts[:2] == ["decoder", "up_blocks"]:
+            j = int(parts[2]) - drop
+            if j < 0:
+                continue
+            parts[2] = str(j)
+        mapped[".".join(parts)] = value
+    target = dst.state_dict()
+    keep = {k: v for k, v in mapped.items() if k in target and target[k].shape == v.shape}
+    dst.load_state_dict(keep, strict=False)
+    return len(keep)
 
 
 def world_frames(seed: int, split: str, count: int, size: int, progress: bool = True) -> torch.Tensor:
@@ -120,6 +146,10 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
         vae = AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32)
     else:
         vae = build_vae(config)
+        if config.init_outer:
+            source = AutoencoderKL.from_pretrained(config.init_outer, torch_dtype=torch.float32)
+            copied = transplant_outer_levels(source, vae)
+            print(f"init_outer: {copied} of {len(vae.state_dict())} tensors from {config.init_outer}")
     if not config.train_encoder:
         # A frozen encoder keeps every latent the diffusion stages were trained on valid: only the
         # decoder (and post_quant_conv) learns to draw them better.
@@ -134,7 +164,7 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
                             ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
-                            seed=config.seed)
+                            seed=config.seed, max_minutes=config.max_minutes)
     result = run_loop(out / "state", vae, settings, lambda s: _batch(frames, config, s), loss, "train vae", progress)
     vae = result.model
     if config.train_encoder:
@@ -143,7 +173,8 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
     metrics["scaling_factor"] = round(vae.config.scaling_factor, 5)
     metrics["eval"] = f"{config.eval_frames} held-out frames (seed 777, one per clip, random instant)"
     vae.save_pretrained(out / "final")
-    write_card(out / "final", "VAE (tiny): AutoencoderKL, 8x down, 4 latent channels", command, config,
+    factor = 2 ** (len(config.widths) - 1)
+    write_card(out / "final", f"VAE (tiny): AutoencoderKL, {factor}x down, 4 latent channels", command, config,
                metrics, result.steps, result.seconds)
     print(metrics)
     return out / "final"

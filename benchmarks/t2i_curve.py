@@ -1,0 +1,69 @@
+"""Stage 1's learning curve: the judge's readings against training images seen, from the EMA
+snapshots a `magicvideo train t2i` run keeps (`snapshot_every` in its config):
+
+    python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--out benchmarks/results/t2i_curve.md]
+
+Each snapshot is sampled on the first `--prompts` validation prompts (held-out split, seed 777),
+one image each at seed 0, with the stage's default steps and guidance. A curve still rising at its
+end says compute is the limit; one flat below the bar says capacity or conditioning is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from magicvideo.eval.t2i import evaluate_t2i
+from magicvideo.latent import vae_factor
+from magicvideo.stages.t2i import TINY_VAE, TextToImage
+from magicvideo.text import MiniLMTextEncoder
+from magicvideo.training.common import load_config, machine
+from magicvideo.training.loop import SNAPSHOTS
+from magicvideo.training.t2i import T2ITrainConfig, build_unet
+from report import publish
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a `magicvideo train t2i` output folder")
+    parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument("--out", default="benchmarks/results/t2i_curve.md")
+    args = parser.parse_args()
+    config = load_config(T2ITrainConfig, args.run / "config.yaml")
+    snapshots = sorted((args.run / "state" / SNAPSHOTS).glob("step_*.safetensors"))
+    if not snapshots:
+        raise SystemExit(f"no snapshots in {args.run / 'state' / SNAPSHOTS} (the run needs snapshot_every > 0)")
+    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32)
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
+    started = time.perf_counter()
+    rows = []
+    for path in snapshots:
+        step = int(path.stem.split("_")[1])
+        unet = build_unet(config, config.size // vae_factor(vae))
+        unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+        stage = TextToImage(unet, vae, text, size=config.size)
+        a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, progress=False)["accuracy"]
+        rows.append((step, step * config.batch_size, a))
+        print(f"step {step}: {a}", flush=True)
+    lines = [
+        "# Stage 1 learning curve", "",
+        f"Command: `python benchmarks/t2i_curve.py {args.run} --prompts {args.prompts}` "
+        f"({time.perf_counter() - started:.0f} s on {machine()}). Run config: widths {list(config.widths)}, "
+        f"attention levels {list(config.attention) or 'all but the deepest'}, batch {config.batch_size}, "
+        f"lr {config.lr}, VAE `{config.vae or 'weights/tiny/vae'}`. {args.prompts} validation prompts "
+        "(held-out split, seed 777), one image each at seed 0, default steps and guidance.", "",
+        "| step | images seen | shape | colour | background | all |", "|---|---|---|---|---|---|",
+    ]
+    for step, seen, a in rows:
+        lines.append(f"| {step} | {seen:,} | {a['shape']:.3f} | {a['colour']:.3f} | {a['background']:.3f} "
+                     f"| {a['all']:.3f} |")
+    publish(args.out, lines)
+
+
+if __name__ == "__main__":
+    main()
