@@ -3,7 +3,7 @@
     python benchmarks/weights_budget.py
 
 Every version of a weights file committed stays in the repository's history for good, so what
-counts against the budget (100 MB of safetensors) is every such blob reachable from HEAD, not
+counts against the budget (300 MB of safetensors) is every such blob reachable from HEAD, not
 only the files in the tree today. Prints, per component of `src/magicvideo/weights/`, the size
 in today's tree and in history, and the total against the budget in MB and in MiB. Run it from
 the repository root, in a clone with its full history.
@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 
 WEIGHTS = "src/magicvideo/weights"
-BUDGET_BYTES = 100_000_000
+BUDGET_BYTES = 300_000_000
 
 
 def _git(*args: str, stdin: str | None = None) -> str:

@@ -71,6 +71,8 @@ def test_new_refuses_bad_input_before_writing_anything(systems, tmp_path):
     for specs, message in cases:
         with pytest.raises(StudyError, match=message):
             new_study(tmp_path / "s.db", specs, progress=False)
+    with pytest.raises(StudyError, match="not one of the systems"):
+        new_study(tmp_path / "s.db", good, against="nobody", progress=False)
     listed = tmp_path / "prompts.txt"
     listed.write_text("a prompt nobody made\n")
     with pytest.raises(StudyError, match="lack a video"):

@@ -60,10 +60,13 @@ def parse_system(spec: str) -> tuple[str, Path]:
 
 
 def plan_pairs(videos: dict[str, dict[str, Path]], prompts: list[str] | None, pairs: int | None,
-               seed: int) -> list[tuple[str, str, str]]:
-    """(prompt, left system, right system) for every prompt all of a pair of systems have, each
+               seed: int, against: str | None = None) -> list[tuple[str, str, str]]:
+    """(prompt, left system, right system) for every prompt all systems have and every two
+    systems (with `against`: that system and each other one, the paper's "ours vs theirs"), each
     pair's sides drawn at random, the whole list shuffled (and cut to `pairs`)."""
     names = list(videos)
+    if against is not None and against not in names:
+        raise StudyError(f"--against {against!r} is not one of the systems {names}")
     common = set.intersection(*(set(v) for v in videos.values()))
     if prompts is not None:
         missing = [p for p in prompts if p not in common]
@@ -78,6 +81,8 @@ def plan_pairs(videos: dict[str, dict[str, Path]], prompts: list[str] | None, pa
     plan = []
     for prompt in chosen:
         for a, b in itertools.combinations(names, 2):
+            if against is not None and against not in (a, b):
+                continue
             plan.append((prompt, *((a, b) if rng.random() < 0.5 else (b, a))))
     rng.shuffle(plan)
     if pairs is not None:
@@ -108,7 +113,7 @@ def browser_copy(video: Path, out: Path) -> None:
 
 
 def new_study(path: str | Path, systems: list[str], prompts_file: str | None = None, pairs: int | None = None,
-              seed: int = 0, progress: bool = True) -> sqlite3.Connection:
+              seed: int = 0, against: str | None = None, progress: bool = True) -> sqlite3.Connection:
     """Create the study at `path` from `--system NAME=DIR` specs; returns its open database."""
     from tqdm import tqdm
 
@@ -126,7 +131,7 @@ def new_study(path: str | Path, systems: list[str], prompts_file: str | None = N
         if not Path(prompts_file).is_file():
             raise StudyError(f"no prompts file {prompts_file}")
         prompts = [" ".join(line.split()) for line in Path(prompts_file).read_text().splitlines() if line.strip()]
-    plan = plan_pairs(videos, prompts, pairs, seed)  # every check above passes before anything is written
+    plan = plan_pairs(videos, prompts, pairs, seed, against)  # every check above passes before anything is written
     used = sorted({(s, p) for p, a, b in plan for s in (a, b)})
     # built under temporary names and renamed at the end: a crash leaves no half study behind
     partial = path.with_name(f".{path.name}.partial")

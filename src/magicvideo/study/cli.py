@@ -10,7 +10,7 @@ from pathlib import Path
 def _new(args: argparse.Namespace) -> None:
     from magicvideo.study.build import media_dir, new_study
 
-    db = new_study(args.db, args.system, args.prompts, args.pairs, args.seed, progress=not args.quiet)
+    db = new_study(args.db, args.system, args.prompts, args.pairs, args.seed, args.against, progress=not args.quiet)
     count = db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
     print(f"study {args.db}: {count} pairs of {len(args.system)} systems; videos in {media_dir(args.db)}")
 
@@ -65,6 +65,8 @@ def add_parser(sub) -> None:
                    "their prompt (give it twice or more)")
     p.add_argument("--prompts", help="a text file, one prompt a line: only these (default: every prompt all share)")
     p.add_argument("--pairs", type=int, help="at most this many pairs (default: all)")
+    p.add_argument("--against", metavar="NAME", help="pair only this system with each other one (the paper's "
+                   "'ours vs theirs'; default: every two systems)")
     p.add_argument("--seed", type=int, default=0, help="draws the sides and the order of the pairs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_new)
