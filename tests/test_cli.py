@@ -68,3 +68,42 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("magicvideo ") and "\n" not in err, err
+
+
+def test_broken_weights_files_and_outputs_are_one_line_and_exit_code_2(tmp_path, capsys):
+    """A weights folder with a file missing, cut short or not JSON, an output on a read-only
+    folder: each is one line on stderr and exit code 2, never a traceback."""
+    import shutil
+
+    from magicvideo.stages.t2i import TINY
+    from magicvideo.stages.vfi import TINY_EDSC
+
+    clip = render_clip(draw_clip(3, "heldout", 0).scene, 32, fps=8, frames=3)
+    write_video(tmp_path / "in.mp4", clip, 8)
+    cases = []
+    for damage in ("missing", "truncated", "not json"):
+        folder = tmp_path / damage.replace(" ", "_")
+        shutil.copytree(TINY_EDSC, folder)
+        weights = folder / "diffusion_pytorch_model.safetensors"
+        if damage == "missing":
+            weights.unlink()
+        elif damage == "truncated":
+            weights.write_bytes(weights.read_bytes()[:1000])
+        else:
+            (folder / "config.json").write_text("{not json")
+        cases.append(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--model", "edsc",
+                      "--weights", str(folder), "--quiet"])
+    i2v = tmp_path / "w" / "i2v"
+    shutil.copytree(TINY / "i2v", i2v)
+    (i2v / "motion_adapter" / "diffusion_pytorch_model.safetensors").write_bytes(b"cut")
+    cases.append(["generate", "a red star moving left over a meadow", "--weights", str(tmp_path / "w"), "--out",
+                  str(tmp_path / "run"), "--quiet"])
+    # an output folder that cannot be made (its parent is a file), as a read-only or full disk fails
+    cases.append(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "in.mp4" / "out.mp4"),
+                  "--model", "blend", "--quiet"])
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"magicvideo {argv[0]}: error: ") and "\n" not in err, err
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "run").exists()

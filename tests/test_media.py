@@ -59,6 +59,26 @@ def test_image_round_trip_is_exact_to_8_bits(tmp_path):
     assert (frames[:, 0] - img).abs().max() <= 0.5 / 255 + 1e-6
 
 
+def test_16_bit_and_float_greys_keep_their_values_and_huge_images_fail_in_one_line(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from magicvideo.media import read_image
+
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")  # mode I;16, which convert("RGB") turns white
+    dark = (ramp // 1024).astype(np.uint16)  # a 16-bit image whose values all lie under 64
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "f.tif")
+    for name, want in (("g16.png", ramp / 65535), ("dark16.png", dark / 65535), ("f.tif", ramp / 65535)):
+        image = read_image(tmp_path / name)
+        assert image.shape == (3, 16, 16), name
+        torch.testing.assert_close(image[1], torch.from_numpy(want).float(), atol=1e-4, rtol=0)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16 x 16 x 2 is then a "decompression bomb"
+    with pytest.raises(MediaError, match="cannot read"):
+        read_image(tmp_path / "g16.png")
+
+
 def test_folder_of_frames_loads_in_name_order(tmp_path):
     for i in range(3):
         write_image(tmp_path / f"f{i}.png", torch.full((3, 8, 8), i / 4))

@@ -126,24 +126,32 @@ def _cli(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["  "], "prompt is empty"),
+    (["\u200b\u200b \ufeff"], "prompt is empty"),
     ([PROMPT, "--stages", "t2i,warp"], "unknown stage"),
     ([PROMPT, "--image", "MISSING"], "no such image"),
     ([PROMPT, "--image", "BROKEN"], "cannot read"),
     ([PROMPT, "--out", "BUSY"], "not empty"),
     (["--resume", "NOWHERE"], "not a run directory"),
     ([PROMPT, "--resume", "NOWHERE"], "not both"),
+    (["--resume", "NOWHERE", "--frames", "8"], "leave out --frames"),
     ([PROMPT, "--weights", "NOWHERE"], "no weights folder"),
+    ([PROMPT, "--seed", str(2**64)], "2^63"),
+    ([PROMPT, "--seed", "-1"], "2^63"),
+    ([PROMPT, "--out", "FILE"], "is a file"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("mine")
-    names = {"MISSING": "missing.png", "BROKEN": "broken.png", "BUSY": "busy", "NOWHERE": "nowhere"}
+    (tmp_path / "file.txt").write_text("mine too")
+    names = {"MISSING": "missing.png", "BROKEN": "broken.png", "BUSY": "busy", "NOWHERE": "nowhere",
+             "FILE": "file.txt"}
     args = [str(tmp_path / names[a]) if a in names else a for a in args]
     assert _cli("generate", *args, "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "busy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "busy", "file.txt"]
+    assert (tmp_path / "file.txt").read_text() == "mine too"
 
 
 def test_read_run_gives_back_the_settings(pipe, tmp_path):
@@ -161,3 +169,82 @@ def test_generate_runs_the_shipped_cascade_from_the_command_line(tmp_path, capsy
     video, fps = read_video(tmp_path / "run" / "final.mp4")
     assert video.shape == (3, 10, 128, 128) and fps == 24 and video.std() > 0.01
     assert _cli("generate", "--resume", str(tmp_path / "run"), "--quiet") == 0  # all done: nothing runs again
+
+
+def test_resume_refuses_an_edited_manifest_and_wrong_state_and_keeps_its_image(pipe, tmp_path):
+    from safetensors.torch import save_file
+
+    run_dir = tmp_path / "r"
+    write_image(tmp_path / "mine.png", torch.rand(3, 64, 64))
+    pipe(PROMPT, out=run_dir, image=tmp_path / "mine.png", stages=("i2v",), frames=2, progress=False)
+    assert (run_dir / "reference.png").is_file() and (run_dir / ".run.lock").is_file()
+    (tmp_path / "mine.png").unlink()  # the run keeps its own copy of --image
+    assert pipe.run(read_run(run_dir), run_dir, progress=False, resume=True).frames.shape == (3, 2, 32, 32)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["versions"]["threads"] == torch.get_num_threads()
+
+    edited = json.loads(json.dumps(manifest))
+    edited["settings"]["prompt"] = "a blue heart growing over the night sky"
+    (run_dir / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="edited since the run began .prompt differ"):
+        pipe.run(read_run(run_dir), run_dir, progress=False, resume=True)
+    edited["settings"]["colour"] = "red"
+    (run_dir / "manifest.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="unknown setting"):
+        read_run(run_dir)
+    (run_dir / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_run(run_dir)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    save_file({"frames": torch.zeros(3, 5, 32, 32, dtype=torch.uint8)}, run_dir / ".state" / "i2v.safetensors")
+    with pytest.raises(ValueError, match=r"holds torch.uint8 \(3, 5, 32, 32\), not the uint8 \(3, 2, 32, 32\)"):
+        pipe.run(read_run(run_dir), run_dir, progress=False, resume=True)
+    (run_dir / ".state" / "i2v.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="unreadable"):
+        pipe.run(read_run(run_dir), run_dir, progress=False, resume=True)
+
+
+def _generate_until(argv: list[str], marker: str | None, delay: float = 0.0) -> int:
+    """Run `magicvideo generate` in a subprocess; kill -9 it `delay` s after a stderr line holds
+    `marker` (None: let it finish). Returns its exit status."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "magicvideo.cli", "generate", *argv], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, bufsize=1)
+    for line in proc.stderr:
+        if marker is not None and marker in line:
+            time.sleep(delay)
+            proc.kill()
+            break
+    proc.wait()
+    return proc.returncode
+
+
+def _files(run_dir) -> dict[str, bytes]:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}  # the manifest holds wall times
+
+
+KILL_SETTINGS = ["--frames", "4", "--t2i-steps", "2", "--i2v-steps", "2", "--v2v-steps", "2",
+                 "--v2v-strength", "0.5"]  # strength > 0: stage 3 denoises, where layouts once changed values
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    assert _generate_until([PROMPT, "--out", str(run_dir), *KILL_SETTINGS], None) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("marker, delay", [("stage 2/4", 0.0), ("stage 3/4", 0.0), ("stage 4/4", 0.0),
+                                           ("stage 3/4", 1.0)])
+def test_a_killed_generate_resumes_to_the_bytes_of_an_uninterrupted_one(straight, tmp_path, marker, delay):
+    """kill -9 at each stage boundary and inside stage 3, then `generate --resume`: every file the
+    run keeps has the bytes of a run that was never killed."""
+    killed = tmp_path / "killed"
+    assert _generate_until([PROMPT, "--out", str(killed), *KILL_SETTINGS], marker, delay) != 0
+    assert not (killed / "final.mp4").exists()
+    assert _generate_until(["--resume", str(killed), "--quiet"], None) == 0
+    assert _files(killed) == _files(straight)

@@ -8,12 +8,19 @@ import json
 import shlex
 import sys
 
+from safetensors import SafetensorError
+
 from magicvideo import __version__
 from magicvideo.eval.prompt import PromptError
 from magicvideo.media import FLAVOURS, MediaError
 from magicvideo.stages.vfi import METHODS
+from magicvideo.text import is_blank
 
 TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi")
+# generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
+RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+             "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
+             "flavour")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -62,6 +69,9 @@ def _interpolate(args: argparse.Namespace) -> None:
     if args.times < 1:
         raise ValueError(f"--times must be at least 1, got {args.times}")
     video, fps = read_video(args.input)  # fails on a bad file before any model loads
+    if FLAVOURS[args.flavour]["pix_fmt"] == "yuv420p" and (video.shape[-1] % 2 or video.shape[-2] % 2):
+        raise ValueError(f"--flavour web needs even frame sides, got {video.shape[-1]}x{video.shape[-2]}; "
+                         "use --flavour measure")
     interpolator = FrameInterpolator.from_pretrained(args.weights, method=args.model)
     frames = interpolator(video, times=args.times, progress=not args.quiet).frames
     write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
@@ -99,7 +109,7 @@ def _t2i(args: argparse.Namespace) -> None:
     from magicvideo.media import write_image
     from magicvideo.stages.t2i import load_t2i
 
-    if not args.prompt.strip():
+    if is_blank(args.prompt):
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
@@ -120,7 +130,7 @@ def _i2v(args: argparse.Namespace) -> None:
     from magicvideo.stages.i2v import load_i2v
     from magicvideo.synth.scene import KEYFRAME_FPS
 
-    if not args.prompt.strip():
+    if is_blank(args.prompt):
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
@@ -138,7 +148,7 @@ def _i2v(args: argparse.Namespace) -> None:
         raise ValueError(f"--motion-guidance must be at least 0, got {args.motion_guidance}")
     if args.controlnet_scale is not None and args.controlnet_scale < 0:
         raise ValueError(f"--controlnet-scale must be at least 0, got {args.controlnet_scale}")
-    if args.negative_prompt is not None and not args.negative_prompt.strip():
+    if args.negative_prompt is not None and is_blank(args.negative_prompt):
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
@@ -168,7 +178,7 @@ def _v2v(args: argparse.Namespace) -> None:
     from magicvideo.stages.i2v import load_i2v
     from magicvideo.stages.v2v import load_v2v, v2v_folder
 
-    if not args.prompt.strip():
+    if is_blank(args.prompt):
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
@@ -220,20 +230,25 @@ def _generate(args: argparse.Namespace) -> None:
         default_run_dir,
         weights_size_multiple,
     )
+    from magicvideo.runlock import RunLock
 
     progress = not args.quiet
     if args.resume:
         if args.prompt is not None:
             raise ValueError("give a prompt or --resume RUN_DIR, not both (a resumed run keeps its own settings)")
+        defaults = vars(build_parser().parse_args(["generate", "--resume", args.resume]))
+        given = [k for k in RUN_FLAGS if getattr(args, k) != defaults[k]]
+        if given:
+            raise ValueError(f"--resume keeps the run's own settings; leave out --{given[0].replace('_', '-')}")
         out = MagicVideoPipeline.resume(args.resume, progress=progress, placement=_placement(args))
     else:
-        if args.prompt is None or not args.prompt.strip():
+        if args.prompt is None or is_blank(args.prompt):
             raise PromptError("the prompt is empty")
         default = STAGES[1:] if args.image else STAGES
         stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
         run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise FileExistsError(f"{run_dir} is not empty; pass another --out, or --resume {run_dir}")
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
         if args.image:
             read_image(args.image)  # an unreadable image fails before any model loads
         settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
@@ -244,8 +259,13 @@ def _generate(args: argparse.Namespace) -> None:
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                           dtype=placement.dtype, image=args.image, stages=stages, **settings)
         check_settings(run, weights_size_multiple(args.preset, weights))  # before any weight loads
-        pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=placement)
-        out = pipe.run(run, run_dir, progress=progress)
+        lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
+        try:
+            pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=placement)
+        except BaseException:
+            lock.release(abandon=True)
+            raise
+        out = pipe.run(run, run_dir, progress=progress, lock=lock)
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
@@ -485,6 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: object) -> str:
+    """An error's message on one line (some libraries' messages span several)."""
+    return " ".join(str(err).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -494,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (MediaError, PromptError, ValueError, FileNotFoundError, FileExistsError) as err:
         # (StudyError is a ValueError)
-        print(f"magicvideo {args.command}: error: {err}", file=sys.stderr)
+        print(f"magicvideo {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (OSError, SafetensorError) as err:  # a weights file missing or cut short, a full or read-only disk
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"magicvideo {args.command}: error: {_one_line(err.strerror or err) if isinstance(err, OSError) else err}"
+              f"{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"magicvideo {args.command}: interrupted", file=sys.stderr)

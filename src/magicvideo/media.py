@@ -124,8 +124,13 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise MediaError(f"no such image file: {path}")
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+                # Pillow's convert("RGB") clips 16-bit and float greys to white: scale them ourselves
+                grey = np.asarray(img, dtype=np.float64)
+                top = {"F": 1.0, "I": 65535.0 if grey.max() > 255 else 255.0}.get(img.mode, 65535.0)
+                return torch.from_numpy(np.clip(grey / top, 0, 1)).float().expand(3, -1, -1).clone()
             array = np.asarray(img.convert("RGB"))
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise MediaError(f"cannot read {path} as an image: {err}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 

