@@ -81,7 +81,7 @@ def test_same_seed_same_bytes_and_resume_after_a_crash_gives_the_same_video(pipe
 def test_stop_early_and_animate_a_given_image(pipe, tmp_path):
     out = pipe(PROMPT, out=tmp_path / "early", stages=("t2i", "i2v"), frames=2, progress=False)
     written = sorted(p.name for p in (tmp_path / "early").iterdir())
-    assert written == [".state", "keyframes.mp4", "manifest.json", "reference.png"]
+    assert written == [".run.lock", ".state", "keyframes.mp4", "manifest.json", "reference.png"]
     assert out.frames.shape == (3, 2, 32, 32)
     write_image(tmp_path / "mine.png", torch.rand(3, 64, 64))
     out = pipe(PROMPT, image=tmp_path / "mine.png", out=tmp_path / "mine", frames=2, progress=False)

@@ -169,7 +169,7 @@ def test_cli_t2i_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     from magicvideo.cli import main
 
     out = str(tmp_path / "ref.png")
-    for argv, message in ((["", "-o", out], "empty"), (["a red circle", "-o", out, "--size", "36"], "multiple of 8"),
+    for argv, message in ((["", "-o", out], "empty"), (["a red circle", "-o", out, "--size", "36"], "multiples of 8"),
                           (["a red circle", "-o", str(tmp_path / "ref.txt")], ".png"),
                           (["a red circle", "-o", out, "--steps", "0"], "at least 1"),
                           (["a red circle", "-o", out, "--preset", "sd15"], "--weights"),

@@ -113,8 +113,8 @@ def _t2i(args: argparse.Namespace) -> None:
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
-    if args.size is not None and (args.size <= 0 or args.size % 8):
-        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
+    if args.size is not None and args.size <= 0:  # its multiple is the stage's VAE's, checked once loaded
+        raise ValueError(f"--size must be positive, got {args.size}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     stage = load_t2i(args.preset, args.weights, _placement(args))
@@ -275,8 +275,8 @@ def _check_size(args: argparse.Namespace) -> None:
     """--size of the i2v and v2v commands, checked before loading where the configs tell enough."""
     if args.size is None:
         return
-    if args.size <= 0 or args.size % 8:
-        raise ValueError(f"--size must be a positive multiple of 8, got {args.size}")
+    if args.size <= 0:  # the multiple is the stage's (its VAE's factor times its UNet's), checked once loaded
+        raise ValueError(f"--size must be positive, got {args.size}")
     if args.preset == "sd15":
         from magicvideo.pipeline import weights_size_multiple
 

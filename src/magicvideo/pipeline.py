@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from magicvideo.device import Placement
 from magicvideo.eval.prompt import PromptError
+from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.synth.scene import KEYFRAME_FPS
@@ -140,7 +141,8 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
             raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
     if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
         raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
-    for name, m in (("t2i_size", 8), ("i2v_size", multiple), ("v2v_size", multiple)):
+    # (stage 1's size is checked against its own VAE's factor once it is loaded: MagicVideoPipeline.check)
+    for name, m in (("t2i_size", 1), ("i2v_size", multiple), ("v2v_size", multiple)):
         value = getattr(run, name)
         if value is not None and (value <= 0 or value % m):
             raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
@@ -257,6 +259,11 @@ class MagicVideoPipeline:
             raise PromptError("the prompt is empty")
         self.text_encoder.check([run.prompt])
         stages = check_settings(run, self.i2v.size_multiple())
+        if run.t2i_size is not None and "t2i" in stages:
+            factor = vae_factor(self.t2i.pipeline.vae if hasattr(self.t2i, "pipeline") else self.t2i.vae)
+            if run.t2i_size % factor:
+                raise ValueError(f"t2i size must be a positive multiple of {factor} (its VAE's factor), "
+                                 f"got {run.t2i_size}")
         i2v_size = run.i2v_size or self.i2v.settings.size
         v2v_size = run.v2v_size or self.v2v.settings.size
         if "v2v" in stages and v2v_size < i2v_size:
