@@ -173,12 +173,13 @@ def plot(report: dict, path: str) -> None:
     draw = ImageDraw.Draw(image)
     colours = {"G": (46, 139, 87), "S": (170, 170, 170), "B": (200, 60, 60)}
     x = label
-    for key, name in (("G", "good (first system better)"), ("S", "same"), ("B", "bad (first system worse)")):
+    for key, name in (("G", "G: first system better"), ("S", "S: the same"), ("B", "B: first system worse")):
         draw.rectangle([x, pad, x + 14, pad + 14], fill=colours[key])
         draw.text((x + 20, pad), name, fill="black")
-        x += 190
-    y = pad * 2 + 20
+        x += 170
     span = width - label - pad - 70
+    draw.text((label + span + 8, pad), "(G+S)/(B+S)", fill="black")
+    y = pad * 2 + 20
     for c in rows:
         o = c["overall"]
         total = max(o["G"] + o["S"] + o["B"], 1)
