@@ -40,19 +40,21 @@ def main() -> None:
     started = time.perf_counter()
     pipe = MagicVideoPipeline.from_preset("tiny")
     shipped = dict(vars(pipe.i2v.settings))
-    for system, change in ABLATIONS.items():
-        for key, value in {**shipped, **change}.items():
-            setattr(pipe.i2v.settings, key, value)
-        for i, prompt in enumerate(prompts):
+    # prompt by prompt, every system: a run stopped early leaves its first prompts complete, and
+    # `--prompts K` with K of them done reports those at once
+    for i, prompt in enumerate(prompts):
+        for system, change in ABLATIONS.items():
             run = args.work / system / f"prompt-{i:03d}"
             if (run / "final.mp4").is_file():
                 continue  # finished by an earlier, interrupted call
             if run.is_dir():
                 shutil.rmtree(run)  # resume() would reload the shipped settings; the run is deterministic
+            for key, value in {**shipped, **change}.items():
+                setattr(pipe.i2v.settings, key, value)
             # stage 1 is the same for every system: the ablations animate full's reference image
             image = None if system == "full" else args.work / "full" / run.name / "reference.png"
             pipe(prompt, seed=0, out=run, progress=False, image=image)
-        print(f"{system}: {len(prompts)} videos ({time.perf_counter() - started:.0f} s so far)", flush=True)
+        print(f"prompt {i + 1} of {len(prompts)} ({time.perf_counter() - started:.0f} s so far)", flush=True)
     generated = time.perf_counter() - started
     db_path = args.work / "study.db"
     for stale in (db_path, db_path.with_name("study.media")):

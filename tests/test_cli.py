@@ -96,8 +96,12 @@ def test_broken_weights_files_and_outputs_are_one_line_and_exit_code_2(tmp_path,
     i2v = tmp_path / "w" / "i2v"
     shutil.copytree(TINY / "i2v", i2v)
     (i2v / "motion_adapter" / "diffusion_pytorch_model.safetensors").write_bytes(b"cut")
-    cases.append(["generate", "a red star moving left over a meadow", "--weights", str(tmp_path / "w"), "--out",
-                  str(tmp_path / "run"), "--quiet"])
+    v2v = tmp_path / "w2" / "v2v"
+    shutil.copytree(TINY / "v2v", v2v)
+    (v2v / "controlnet" / "diffusion_pytorch_model.safetensors").rename(v2v / "controlnet" / "model.bin")
+    for root in ("w", "w2"):
+        cases.append(["generate", "a red star moving left over a meadow", "--weights", str(tmp_path / root),
+                      "--out", str(tmp_path / "run"), "--quiet"])
     # an output folder that cannot be made (its parent is a file), as a read-only or full disk fails
     cases.append(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "in.mp4" / "out.mp4"),
                   "--model", "blend", "--quiet"])

@@ -124,6 +124,46 @@ def read_run(run_dir: str | os.PathLike) -> RunSettings:
     return RunSettings(**dict(settings, stages=tuple(settings.get("stages", STAGES))))
 
 
+def check_unedited(run_dir: Path, manifest: dict) -> None:
+    """Refuse a manifest whose settings differ from those the run began with (.state/settings.json)."""
+    began = run_dir / ".state" / SETTINGS
+    if began.is_file():
+        first, now = json.loads(began.read_text()), manifest["settings"]
+        changed = sorted(k for k in set(first) | set(now) if first.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"{run_dir / MANIFEST} was edited since the run began ({', '.join(changed)} "
+                             "differ); a resumed run keeps its own settings: start a new run instead")
+
+
+def read_state(path: Path, name: str) -> torch.Tensor:
+    """A stage's kept uint8 output, or a one-line error saying how to recover."""
+    try:
+        frames = load_file(path)["frames"]
+    except Exception as err:  # safetensors' own error type, a missing key, a truncated file
+        raise ValueError(f"{path} is unreadable ({type(err).__name__}); delete it to run stage {name} again") from None
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"{path} holds {frames.dtype}, not uint8; delete it to run stage {name} again")
+    return frames
+
+
+def check_resumable(run_dir: Path, run: RunSettings) -> None:
+    """What a resume can check before loading any model: an unedited manifest, and every finished
+    stage's kept output readable, 8-bit, with the frame count the settings make (its sides depend
+    on the stages' own defaults and are checked once they are loaded)."""
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    check_unedited(run_dir, manifest)
+    frames = {"i2v": run.frames, "v2v": run.frames, "vfi": (run.frames - 1) * run.times + 1}
+    for name, record in manifest["stages"].items():
+        path = run_dir / ".state" / f"{name}.safetensors"
+        if not (isinstance(record, dict) and record.get("done") and path.is_file()):
+            continue
+        held = read_state(path, name)
+        want = 3 if name == "t2i" else 4
+        if held.dim() != want or held.shape[0] != 3 or (name in frames and held.shape[1] != frames[name]):
+            raise ValueError(f"{path} holds {tuple(held.shape)}, not what this run's settings make; delete it to "
+                             f"run stage {name} again")
+
+
 def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     """What can be checked of a run without its models (`multiple`: the frame-side multiple of its
     UNet, `size_multiple`); returns the stages to run."""
@@ -246,6 +286,7 @@ class MagicVideoPipeline:
         run = read_run(run_dir)
         lock = RunLock.acquire(run_dir)  # before any model loads: a folder another run holds fails at once
         try:
+            check_resumable(Path(run_dir), run)  # what the files alone can tell, before any model loads
             placement = dataclasses.replace(placement or Placement(), dtype=run.dtype)
             pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement)
         except BaseException:
@@ -372,11 +413,7 @@ class MagicVideoPipeline:
                 "vfi": (3, (run.frames - 1) * run.times + 1, high, high)}[name]
 
     def _load_state(self, path: Path, name: str, run: RunSettings) -> torch.Tensor:
-        try:
-            frames = load_file(path)["frames"]
-        except Exception as err:  # safetensors' own error type, a missing key, a truncated file
-            raise ValueError(f"{path} is unreadable ({type(err).__name__}); delete it to run stage {name} "
-                             "again") from None
+        frames = read_state(path, name)
         want = self._expected_shape(name, run)
         if frames.dtype != torch.uint8 or tuple(frames.shape) != want:
             raise ValueError(f"{path} holds {frames.dtype} {tuple(frames.shape)}, not the uint8 {want} this run's "
@@ -386,14 +423,7 @@ class MagicVideoPipeline:
     def _check_resume(self, run_dir: Path, manifest: dict) -> None:
         """Refuse a manifest edited since the run began; match the thread count it began with (the
         CPU's results differ in the last bit between counts); drop a kill's half-written files."""
-        began = run_dir / ".state" / SETTINGS
-        if began.is_file():
-            first = json.loads(began.read_text())
-            changed = sorted(k for k in set(first) | set(manifest["settings"])
-                             if first.get(k) != manifest["settings"].get(k))
-            if changed:
-                raise ValueError(f"{run_dir / MANIFEST} was edited since the run began ({', '.join(changed)} "
-                                 "differ); a resumed run keeps its own settings: start a new run instead")
+        check_unedited(run_dir, manifest)
         threads = manifest.get("versions", {}).get("threads")
         if threads and threads != torch.get_num_threads():
             print(f"resume: using {threads} CPU threads, as the run began (this process had "

@@ -126,6 +126,14 @@ def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
         MotionAdapter.from_pretrained(path, torch_dtype=unet.dtype).save_pretrained(path)
 
 
+def check_weights_folder(folder: Path, name: str) -> None:
+    """A diffusers component folder we can load: its config and safetensors weights (never a pickle)."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(f"missing {name} weights: no .safetensors file in {folder} (only safetensors are read)")
+
+
 def resize_reference(image: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 3, size, size), antialiased bilinear (unchanged when already that size)."""
     if image.shape[-2:] == (size, size):
@@ -406,10 +414,7 @@ class ImageToVideo(LatentVideoStage):
                  "vae": Path(vae) if vae else named.get("vae", path / "vae"),
                  "motion_adapter": path / "motion_adapter"}
         for name, folder in parts.items():
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
-            if not any(folder.glob("*.safetensors")):
-                raise FileNotFoundError(f"missing {name} weights: no .safetensors file in {folder}")
+            check_weights_folder(folder, name)
         dtype = {"torch_dtype": torch_dtype, "use_safetensors": True}  # never a pickle
         unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype)
         adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype)

@@ -36,6 +36,7 @@ from magicvideo.stages.i2v import (
     STAGE_FILE,
     ImageToVideo,
     LatentVideoStage,
+    check_weights_folder,
     load_i2v,
     resize_reference,
     save_motion_adapter,
@@ -178,8 +179,9 @@ class VideoToVideo(LatentVideoStage):
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved video-to-video stage (no {STAGE_FILE})")
-        if not (path / "motion_adapter" / "config.json").is_file():
-            raise FileNotFoundError(f"missing motion_adapter weights: no {path / 'motion_adapter' / 'config.json'}")
+        check_weights_folder(path / "motion_adapter", "motion_adapter")
+        if (path / "controlnet").is_dir():
+            check_weights_folder(path / "controlnet", "controlnet")
         dtype = {"torch_dtype": i2v.unet.dtype, "use_safetensors": True}  # never a pickle
         adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
