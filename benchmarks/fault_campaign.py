@@ -204,6 +204,7 @@ def campaign(work: Path) -> list[tuple[str, Callable[[], bool]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/magicvideo-faults"))
+    parser.add_argument("--only", nargs="+", metavar="WORDS", help="run only the cases whose name holds these words")
     args = parser.parse_args()
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -211,6 +212,8 @@ def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     passed = 0
     cases = campaign(args.work)
+    if args.only:
+        cases = [(name, case) for name, case in cases if any(word in name for word in args.only)]
     for name, case in cases:
         began = time.perf_counter()
         try:
