@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -153,6 +154,17 @@ def campaign(work: Path) -> list[tuple[str, Callable[[], bool]]]:
         ok = cli("generate", "--resume", str(run), "--quiet").returncode == 0
         return ok and not list(run.glob(".*.partial*"))
 
+    def ctrl_c_while_writing() -> bool:
+        run = work / "ctrl-c"
+        proc = subprocess.Popen([*CLI, "generate", PROMPT, "--out", str(run), *SMALL, "--quiet"],
+                                stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None and not list(run.glob(".final.*.partial.mp4")):
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate()[1].strip()
+        resumed = cli("generate", "--resume", str(run), "--quiet").returncode == 0
+        return proc.returncode == 130 and err.count("\n") == 0 and resumed and files(run) == files(reference_run())
+
     def threads_recorded() -> bool:
         run = work / "threads"
         cli("generate", PROMPT, "--out", str(run), *SMALL, "--stages", "t2i", "--quiet")
@@ -195,6 +207,7 @@ def campaign(work: Path) -> list[tuple[str, Callable[[], bool]]]:
         ("relative --image, resumed elsewhere after it is gone", relative_image),
         ("thread count recorded in the manifest", threads_recorded),
         ("a kill's .partial file is cleaned on resume", partial_cleaned),
+        ("Ctrl-C as the last video is written: exit 130, resumes to the same bytes", ctrl_c_while_writing),
         ("a prompt of zero-width spaces", bad("generate", "\u200b\u200b", "--out", str(work / "zw"))),
         ("interpolate --flavour web on an odd size fails before the work", odd_web),
         ("--resume with other settings", bad("generate", "--resume", str(work / "straight"), "--frames", "8")),

@@ -248,3 +248,27 @@ def test_a_killed_generate_resumes_to_the_bytes_of_an_uninterrupted_one(straight
     assert not (killed / "final.mp4").exists()
     assert _generate_until(["--resume", str(killed), "--quiet"], None) == 0
     assert _files(killed) == _files(straight)
+
+
+def test_ctrl_c_while_a_video_is_written_exits_130_and_the_run_resumes(straight, tmp_path):
+    """SIGINT as ffmpeg writes the last video: the file is finished first, the exit is 130 with
+    one line (it once was 0, the interrupt swallowed in ffmpeg's teardown), and a resume ends
+    with the bytes of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "magicvideo.cli", "generate", PROMPT, "--out", str(run),
+                             *KILL_SETTINGS, "--quiet"], stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not list(run.glob(".final.*.partial.mp4")):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate()[1].strip()
+    if proc.returncode == 0:
+        pytest.skip("the run ended before the signal landed")
+    assert proc.returncode == 130 and err == "magicvideo generate: interrupted", err
+    assert not list(run.glob(".*.partial*"))
+    assert _generate_until(["--resume", str(run), "--quiet"], None) == 0
+    assert _files(run) == _files(straight)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +58,24 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it: a video being encoded is finished and
+    renamed first. Why: ffmpeg's writer tears down in finalizers, where an interrupt is swallowed
+    (the run exited 0 with a traceback printed, once Ctrl-C landed as the last video was written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def write_video(
     path: str | os.PathLike, frames: torch.Tensor, fps: float, flavour: str = "measure"
 ) -> Path:
@@ -75,7 +95,7 @@ def write_video(
     params = ["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"]
     # One thread and no timestamps in the file make the bytes a function of the frames.
     params += ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
-    with atomic_path(path) as tmp:
+    with interrupts_deferred(), atomic_path(path) as tmp:
         import imageio_ffmpeg  # here, not at the top: the models run without ffmpeg installed
 
         writer = imageio_ffmpeg.write_frames(
