@@ -146,20 +146,24 @@ def read_state(path: Path, name: str) -> torch.Tensor:
     return frames
 
 
+def stage_frames(name: str, run: RunSettings) -> int | None:
+    """How many frames a stage's output has under `run` (None: stage 1's image)."""
+    return {"i2v": run.frames, "v2v": run.frames, "vfi": (run.frames - 1) * run.times + 1}.get(name)
+
+
 def check_resumable(run_dir: Path, run: RunSettings) -> None:
     """What a resume can check before loading any model: an unedited manifest, and every finished
     stage's kept output readable, 8-bit, with the frame count the settings make (its sides depend
     on the stages' own defaults and are checked once they are loaded)."""
     manifest = json.loads((run_dir / MANIFEST).read_text())
     check_unedited(run_dir, manifest)
-    frames = {"i2v": run.frames, "v2v": run.frames, "vfi": (run.frames - 1) * run.times + 1}
     for name, record in manifest["stages"].items():
         path = run_dir / ".state" / f"{name}.safetensors"
         if not (isinstance(record, dict) and record.get("done") and path.is_file()):
             continue
         held = read_state(path, name)
-        want = 3 if name == "t2i" else 4
-        if held.dim() != want or held.shape[0] != 3 or (name in frames and held.shape[1] != frames[name]):
+        frames = stage_frames(name, run)
+        if held.dim() != (3 if frames is None else 4) or held.shape[0] != 3 or (frames and held.shape[1] != frames):
             raise ValueError(f"{path} holds {tuple(held.shape)}, not what this run's settings make; delete it to "
                              f"run stage {name} again")
 
@@ -407,10 +411,8 @@ class MagicVideoPipeline:
         if name == "t2i":
             side = run.t2i_size or self.t2i.size
             return (3, side, side)
-        low = run.i2v_size or self.i2v.settings.size
-        high = run.v2v_size or self.v2v.settings.size
-        return {"i2v": (3, run.frames, low, low), "v2v": (3, run.frames, high, high),
-                "vfi": (3, (run.frames - 1) * run.times + 1, high, high)}[name]
+        side = (run.i2v_size or self.i2v.settings.size) if name == "i2v" else (run.v2v_size or self.v2v.settings.size)
+        return (3, stage_frames(name, run), side, side)
 
     def _load_state(self, path: Path, name: str, run: RunSettings) -> torch.Tensor:
         frames = read_state(path, name)
