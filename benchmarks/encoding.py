@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from magicvideo.media import FLAVOURS, read_video, to_uint8, write_video
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.world import draw_clip, render_clip
 from report import publish
 
 

@@ -56,7 +56,7 @@ def kill_when(args: list[str], marker: str, delay: float = 0.0, cwd: Path | None
 
 
 def campaign(work: Path) -> list[tuple[str, Callable[[], bool]]]:
-    from magicvideo.stages.t2i import TINY
+    from magicvideo.presets.tiny import TINY
 
     straight = work / "straight"
 

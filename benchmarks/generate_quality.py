@@ -1,4 +1,4 @@
-"""The cascade end to end (issue 7): speed per stage and the judge on the final videos.
+"""The cascade end to end: speed per stage and the judge on the final videos.
 
     python benchmarks/generate_quality.py --prompts 100
 writes benchmarks/results/generate_quality.md:
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magicvideo.eval.files import expected_from_scene
-from magicvideo.eval.judge import aggregate, read_clip, score_clip
+from magicvideo.judge.files import expected_from_scene
+from magicvideo.judge.judge import aggregate, read_clip, score_clip
 from magicvideo.pipeline import STAGES, MagicVideoPipeline
-from magicvideo.synth import draw_clip, render_frames
-from magicvideo.synth.render import frame_times
 from magicvideo.training.common import machine
+from magicvideo.world import draw_clip, render_frames
+from magicvideo.world.render import frame_times
 from report import publish
 
 TEST_SEED = 4242

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fine-tune the tiny image-to-video stage on a lent GPU (issue 4), as one run within a 15-minute lease;
-# with STAGE=t2i, stage 1's UNet instead (issue 3; e.g. configs/train/t2i_tiny_gpu_lora.yaml).
+# Fine-tune the tiny image-to-video stage on a lent GPU, as one run within a 15-minute lease;
+# with STAGE=t2i, stage 1's UNet instead (e.g. configs/train/t2i_tiny_gpu_lora.yaml).
 #
 # What has to travel: a trimmed diffusers (gpu_sd15.sh pack) and the MiniLM text encoder rebuilt
 # there from 19 MB (minilm_transport.py). With them the tree is over the 64 MiB a call may send, so

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full-size benchmark on a lent GPU (issue 8), prepared as one run within a 15-minute lease.
+# The full-size benchmark on a lent GPU, prepared as one run within a 15-minute lease.
 #
 # Why a trimmed diffusers: the device machine has PyTorch, transformers and accelerate but no
 # diffusers, and it receives at most 64 MiB of working tree, of which the tracked files (the

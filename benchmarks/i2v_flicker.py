@@ -21,15 +21,15 @@ import argparse
 import numpy as np
 import torch
 
-from magicvideo.eval.judge import object_neighbourhoods
-from magicvideo.eval.segment import detect
+from magicvideo.judge.judge import object_neighbourhoods
+from magicvideo.judge.segment import detect
 from magicvideo.models.motion_lora import has_motion_lora
-from magicvideo.stages.i2v import load_i2v
-from magicvideo.synth import draw_clip, render_frames
-from magicvideo.synth.render import frame_times
-from magicvideo.synth.scene import KEYFRAME_FPS
+from magicvideo.presets import load_i2v
 from magicvideo.training.common import machine
 from magicvideo.training.vae import reconstruct
+from magicvideo.world import draw_clip, render_frames
+from magicvideo.world.render import frame_times
+from magicvideo.world.scene import KEYFRAME_FPS
 from report import publish
 
 VALIDATION_SEED = 777

@@ -1,4 +1,4 @@
-"""Stage 2 quality, ablations and speed: issue 4's bar on held-out clips.
+"""Stage 2 quality, ablations and speed: stage 2's bar on held-out clips.
 
     python benchmarks/i2v_quality.py --clips 200 [--no-image-batches runs/i2v_videos_only/final]
 writes benchmarks/results/i2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
@@ -25,12 +25,12 @@ import time
 
 import torch
 
-from magicvideo.eval.i2v import evaluate_i2v, ground_truth
+from magicvideo.judge.i2v import evaluate_i2v, ground_truth
 from magicvideo.models.motion_text import motion_text_processors
-from magicvideo.stages.i2v import load_i2v
-from magicvideo.synth import draw_clip, render_frames
-from magicvideo.synth.vocab import MOTIONS
+from magicvideo.presets import load_i2v
 from magicvideo.training.common import machine
+from magicvideo.world import draw_clip, render_frames
+from magicvideo.world.vocab import MOTIONS
 from report import publish
 
 TEST_SEED, VALIDATION_SEED = 4242, 777

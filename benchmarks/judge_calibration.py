@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from magicvideo.eval import aggregate, read_clip, score_clip
-from magicvideo.eval.files import expected_from_scene
+from magicvideo.judge import aggregate, read_clip, score_clip
+from magicvideo.judge.files import expected_from_scene
 from magicvideo.media import read_video, write_video
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.world import draw_clip, render_clip
 from report import publish
 
 SEED = 2026  # calibration clips: heldout split, a seed no test uses

@@ -32,7 +32,7 @@ TOKENIZER_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_conf
 
 
 def _captions(count: int, split: str = "train", seed: int = 0) -> list[str]:
-    from magicvideo.synth import draw_clip
+    from magicvideo.world import draw_clip
 
     return [draw_clip(seed, split, i).caption for i in range(count)]
 

@@ -1,4 +1,4 @@
-"""Full-size image-to-video (issue 8): our stage 2 against diffusers' own AnimateDiffControlNetPipeline
+"""Full-size image-to-video: our stage 2 against diffusers' own AnimateDiffControlNetPipeline
 on the same weights, steps, size and frames, in one run.
 
     magicvideo random-weights /tmp/sd15             # or any folder in the sd15 layout
@@ -38,7 +38,7 @@ ROWS = ("diffusers", "ours, like for like", "ours, full")
 def measure(args: argparse.Namespace) -> dict:
     """One row, in this process."""
     from magicvideo.device import Placement
-    from magicvideo.stages.i2v import load_i2v
+    from magicvideo.presets import load_i2v
 
     placement = Placement(device=args.device, dtype=args.dtype, vae_chunk=args.vae_chunk)
     torch.manual_seed(0)
@@ -102,7 +102,7 @@ def _diffusers_pipeline(weights: str, placement):
     )
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from magicvideo.sd15 import i2v_parts
+    from magicvideo.presets.sd15 import i2v_parts
     from magicvideo.stages.t2i import sampler
 
     parts, dtype = i2v_parts(weights), {"torch_dtype": placement.torch_dtype}

@@ -22,8 +22,8 @@ from magicvideo.pipeline import MagicVideoPipeline
 from magicvideo.study.auto import auto_rate
 from magicvideo.study.build import new_study
 from magicvideo.study.report import build_report, markdown, plot
-from magicvideo.synth import draw_clip
 from magicvideo.training.common import machine
+from magicvideo.world import draw_clip
 from report import publish
 
 ABLATIONS = {"full": {}, "no_appearance": {"appearance_scale": 0.0}, "no_noise_prior": {"noise_prior": 0.0},

@@ -17,10 +17,12 @@ import sys
 
 import torch
 
-from magicvideo.eval.t2i import judge_images
-from magicvideo.stages.t2i import TextToImage, noise_scheduler
-from magicvideo.synth import draw_clip, render_frames
+from magicvideo.diffusion.schedule import noise_scheduler
+from magicvideo.judge.t2i import judge_images
+from magicvideo.presets import load_t2i
+from magicvideo.stages.t2i import TextToImage
 from magicvideo.training.common import machine
+from magicvideo.world import draw_clip, render_frames
 from report import publish
 
 
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--t", type=int, nargs="+", default=[400, 550, 700, 850])
     parser.add_argument("--out", default="benchmarks/results/t2i_binding.md")
     args = parser.parse_args()
-    stage = TextToImage.from_pretrained(args.weights)
+    stage = load_t2i("tiny", args.weights)
     clips = [draw_clip(args.seed, args.split, i) for i in range(args.images)]
     lines = ["# Stage 1: what the UNet takes from the prompt", "",
              f"`python benchmarks/t2i_binding.py {' '.join(sys.argv[1:])}` on {machine()}; weights: "

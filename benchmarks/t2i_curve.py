@@ -18,9 +18,10 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from magicvideo.eval.t2i import evaluate_t2i
+from magicvideo.judge.t2i import evaluate_t2i
 from magicvideo.latent import vae_factor
-from magicvideo.stages.t2i import TINY_VAE, TextToImage
+from magicvideo.presets.tiny import TINY_VAE
+from magicvideo.stages.t2i import TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import load_config, machine
 from magicvideo.training.loop import SNAPSHOTS

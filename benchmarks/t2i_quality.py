@@ -19,12 +19,13 @@ import time
 
 import torch
 
-from magicvideo.eval.metrics import psnr
-from magicvideo.eval.t2i import evaluate_t2i, ground_truth_accuracy, judge_images
+from magicvideo.judge.metrics import psnr
+from magicvideo.judge.t2i import evaluate_t2i, ground_truth_accuracy, judge_images
+from magicvideo.presets import load_t2i
 from magicvideo.stages.t2i import TextToImage
-from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import machine
 from magicvideo.training.vae import reconstruct, world_frames
+from magicvideo.world import draw_clip, render_frames
 from report import publish
 
 TEST_SEED, VALIDATION_SEED = 4242, 777
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--weights", help="a saved stage folder (default: the shipped tiny weights)")
     parser.add_argument("--out", default="benchmarks/results/t2i_quality.md")
     args = parser.parse_args()
-    stage = TextToImage.from_pretrained(args.weights)
+    stage = load_t2i("tiny", args.weights)
     n = args.prompts
     lines = ["# Stage 1: VAE and text-to-image (tiny preset)", "",
              f"`python benchmarks/t2i_quality.py --prompts {n} --sweep-prompts {args.sweep_prompts} "

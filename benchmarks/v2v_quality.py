@@ -1,4 +1,4 @@
-"""Stage 3 quality, comparisons and speed: issue 5's bar on held-out clips.
+"""Stage 3 quality, comparisons and speed: stage 3's bar on held-out clips.
 
     python benchmarks/v2v_quality.py --clips 100 --i2v-clips 40
 writes benchmarks/results/v2v_quality.md (`--sections` runs a part of it, `--out` elsewhere):
@@ -25,11 +25,11 @@ import time
 
 import torch
 
-from magicvideo.eval.v2v import bicubic, evaluate_v2v, true_keyframes
-from magicvideo.stages.i2v import load_i2v
-from magicvideo.stages.v2v import KERNELS, back_project, load_v2v
-from magicvideo.synth import draw_clip, render_frames
+from magicvideo.judge.v2v import bicubic, evaluate_v2v, true_keyframes
+from magicvideo.presets import load_i2v, load_v2v
+from magicvideo.stages.v2v import KERNELS, back_project
 from magicvideo.training.common import machine
+from magicvideo.world import draw_clip, render_frames
 from report import publish
 
 TEST_SEED, VALIDATION_SEED = 4242, 777

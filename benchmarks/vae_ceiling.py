@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from magicvideo.eval.judge import Expected, read_clip, score_clip
-from magicvideo.eval.metrics import psnr, ssim
+from magicvideo.judge.judge import Expected, read_clip, score_clip
+from magicvideo.judge.metrics import psnr, ssim
 from magicvideo.latent import vae_factor
-from magicvideo.stages.t2i import TINY_UNET_VAE, TINY_VAE
-from magicvideo.synth import draw_clip, render_frames
+from magicvideo.presets.tiny import TINY_UNET_VAE, TINY_VAE
 from magicvideo.training.common import machine
 from magicvideo.training.vae import reconstruct
+from magicvideo.world import draw_clip, render_frames
 from report import publish
 
 SEED = 4242

@@ -14,11 +14,11 @@ import argparse
 import torch
 from diffusers import AutoencoderKL
 
-from magicvideo.eval.i2v import evaluate_i2v, ground_truth
-from magicvideo.eval.judge import Expected, aggregate, read_clip, score_clip
-from magicvideo.eval.metrics import psnr
-from magicvideo.synth import draw_clip, render_frames
+from magicvideo.judge.i2v import evaluate_i2v, ground_truth
+from magicvideo.judge.judge import Expected, aggregate, read_clip, score_clip
+from magicvideo.judge.metrics import psnr
 from magicvideo.training.vae import reconstruct, world_frames
+from magicvideo.world import draw_clip, render_frames
 
 SEED = 4242
 

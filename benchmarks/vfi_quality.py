@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from magicvideo.eval.metrics import psnr, ssim
+from magicvideo.judge.metrics import psnr, ssim
+from magicvideo.presets import load_vfi
 from magicvideo.stages.vfi import METHODS, FrameInterpolator
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.world import draw_clip, render_clip
 from report import publish
 
 SEED = 4242  # held-out clips no test or training run uses
@@ -72,7 +73,7 @@ def main() -> None:
     sets = {"world (held-out)": world_videos(args.clips), "panned photos": photo_videos()}
     rows = []
     for name in args.methods:
-        interp = FrameInterpolator.from_pretrained(args.weights, method=name)
+        interp = load_vfi(name, args.weights)
         cells = []
         for videos in sets.values():
             p, s, ms = evaluate(interp, videos)

@@ -13,7 +13,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from magicvideo.synth import WorldClips, WorldImages, draw_clip, render_clip
+from magicvideo.world import WorldClips, WorldImages, draw_clip, render_clip
 from report import publish
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from magicvideo.synth import draw_clip
 from magicvideo.text import MiniLMTextEncoder
+from magicvideo.world import draw_clip
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import torch
 
 from magicvideo.cli import main
 from magicvideo.media import read_video, write_video
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.world import draw_clip, render_clip
 
 
 def _meta(folder):
@@ -75,8 +75,7 @@ def test_broken_weights_files_and_outputs_are_one_line_and_exit_code_2(tmp_path,
     folder: each is one line on stderr and exit code 2, never a traceback."""
     import shutil
 
-    from magicvideo.stages.t2i import TINY
-    from magicvideo.stages.vfi import TINY_EDSC
+    from magicvideo.presets.tiny import TINY, TINY_EDSC
 
     clip = render_clip(draw_clip(3, "heldout", 0).scene, 32, fps=8, frames=3)
     write_video(tmp_path / "in.mp4", clip, 8)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from magicvideo.footage import VideoFolderClips
 from magicvideo.media import write_video
-from magicvideo.synth import WorldClips, WorldImages, draw_clip, render_clip
+from magicvideo.world import WorldClips, WorldImages, draw_clip, render_clip
+from magicvideo.world.footage import VideoFolderClips
 
 
 def test_world_clips_give_every_stage_its_tensors():

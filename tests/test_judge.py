@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from magicvideo.eval import Expected, PromptError, parse_prompt, read_clip, score_clip
-from magicvideo.eval.files import expected_from_scene
-from magicvideo.eval.judge import aggregate, object_neighbourhoods
-from magicvideo.eval.segment import Detection
-from magicvideo.synth import render_clip
+from magicvideo.judge import Expected, PromptError, parse_prompt, read_clip, score_clip
+from magicvideo.judge.files import expected_from_scene
+from magicvideo.judge.judge import aggregate, object_neighbourhoods
+from magicvideo.judge.segment import Detection
+from magicvideo.world import render_clip
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -80,7 +80,7 @@ def test_prompt_parser_reads_the_world_vocabulary():
 
 
 def test_with_motion_swaps_every_motion_phrase_in_its_form():
-    from magicvideo.eval.prompt import with_motion
+    from magicvideo.judge.prompt import with_motion
 
     assert with_motion("A crimson star drifting to the left over a sunset, and a blue box rises.") == (
         "a crimson star staying still over a sunset and a blue box stays still")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from magicvideo.media import MediaError, load_frames, read_video, write_image, write_video
-from magicvideo.synth import render_clip
+from magicvideo.world import render_clip
 
 
 def _psnr(a, b):

@@ -103,7 +103,7 @@ def test_stage_lists_are_checked(stages, image, message):
 
 
 def test_bad_runs_fail_before_any_stage_and_write_nothing(pipe, tmp_path):
-    from magicvideo.eval.prompt import PromptError
+    from magicvideo.errors import PromptError
 
     with pytest.raises(PromptError, match="takes at most"):
         pipe(" ".join(["red"] * 60), out=tmp_path / "long", progress=False)

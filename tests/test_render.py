@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from magicvideo.eval.segment import COLOUR_TOLERANCE, PALETTE_LAB
-from magicvideo.synth import draw_clip, render_background, render_clip, render_masks, vocab
-from magicvideo.synth.render import frame_times
+from magicvideo.judge.segment import COLOUR_TOLERANCE, PALETTE_LAB
+from magicvideo.world import draw_clip, render_background, render_clip, render_masks, vocab
+from magicvideo.world.render import frame_times
 
 
 def test_8fps_frames_are_exactly_every_third_24fps_frame(heldout_clips):

@@ -1,5 +1,5 @@
 """The full-size preset's path (`--preset sd15 --weights DIR`), on a folder that
-magicvideo.sd15.write_random builds with the real classes at test size."""
+magicvideo.presets.sd15.write_random builds with the real classes at test size."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from diffusers import ControlNetModel
 from magicvideo.cli import main
 from magicvideo.device import Placement
 from magicvideo.models.appearance import CLIPAppearanceEncoder
-from magicvideo.sd15 import WeightsError, check_folder, i2v_parts, write_random
-from magicvideo.stages.i2v import load_i2v
-from magicvideo.stages.t2i import DiffusersTextToImage, load_t2i
-from magicvideo.stages.v2v import load_v2v
+from magicvideo.presets import load_i2v, load_t2i, load_v2v
+from magicvideo.presets.sd15 import WeightsError, check_folder, i2v_parts, write_random
+from magicvideo.stages.t2i import DiffusersTextToImage
 from magicvideo.text import CLIPTextEncoder
 from tiny_components import small_sd15_shapes
 

@@ -15,7 +15,7 @@ from magicvideo.media import read_video, write_video
 from magicvideo.study.build import media_dir, new_study
 from magicvideo.study.db import StudyError, add_rater, connect, vote
 from magicvideo.study.report import bradley_terry, build_report, kappa, plot
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.world import draw_clip, render_clip
 
 PROMPTS = 4
 

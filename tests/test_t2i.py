@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from magicvideo.eval.prompt import PromptError
-from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage, initial_noise
+from magicvideo.diffusion.schedule import initial_noise
+from magicvideo.errors import PromptError
+from magicvideo.presets import load_t2i
+from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_sd_pipeline, tiny_unet, tiny_vae
 
@@ -91,16 +93,17 @@ def test_a_shipped_lora_is_applied_over_the_shipped_unet(tmp_path, monkeypatch):
     from diffusers import UNet2DConditionModel
 
     from magicvideo.models.lora import attach_lora, save_lora
-    from magicvideo.stages import t2i
-    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS, TINY_UNET
+    from magicvideo.presets import tiny
+    from magicvideo.presets.tiny import TINY_UNET
+    from magicvideo.stages.t2i import LORA_FILE, LORA_NAME, LORA_TARGETS
 
     base = UNet2DConditionModel.from_pretrained(TINY_UNET)
     for p in attach_lora(base, LORA_NAME, LORA_TARGETS, rank=1):
         p.data.normal_(std=0.05)
     save_lora(base, LORA_NAME, tmp_path / LORA_FILE, dtype=torch.float16)
-    monkeypatch.setattr(t2i, "TINY_T2I_LORA", tmp_path)
+    monkeypatch.setattr(tiny, "TINY_T2I", tmp_path)
     plain = UNet2DConditionModel.from_pretrained(TINY_UNET).state_dict()
-    tuned = TextToImage.from_pretrained().unet.state_dict()
+    tuned = load_t2i().unet.state_dict()
     assert tuned.keys() == plain.keys()
     moved = [k for k in plain if not torch.equal(plain[k], tuned[k])]
     assert moved and all(k.endswith("weight") for k in moved)
@@ -129,12 +132,12 @@ def test_any_diffusers_pipeline_from_a_local_folder(tmp_path):
 # ---------------------------------------------------------------- the shipped tiny weights
 @pytest.fixture(scope="module")
 def shipped():
-    return TextToImage.from_pretrained()
+    return load_t2i()
 
 
 def test_judged_stills_score_the_truth_right_and_bare_backgrounds_wrong():
-    from magicvideo.eval.t2i import ground_truth_accuracy, judge_images
-    from magicvideo.synth import draw_clip, render_background
+    from magicvideo.judge.t2i import ground_truth_accuracy, judge_images
+    from magicvideo.world import draw_clip, render_background
 
     assert ground_truth_accuracy("heldout", 4, seed=5, size=128)["all"] == 1.0
     clips = [draw_clip(5, "heldout", i) for i in range(4)]
@@ -145,8 +148,8 @@ def test_judged_stills_score_the_truth_right_and_bare_backgrounds_wrong():
 def test_shipped_stage_draws_what_the_prompt_says(shipped):
     """A trained model beats its baseline: the judge reads the prompt back off its images far more
     often than off images of the empty prompt."""
-    from magicvideo.eval.t2i import evaluate_t2i, judge_images
-    from magicvideo.synth import draw_clip
+    from magicvideo.judge.t2i import evaluate_t2i, judge_images
+    from magicvideo.world import draw_clip
 
     trained = evaluate_t2i(shipped, "train", 8, seed=99, steps=10, batch=8, progress=False)["accuracy"]
     clips = [draw_clip(99, "train", i) for i in range(8)]
@@ -293,7 +296,7 @@ def test_distilled_lora_fits_the_fine_tune_better_than_its_svd_and_loads_as_fitt
                       torch.load(tmp_path / "run" / "prompts.pt")["hidden"][16:])  # the 8 left out of the fit
     gap = prediction_gap(loaded.eval(), tuned.eval(), base.eval(), probe)
     assert abs(gap - metrics["prediction_gap_distilled"]) < 0.05 * metrics["prediction_gap_distilled"] + 1e-3
-    stage = TextToImage.from_pretrained(tmp_path / "lora")  # the folder `magicvideo t2i --weights` takes
+    stage = load_t2i("tiny", tmp_path / "lora")  # the folder `magicvideo t2i --weights` takes
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in stage.unet.state_dict().items())
     save_file({"conv_in.bias": torch.zeros(7)}, tmp_path / "other.safetensors")  # another UNet's
     with pytest.raises(ValueError, match="does not match this UNet"):
@@ -314,9 +317,10 @@ def test_shipped_stage_one_is_v0_with_its_lora_fused_and_its_vectors_set():
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
-    from magicvideo.stages.t2i import TINY_T2I_LORA, TINY_UNET, VECTORS_FILE
+    from magicvideo.presets.tiny import TINY_T2I_LORA, TINY_UNET
+    from magicvideo.stages.t2i import VECTORS_FILE
 
-    state = TextToImage.from_pretrained().unet.state_dict()
+    state = load_t2i().unet.state_dict()
     v0 = UNet2DConditionModel.from_pretrained(TINY_UNET).state_dict()
     vectors = load_file(TINY_T2I_LORA / VECTORS_FILE)
     assert all(torch.equal(state[k], v.float()) for k, v in vectors.items())

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from magicvideo.eval.prompt import PromptError
+from magicvideo.errors import PromptError
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding
 from tiny_components import clip_text_model, clip_tokenizer
 

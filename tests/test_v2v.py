@@ -207,11 +207,11 @@ def test_shipped_tiny_weights_through_the_cli_beat_bicubic(tmp_path, capsys):
     """The shipped stage on stage 2's shipped backbone upscales true keyframes of a held-out clip
     from the command line, denoising 3 steps from strength 0.3, closer to the true 128x128 frames
     than bicubic."""
-    from magicvideo.eval.metrics import psnr
+    from magicvideo.judge.metrics import psnr
     from magicvideo.media import read_video, write_image, write_video
-    from magicvideo.stages.v2v import TINY_V2V
-    from magicvideo.synth import draw_clip, render_frames
-    from magicvideo.synth.render import frame_times
+    from magicvideo.presets.tiny import TINY_V2V
+    from magicvideo.world import draw_clip, render_frames
+    from magicvideo.world.render import frame_times
 
     assert sorted(p.name for p in TINY_V2V.iterdir() if p.is_dir()) == ["controlnet", "motion_adapter"]
     clip = draw_clip(4242, "heldout", 1)

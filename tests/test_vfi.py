@@ -9,14 +9,16 @@ import torch
 from PIL import Image
 
 from magicvideo.cli import main
-from magicvideo.eval.metrics import psnr, ssim
+from magicvideo.judge.metrics import psnr, ssim
 from magicvideo.media import read_video, write_video
 from magicvideo.models.edsc import EDSCInterpolator, deformable_separable_sample
 from magicvideo.models.ifnet import IFNet
-from magicvideo.stages.vfi import TINY_EDSC, FrameInterpolator
-from magicvideo.synth import draw_clip, render_clip
+from magicvideo.presets import load_vfi
+from magicvideo.presets.tiny import TINY_EDSC
+from magicvideo.stages.vfi import FrameInterpolator
 from magicvideo.training.common import load_checkpoint
 from magicvideo.training.vfi import VFITrainConfig, train_vfi
+from magicvideo.world import draw_clip, render_clip
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +104,11 @@ def test_flow_baseline_beats_blending_on_a_pan():
 def test_shipped_edsc_beats_ifnet_and_blending_on_heldout_clips(tmp_path):
     video = render_clip(draw_clip(31, "heldout", 1).scene, 128, 24, 19)
     keys, new = video[:, ::3], [i for i in range(19) if i % 3]
-    results = {m: FrameInterpolator.from_pretrained(method=m)(keys, times=3).frames for m in ("edsc", "ifnet", "blend")}
+    results = {m: load_vfi(m)(keys, times=3).frames for m in ("edsc", "ifnet", "blend")}
     score = {m: psnr(f[:, new], video[:, new]) for m, f in results.items()}
     assert score["edsc"] > score["blend"] + 3 and score["edsc"] > score["ifnet"]
     assert ssim(results["edsc"][:, new].transpose(0, 1), video[:, new].transpose(0, 1)) > 0.95
-    stage = FrameInterpolator.from_pretrained(method="edsc")
+    stage = load_vfi("edsc")
     stage.save_pretrained(tmp_path / "w")
     again = FrameInterpolator.from_pretrained(tmp_path / "w", method="edsc")
     assert torch.equal(again(keys[:, :3], times=3).frames, stage(keys[:, :3], times=3).frames)

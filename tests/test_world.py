@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from magicvideo.eval import parse_prompt
-from magicvideo.synth import draw_clip, vocab
-from magicvideo.synth.scene import CLIP_SECONDS, HELDOUT_COMBINATIONS, TRAIN_COMBINATIONS
+from magicvideo.judge import parse_prompt
+from magicvideo.world import draw_clip, vocab
+from magicvideo.world.scene import CLIP_SECONDS, HELDOUT_COMBINATIONS, TRAIN_COMBINATIONS
 
 TRAIN = [draw_clip(0, "train", i) for i in range(300)]
 HELDOUT = [draw_clip(0, "heldout", i) for i in range(300)]

@@ -93,8 +93,8 @@ def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int =
 
 
 def small_sd15_shapes():
-    """The sd15 layout's classes at test size: what magicvideo.sd15.write_random builds at full size."""
-    from magicvideo.sd15 import Shapes
+    """The sd15 layout's classes at test size: what magicvideo.presets.sd15.write_random builds at full size."""
+    from magicvideo.presets.sd15 import Shapes
 
     blocks = dict(block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))

@@ -1,7 +1,7 @@
 """Reading and writing frames: mp4 (through the ffmpeg binary that imageio-ffmpeg ships),
 images, folders of images. Tensors are (3, F, H, W) / (3, H, W) float32 in [0, 1].
 
-Two mp4 flavours (see README, "Video files"):
+Two mp4 flavours (see docs/video_files.md):
 - "measure" (default): H.264 yuv444p, CRF 4. Full chroma, so small frames keep their
   colours; what the judge and the metrics read.
 - "web": H.264 yuv420p, CRF 18, faststart. Plays in every common player and browser.
@@ -23,16 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from magicvideo.errors import MediaError
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FLAVOURS = {
     "measure": {"pix_fmt": "yuv444p", "crf": 4},
     "web": {"pix_fmt": "yuv420p", "crf": 18},
 }
-
-
-class MediaError(ValueError):
-    """A file that cannot be read as frames, said in one line."""
 
 
 @contextlib.contextmanager

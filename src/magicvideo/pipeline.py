@@ -26,18 +26,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from magicvideo.device import Placement
-from magicvideo.eval.prompt import PromptError
+from magicvideo.diffusion.schedule import check_seed
+from magicvideo.errors import PromptError
 from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
-from magicvideo.synth.scene import KEYFRAME_FPS
 from magicvideo.text import is_blank
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 FILES = {"t2i": "reference.png", "i2v": "keyframes.mp4", "v2v": "hires.mp4", "vfi": "final.mp4"}
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"  # in .state/: the settings a run began with
-PRESETS = ("tiny", "sd15")
 
 
 @dataclass
@@ -171,8 +170,6 @@ def check_resumable(run_dir: Path, run: RunSettings) -> None:
 def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     """What can be checked of a run without its models (`multiple`: the frame-side multiple of its
     UNet, `size_multiple`); returns the stages to run."""
-    from magicvideo.stages.t2i import check_seed
-
     stages = check_stages(run.stages, run.image)
     check_seed(run.seed)
     if not 1 <= run.frames <= 32:
@@ -191,27 +188,6 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
         if value is not None and (value <= 0 or value % m):
             raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
     return stages
-
-
-def weights_size_multiple(preset: str, weights: str | os.PathLike | None) -> int:
-    """`size_multiple` of a preset's UNet, read from its config (sd15: after checking the whole
-    folder), so a run's sizes are checked before any weight loads."""
-    from magicvideo.latent import size_multiple
-    from magicvideo.stages.i2v import TINY_I2V, tiny_parts
-
-    if preset == "sd15":
-        from magicvideo import sd15
-
-        if weights is None:
-            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
-        sd15.check_folder(weights)
-        parts = sd15.i2v_parts(weights)
-        unet, vae = parts["unet"], parts["vae"]
-    else:
-        own = Path(weights) / "i2v" if weights else None
-        parts = tiny_parts(own if own is not None and own.is_dir() else TINY_I2V)
-        unet, vae = parts["unet"], parts["vae"]
-    return size_multiple(*(json.loads((p / "config.json").read_text()) for p in (unet, vae)))
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
@@ -234,39 +210,31 @@ class MagicVideoPipeline:
                     placement: Placement | None = None) -> MagicVideoPipeline:
         """The four stages of a preset. tiny: the shipped weights; `weights` may hold any of
         t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead.
-        sd15: `weights` is a folder in magicvideo.sd15's layout, checked before anything loads.
+        sd15: `weights` is a folder in magicvideo.presets.sd15's layout, checked before anything loads.
         `placement`: device, dtype and memory controls (default: CPU, fp32)."""
-        from magicvideo.stages.i2v import load_i2v
-        from magicvideo.stages.t2i import TextToImage, load_t2i
-        from magicvideo.stages.v2v import load_v2v
-        from magicvideo.stages.vfi import FrameInterpolator
+        from magicvideo.presets import check_preset, load_i2v, load_t2i, load_v2v, load_vfi, sd15
 
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        check_preset(preset, weights)
         placement = placement or Placement()
         root = Path(weights) if weights else None
         if root is not None and not root.is_dir():
             raise FileNotFoundError(f"no weights folder {root}")
-        if preset == "sd15" and root is None:
-            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
 
         def own(name: str) -> Path | None:
             return root / name if root is not None and (root / name).is_dir() else None
 
         if preset == "sd15":
-            from magicvideo import sd15
-
             sd15.check_folder(root)  # every stage's parts, before any weight loads
             t2i = load_t2i("sd15", root, placement)
             i2v = load_i2v("sd15", root, placement)
         else:
-            t2i = TextToImage.from_pretrained(own("t2i")).to(placement.device)
-            i2v = load_i2v(preset, own("i2v"), placement)
+            t2i = load_t2i("tiny", own("t2i"), placement)
+            i2v = load_i2v("tiny", own("i2v"), placement)
             shared, own_text = t2i.text_encoder, i2v.text_encoder
             if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
                 i2v.text_encoder = shared  # one text encoder for the whole cascade
         v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
-        vfi = FrameInterpolator.from_pretrained(own("vfi"), method=vfi_method, device=placement.device)
+        vfi = load_vfi(vfi_method, own("vfi"), device=placement.device)
         return cls(t2i, i2v, v2v, vfi, preset, weights, placement)
 
     # ------------------------------------------------------------------ running
@@ -398,7 +366,8 @@ class MagicVideoPipeline:
         return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress).frames
 
     def _fps(self, name: str, run: RunSettings) -> float:
-        return KEYFRAME_FPS * run.times if name == "vfi" else KEYFRAME_FPS
+        fps = self.i2v.settings.fps  # the keyframes' rate: the clips the motion module learnt from
+        return fps * run.times if name == "vfi" else fps
 
     def _write(self, name: str, frames: torch.Tensor, run_dir: Path, run: RunSettings) -> Path:
         path = run_dir / FILES[name]

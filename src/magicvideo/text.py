@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from magicvideo.eval.prompt import PromptError
+from magicvideo.errors import PromptError
 
 
 def is_blank(prompt: str) -> bool:

@@ -14,23 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.diffusion.guidance import Guided
+from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
 from magicvideo.latent import check_size, vae_factor
-from magicvideo.models.lora import extract_lora, fuse_lora, load_lora, save_lora, without_lora
+from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
+from magicvideo.stages.parts import STAGE_FILE, named_part
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
-TINY = Path(__file__).resolve().parent.parent / "weights" / "tiny"
-TINY_VAE = TINY / "vae"  # the preset's latent space: 4x down, so the world's objects span several cells
-TINY_UNET = TINY / "t2i_unet"
-# the 8x VAE TINY_UNET and the stages built on it were trained with; each stage loads its own VAE,
-# and a folder names it (stage.json, a LoRA's config.json) relative to itself
-TINY_UNET_VAE = TINY / "vae_8x"
-TINY_T2I_LORA = TINY / "t2i_lora"  # stage 1's UNet trained further, as a LoRA over TINY_UNET (the base I2V keeps)
-STAGE_FILE = "stage.json"
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
 VECTORS_FILE = "vectors.safetensors"  # beside a LoRA: the UNet's biases and norm weights, carried whole
 # what a stage-1 LoRA updates: every attention, feed-forward and transformer projection, and the
@@ -46,54 +41,6 @@ EXTRACT_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.(0\.proj|2)|proj_in|pr
 # 1-7 (benchmarks/results/t2i_quality.md); to be chosen again once the model draws shapes.
 DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
-
-
-def noise_scheduler() -> DDPMScheduler:
-    """The training noise schedule of our latent stages: cosine (squaredcos_cap_v2), whose last
-    step is almost pure noise, so sampling starts where training ended; v-prediction, which
-    stays well-posed at that end."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="v_prediction", clip_sample=False)
-
-
-def sampler(config: dict | None = None) -> DPMSolverMultistepScheduler:
-    """DPM-Solver++ (2nd order) on a training schedule (default: ours; a full-size stage passes
-    its weights' own, e.g. SD1.5's scaled-linear betas with epsilon prediction), with steps
-    spaced from the last one."""
-    return DPMSolverMultistepScheduler.from_config(config or noise_scheduler().config, algorithm_type="dpmsolver++",
-                                                   solver_order=2, timestep_spacing="trailing",
-                                                   final_sigmas_type="zero")
-
-
-def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """One N(0, 1) tensor of `shape` per seed, each from its own generator: an item's noise does
-    not depend on what else is in the batch."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-
-
-SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
-
-
-def seed_list(seed: int | list[int], n: int) -> list[int]:
-    seeds = [seed] * n if isinstance(seed, int) else list(seed)
-    if len(seeds) != n:
-        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
-    for s in seeds:
-        check_seed(s)
-    return seeds
-
-
-def check_seed(seed: int) -> None:
-    if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"a seed is a whole number from 0 to 2^63 - 1, got {seed}")
-
-
-def named_part(folder: Path, name: str | None, default: Path) -> Path:
-    """A component a weights folder names: relative to the folder when it is there (how the
-    shipped folders name theirs), else as given; none named: `default`."""
-    if not name:
-        return default
-    return folder / name if (folder / name).is_dir() else Path(name)
 
 
 @dataclass
@@ -124,41 +71,40 @@ class TextToImage:
 
     # ------------------------------------------------------------------ files
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None) -> TextToImage:
-        """From a folder written by `save_pretrained`; a LoRA folder (`lora.safetensors`, as
-        `magicvideo train t2i` writes with `lora: R`), applied over the UNet it was trained on; or (None)
-        the shipped tiny weights, with the shipped LoRA when there is one. A LoRA is fused into
-        the UNet's weights, so it costs nothing at sampling time."""
-        lora = TINY_T2I_LORA / LORA_FILE if (TINY_T2I_LORA / LORA_FILE).is_file() else None
-        unet_dir, vae_dir, settings = TINY_UNET, TINY_UNET_VAE, {}
-        if path is not None:
-            path = Path(path)
-            if (path / STAGE_FILE).is_file():
-                settings = json.loads((path / STAGE_FILE).read_text())
-                unet_dir, vae_dir, lora = path / "unet", path / "vae", None
-            elif (path / LORA_FILE).is_file():
-                # trained over the UNet and VAE its config names (null: the shipped ones)
-                over = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-                unet_dir = named_part(path, over.get("base"), TINY_UNET)
-                vae_dir = named_part(path, over.get("vae"), TINY_UNET_VAE)
-                lora = path / LORA_FILE
-            else:
-                raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
-                                        f"nor a stage-1 LoRA (no {LORA_FILE})")
+    def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
+                        vae: str | os.PathLike | None = None) -> TextToImage:
+        """From a folder written by `save_pretrained` (its stage.json may name the UNet and VAE,
+        relative to itself), or a LoRA folder (`lora.safetensors`, as `magicvideo train t2i` writes
+        with `lora: R`) applied over the UNet and VAE its config.json names. `unet`, `vae`: the
+        components a folder that names none goes over. A LoRA is fused into the UNet's weights, so
+        it costs nothing at sampling time."""
+        path = Path(path)
+        lora, settings = None, {}
+        if (path / STAGE_FILE).is_file():
+            settings = json.loads((path / STAGE_FILE).read_text())
+            named = {k: settings.pop(k, None) for k in ("unet", "vae")}
+        elif (path / LORA_FILE).is_file():
+            over = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+            named, lora = {"unet": over.get("base"), "vae": over.get("vae")}, path / LORA_FILE
+        else:
+            raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
+                                    f"nor a stage-1 LoRA (no {LORA_FILE})")
+        defaults = {"unet": Path(unet) if unet else path / "unet", "vae": Path(vae) if vae else path / "vae"}
+        unet_dir, vae_dir = (named_part(path, named[k], defaults[k]) for k in ("unet", "vae"))
         for folder in (unet_dir, vae_dir):
             for name in ("config.json", "diffusion_pytorch_model.safetensors"):
                 if not (folder / name).is_file():
                     raise FileNotFoundError(f"missing weight file {folder / name}")
         text = MiniLMTextEncoder.from_pretrained(max_tokens=settings.pop("max_tokens", 40))
         # shipped weights are stored as fp16 (half the repository size); we compute in fp32
-        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=torch.float32)
+        model = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=torch.float32)
         if lora is not None:
-            load_lora(unet, LORA_NAME, lora)
-            fuse_lora(unet)
+            load_lora(model, LORA_NAME, lora)
+            fuse_lora(model)
             if (lora.parent / VECTORS_FILE).is_file():
-                load_vectors(unet, lora.parent / VECTORS_FILE)
-        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
-        return cls(unet, vae, text, **settings)
+                load_vectors(model, lora.parent / VECTORS_FILE)
+        autoencoder = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
+        return cls(model, autoencoder, text, **settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -189,20 +135,14 @@ class TextToImage:
         seeds = seed_list(seed, n)
         h = size // vae_factor(self.vae)
         latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
-        guided = guidance > 1.0
-        context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guided else cond
+        context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guidance > 1.0 else cond
         context = context.to(self.device)
+        guide = Guided(lambda x, t: self.unet(x, t, context.hidden).sample, guidance)
         scheduler = sampler()
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
         for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
-            x = torch.cat([latents] * 2) if guided else latents
-            x = scheduler.scale_model_input(x, t)
-            pred = self.unet(x, t, context.hidden).sample
-            if guided:
-                uncond, text = pred.chunk(2)
-                pred = uncond + guidance * (text - uncond)
-            latents = scheduler.step(pred, t, latents).prev_sample
+            latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
 
@@ -240,43 +180,6 @@ def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: s
             "vectors": vectors}
     (folder / "config.json").write_text(json.dumps(over, indent=2) + "\n")
     return folder
-
-
-def lora_from_fine_tune(tuned: str | os.PathLike, rank: int = 16, base: str | os.PathLike | None = None,
-                        ) -> tuple[UNet2DConditionModel, UNet2DConditionModel, dict[str, float]]:
-    """The fully fine-tuned UNet `tuned` (a UNet folder, or a saved stage's) and a copy of it as the
-    `base` UNet (default: the shipped one) plus a rank-`rank` LoRA on every matrix (EXTRACT_TARGETS,
-    the truncated SVD of each change: models.lora.extract_lora) and the tuned biases and norms.
-    Returns (base + LoRA, tuned, share of each layer's change kept). Why: a full fine-tune learns
-    shapes that a LoRA trained from zero did not, and only a LoRA fits the weights budget
-    (benchmarks/results/t2i_gpu.md)."""
-    tuned = Path(tuned)
-    tuned = tuned / "unet" if (tuned / STAGE_FILE).is_file() else tuned
-    for folder in (tuned, Path(base or TINY_UNET)):
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a diffusers UNet folder (no config.json)")
-    unet = UNet2DConditionModel.from_pretrained(base or TINY_UNET, torch_dtype=torch.float32)
-    teacher = UNet2DConditionModel.from_pretrained(tuned, torch_dtype=torch.float32)
-    state = teacher.state_dict()
-    if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in unet.state_dict().items()}:
-        raise ValueError(f"{tuned} is not the same architecture as the base UNet {base or TINY_UNET}")
-    unet.requires_grad_(False)
-    kept = extract_lora(unet, state, LORA_NAME, EXTRACT_TARGETS, rank)
-    with torch.no_grad():  # peft names a wrapped layer's bias `base_layer.bias`
-        for key, p in unet.named_parameters():
-            if p.dim() < 2 and ".lora_" not in key:
-                p.copy_(state[key.replace(".base_layer.", ".")])
-    return unet, teacher, kept
-
-
-def extract_t2i_lora(tuned: str | os.PathLike, out: str | os.PathLike, rank: int = 16,
-                     base: str | os.PathLike | None = None) -> dict[str, float]:
-    """A stage-1 LoRA folder at `out` carrying the fully fine-tuned UNet `tuned` over `base` by
-    truncated SVD alone (lora_from_fine_tune; training.t2i.distill_t2i_lora then fits it to the
-    fine-tune's predictions). Returns the share of each layer's change kept."""
-    unet, _, kept = lora_from_fine_tune(tuned, rank, base)
-    save_t2i_lora(unet, out, str(base) if base else None, vectors=True)
-    return kept
 
 
 class DiffusersTextToImage:
@@ -320,7 +223,7 @@ class DiffusersTextToImage:
                  guidance: float | None = None, size: int | None = None, progress: bool = False) -> T2IOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if any(not p.strip() for p in prompts):
-            from magicvideo.eval.prompt import PromptError
+            from magicvideo.errors import PromptError
 
             raise PromptError("the prompt is empty")
         size = size or self.size
@@ -331,22 +234,3 @@ class DiffusersTextToImage:
                                guidance_scale=self.guidance if guidance is None else guidance,
                                height=size, width=size, generator=generators, output_type="pt").images
         return T2IOutput(images.float().cpu())
-
-
-PRESETS = ("tiny", "sd15")
-
-
-def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None):
-    """Stage 1 of a preset. tiny: the shipped weights, or a folder from `save_pretrained`.
-    sd15: any diffusers text-to-image pipeline, `weights` itself or its `t2i/` sub-folder."""
-    if preset == "tiny":
-        return TextToImage.from_pretrained(weights)
-    if preset != "sd15":
-        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
-    if weights is None:
-        raise ValueError("the sd15 preset needs --weights DIR: a diffusers pipeline folder (or one with t2i/ inside)")
-    folder = Path(weights)
-    if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
-        folder = folder / "t2i"
-    placement = placement or Placement()
-    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=placement.torch_dtype).place(placement)

@@ -30,22 +30,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
+from magicvideo.diffusion.schedule import initial_noise, seed_list
+from magicvideo.diffusion.video import LatentVideoStage, resize_reference
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
-from magicvideo.stages.i2v import (
-    STAGE_FILE,
-    ImageToVideo,
-    LatentVideoStage,
-    check_weights_folder,
-    load_i2v,
-    resize_reference,
-    save_motion_adapter,
-)
-from magicvideo.stages.t2i import TINY, initial_noise, seed_list
+from magicvideo.stages.i2v import ImageToVideo, save_motion_adapter
+from magicvideo.stages.parts import STAGE_FILE, check_weights_folder
 from magicvideo.text import PromptEmbedding
 
-TINY_V2V = TINY / "v2v"
-PRESETS = ("tiny", "sd15")
 KERNELS = ("bicubic", "bilinear")
 
 
@@ -247,30 +239,3 @@ class VideoToVideo(LatentVideoStage):
                                progress=progress, desc="video-to-video")
         out = hold_still_detail(self.decode(latents), video.float(), threshold)
         return V2VOutput(back_project(out, video.float(), iterations, kernel) if iterations else out)
-
-
-def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -> Path:
-    """The stage-3 folder of a preset, checked before anything loads (sd15: DIR/v2v)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} for video-to-video; expected one of {PRESETS}")
-    if preset == "sd15":
-        from magicvideo import sd15
-
-        if weights is None:
-            raise ValueError("the sd15 preset needs --weights DIR (the layout is in the README)")
-        sd15.check_folder(weights, ("v2v",))
-        return Path(weights) / "v2v"
-    folder = Path(weights) if weights else TINY_V2V
-    if not (folder / STAGE_FILE).is_file():
-        raise FileNotFoundError(f"no video-to-video weights in {folder} (no {STAGE_FILE})")
-    return folder
-
-
-def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None,
-             i2v: ImageToVideo | None = None) -> VideoToVideo:
-    """Stage 3 of a preset on `i2v`'s backbone (loaded from the same preset and, for sd15, the same
-    folder, when not given)."""
-    folder = v2v_folder(preset, weights)
-    if i2v is None:
-        i2v = load_i2v(preset, weights if preset == "sd15" else None)
-    return VideoToVideo.from_pretrained(folder, i2v)

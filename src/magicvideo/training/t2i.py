@@ -21,23 +21,16 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
+from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
-from magicvideo.stages.t2i import (
-    LORA_NAME,
-    LORA_TARGETS,
-    TINY_UNET,
-    TINY_UNET_VAE,
-    TINY_VAE,
-    TextToImage,
-    noise_scheduler,
-    save_t2i_lora,
-)
-from magicvideo.synth import WorldImages, render_masks
+from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE, TINY_VAE
+from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i_lora
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.world import WorldImages, render_masks
 
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
 
@@ -177,7 +170,7 @@ def _batch(cache: dict[str, torch.Tensor], config: T2ITrainConfig, scheduler: DD
 
 
 def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
-    from magicvideo.eval.t2i import evaluate_t2i
+    from magicvideo.judge.t2i import evaluate_t2i
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +272,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     on the GPU fine-tune, the SVD alone at rank 16 predicted further from it than the base UNet did
     (the layers' truncation errors add up); 300 steps of fitting brought that gap to a fifth
     (benchmarks/results/t2i_distill.md). Returns the metrics written to the folder's card."""
-    from magicvideo.stages.t2i import lora_from_fine_tune
+    from magicvideo.training.extract import lora_from_fine_tune
 
     out = Path(out)
     tuned = Path(config.tuned)

@@ -24,15 +24,19 @@ from diffusers import ControlNetModel, MotionAdapter
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.diffusion.schedule import noise_scheduler
+from magicvideo.diffusion.video import resize_reference
 from magicvideo.latent import vae_factor
-from magicvideo.stages.i2v import TINY_I2V, ImageToVideo, load_i2v, resize_reference
-from magicvideo.stages.t2i import initial_noise, noise_scheduler
+from magicvideo.presets import load_i2v
+from magicvideo.presets.tiny import TINY_I2V
+from magicvideo.stages.i2v import ImageToVideo
+from magicvideo.stages.t2i import initial_noise
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
-from magicvideo.synth import WorldClips
 from magicvideo.text import PromptEmbedding
 from magicvideo.training.cache import cached, encode_captions
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
 INPUTS = ("truth", "vae", "i2v")

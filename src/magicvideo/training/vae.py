@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
-from magicvideo.eval.metrics import psnr
+from magicvideo.judge.metrics import psnr
 from magicvideo.media import atomic_path
-from magicvideo.synth import draw_clip, render_frames
-from magicvideo.synth.scene import CLIP_SECONDS
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.world import draw_clip, render_frames
+from magicvideo.world.scene import CLIP_SECONDS
 
 CACHE = "frames.pt"
 

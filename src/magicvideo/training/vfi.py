@@ -16,12 +16,12 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from magicvideo.eval.metrics import psnr
+from magicvideo.judge.metrics import psnr
 from magicvideo.media import atomic_path
 from magicvideo.models.edsc import EDSCInterpolator, PatchDiscriminator
 from magicvideo.models.ifnet import IFNet
-from magicvideo.synth import draw_clip, render_frames
 from magicvideo.training.common import load_checkpoint, save_checkpoint, save_config, write_card
+from magicvideo.world import draw_clip, render_frames
 
 CACHE = "triplets.pt"
 

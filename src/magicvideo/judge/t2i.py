@@ -9,8 +9,8 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from magicvideo.eval.judge import Expected, aggregate, read_clip, score_clip
-from magicvideo.synth import draw_clip, vocab
+from magicvideo.judge.judge import Expected, aggregate, read_clip, score_clip
+from magicvideo.world import draw_clip, vocab
 
 
 def unseen_phrasings(caption: str) -> list[str]:
@@ -76,7 +76,7 @@ def evaluate_t2i(stage, split: str = "heldout", count: int = 200, seed: int = 77
 @torch.no_grad()
 def ground_truth_accuracy(split: str = "heldout", count: int = 200, seed: int = 777, size: int = 128) -> dict:
     """The same scoring on the world's own renders: the judge's ceiling for these prompts."""
-    from magicvideo.synth import render_frames
+    from magicvideo.world import render_frames
 
     clips = [draw_clip(seed, split, i) for i in range(count)]
     return judge_images(clips, [render_frames(c.scene, size, [0.0])[:, 0] for c in clips])["accuracy"]

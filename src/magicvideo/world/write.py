@@ -9,8 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from magicvideo.media import atomic_path, write_video
-from magicvideo.synth.datasets import draw_clip
-from magicvideo.synth.render import render_clip
+from magicvideo.world.datasets import draw_clip
+from magicvideo.world.render import render_clip
 
 METADATA = "metadata.jsonl"
 

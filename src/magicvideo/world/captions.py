@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from magicvideo.synth import vocab
-from magicvideo.synth.scene import Scene
+from magicvideo.world import vocab
+from magicvideo.world.scene import Scene
 
 
 def _article(phrase: str) -> str:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import re
 
-from magicvideo.eval.judge import Expected
-from magicvideo.synth import vocab
+from magicvideo.errors import PromptError
+from magicvideo.judge.judge import Expected
+from magicvideo.world import vocab
 
 _ARTICLES = ("a ", "an ", "the ")
-
-
-class PromptError(ValueError):
-    """A prompt the judge cannot read, said in one line."""
 
 
 def _phrase_table() -> dict[tuple[str, ...], tuple[str, str]]:
@@ -82,7 +79,7 @@ def parse_prompt(prompt: str) -> Expected:
     if unknown:
         raise PromptError(
             f"unknown word(s) in the prompt: {', '.join(repr(w) for w in unknown)}; the judge reads only "
-            "the world's vocabulary (see magicvideo.synth.vocab)"
+            "the world's vocabulary (see magicvideo.world.vocab)"
         )
     objects: list[list[str | None]] = []
     backgrounds = []

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from magicvideo.synth import vocab
-from magicvideo.synth.scene import Scene, WorldObject
+from magicvideo.world import vocab
+from magicvideo.world.scene import Scene, WorldObject
 
 
 def _polygon(radii: Sequence[float], start_deg: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Measure stage 3 on held-out clips (issue 5's bar): fidelity to the true 128x128 keyframes
+"""Measure stage 3 on held-out clips (stage 3's bar): fidelity to the true 128x128 keyframes
 (PSNR, SSIM), the judge's reading of the upscaled clip, flicker and sharpness."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from magicvideo.eval.files import expected_from_scene
-from magicvideo.eval.judge import aggregate, read_clip, score_clip
-from magicvideo.eval.metrics import psnr, ssim
-from magicvideo.synth import WorldClip, draw_clip, render_frames
-from magicvideo.synth.render import frame_times
-from magicvideo.synth.scene import KEYFRAME_FPS
+from magicvideo.judge.files import expected_from_scene
+from magicvideo.judge.judge import aggregate, read_clip, score_clip
+from magicvideo.judge.metrics import psnr, ssim
+from magicvideo.world import WorldClip, draw_clip, render_frames
+from magicvideo.world.render import frame_times
+from magicvideo.world.scene import KEYFRAME_FPS
 
 # (clips, low-res frames (B, 3, F, h, w), references (B, 3, 128, 128)) -> (B, 3, F, H, W)
 Upscaler = Callable[[list[WorldClip], torch.Tensor, torch.Tensor], torch.Tensor]

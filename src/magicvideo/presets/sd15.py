@@ -34,14 +34,11 @@ import torch
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.errors import WeightsError
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 BORROWED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # i2v/<part>, else t2i/<part>
 MARKER = "random_weights.json"
-
-
-class WeightsError(ValueError):
-    """A weights folder that does not fit the layout; the message names every part at fault."""
 
 
 @dataclass
@@ -154,15 +151,14 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
 
 
 # ------------------------------------------------------------------ loading
-def load_i2v(root: str | os.PathLike, placement: Placement | None = None):
+def assemble_i2v(root: str | os.PathLike, placement: Placement | None = None):
+    """Stage 2 from DIR/i2v, with what it leaves out taken from DIR/t2i (checked first)."""
     from magicvideo.stages.i2v import ImageToVideo
 
     placement = placement or Placement()
     check_folder(root, ("i2v",))
-    parts = i2v_parts(root)
-    stage = ImageToVideo.from_pretrained(Path(root) / "i2v", torch_dtype=placement.torch_dtype, **parts)
+    stage = ImageToVideo.from_pretrained(Path(root) / "i2v", torch_dtype=placement.torch_dtype, **i2v_parts(root))
     return stage.place(placement)
-
 
 
 # ------------------------------------------------------------------ random weights at the real shapes

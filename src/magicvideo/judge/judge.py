@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from magicvideo.eval.segment import SYMMETRY, Detection, detect
-from magicvideo.synth import vocab
-from magicvideo.synth.render import render_background
+from magicvideo.judge.segment import SYMMETRY, Detection, detect
+from magicvideo.world import vocab
+from magicvideo.world.render import render_background
 
 # Motion thresholds over a whole clip, chosen halfway (in log terms) between "still" and
 # the smallest motion the world draws: travel >= 0.28 frame widths, area x2.56, 187 deg.

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magicvideo.eval.judge import ClipReading, Expected, aggregate, read_clip, score_clip
-from magicvideo.eval.prompt import parse_prompt
+from magicvideo.judge.judge import ClipReading, Expected, aggregate, read_clip, score_clip
+from magicvideo.judge.prompt import parse_prompt
 from magicvideo.media import MediaError, load_frames
-from magicvideo.synth.scene import Scene
-from magicvideo.synth.write import METADATA
+from magicvideo.world.scene import Scene
+from magicvideo.world.write import METADATA
 
 
 def expected_from_scene(scene: Scene) -> Expected:

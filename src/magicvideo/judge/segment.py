@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from magicvideo.synth import vocab
-from magicvideo.synth.render import object_coverage, shape_sdf
+from magicvideo.world import vocab
+from magicvideo.world.render import object_coverage, shape_sdf
 
 COLOUR_TOLERANCE = 25.0  # Lab units; the closest any background comes to the palette is 34
 MIN_AREA_FRACTION = 0.002  # smaller specks are noise (the smallest world object is ~0.006)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from magicvideo.synth import vocab
+from magicvideo.world import vocab
 
 SPLITS = ("train", "heldout")
 # The standard clip: 46 frames at 24 fps = 16 keyframes at 8 fps, 1.875 s. Scenes keep

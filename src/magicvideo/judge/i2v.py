@@ -1,5 +1,5 @@
 """Measure stage 2 with the judge: held-out clips, the ground-truth first frame as the reference
-image, 16 generated keyframes read back and scored (issue 4's quality bar)."""
+image, 16 generated keyframes read back and scored (stage 2's quality bar)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from magicvideo.eval.files import expected_from_scene
-from magicvideo.eval.judge import Expected, aggregate, read_clip, score_clip
-from magicvideo.eval.metrics import psnr
-from magicvideo.synth import WorldClip, draw_clip, render_frames
-from magicvideo.synth.render import frame_times
-from magicvideo.synth.scene import KEYFRAME_FPS
+from magicvideo.judge.files import expected_from_scene
+from magicvideo.judge.judge import Expected, aggregate, read_clip, score_clip
+from magicvideo.judge.metrics import psnr
+from magicvideo.judge.prompt import with_motion
+from magicvideo.world import WorldClip, draw_clip, render_frames
+from magicvideo.world.render import frame_times
+from magicvideo.world.scene import KEYFRAME_FPS
 
 
 def _frame_scores(video: torch.Tensor, expected: Expected) -> tuple[int, int, int]:
@@ -54,7 +55,9 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
     frames = call.get("frames") or (stage.settings.frames if stage is not None else 16)
     if generate is None:
         def generate(chunk: list[WorldClip], refs: torch.Tensor) -> torch.Tensor:
-            return stage([c.caption for c in chunk], refs, seed=0, **call).frames
+            captions = [c.caption for c in chunk]
+            still = [with_motion(c) for c in captions]  # what motion guidance contrasts, when it is on
+            return stage(captions, refs, seed=0, still_prompt=still, **call).frames
     clips = [draw_clip(seed, "heldout", i) for i in range(count)]
     scores, readings, truth = [], [], []
     frame_totals = np.zeros(3, int)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
-from magicvideo.synth.captions import make_caption
-from magicvideo.synth.render import frame_times, render_frames
-from magicvideo.synth.scene import KEYFRAME_FPS, SPLITS, Scene, clip_rng, sample_scene
+from magicvideo.world.captions import make_caption
+from magicvideo.world.render import frame_times, render_frames
+from magicvideo.world.scene import KEYFRAME_FPS, SPLITS, Scene, clip_rng, sample_scene
 
 CLIP_PARTS = ("reference", "keyframes", "keyframes_hr", "frames")
 

@@ -1,6 +1,6 @@
 """Real footage as training data: a user's folder of videos with a captions CSV.
 
-`VideoFolderClips` yields the same items as `magicvideo.synth.WorldClips`, so every
+`VideoFolderClips` yields the same items as `magicvideo.world.WorldClips`, so every
 trainer runs on it unchanged. The CSV has a header with at least the columns `file`
 (a path relative to the folder) and `caption`:
 
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from magicvideo.media import read_video
-from magicvideo.synth.datasets import CLIP_PARTS
-from magicvideo.synth.scene import KEYFRAME_FPS
+from magicvideo.world.datasets import CLIP_PARTS
+from magicvideo.world.scene import KEYFRAME_FPS
 
 
 def square_resize(video: torch.Tensor, size: int) -> torch.Tensor:

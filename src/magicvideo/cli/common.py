@@ -1,0 +1,40 @@
+"""What several commands share: where models run (device, dtype, memory controls) and the size check."""
+
+from __future__ import annotations
+
+import argparse
+
+from magicvideo.device import Placement
+
+
+def add_placement(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights' precision (default: fp16 on a GPU, "
+                   "fp32 on the CPU)")
+    p.add_argument("--offload", action="store_true", help="model CPU offload: each model goes to the device only "
+                   "while it runs (less GPU memory, slower)")
+    p.add_argument("--vae-chunk", type=int, default=16, help="frames per VAE call (default 16; lower: less memory)")
+    p.add_argument("--vae-tiling", action="store_true", help="the VAE works in tiles (large frames, less memory)")
+
+
+def placement(args: argparse.Namespace) -> Placement:
+    from magicvideo.device import default_device
+
+    device = args.device or default_device()
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    return Placement(device=device, dtype=dtype, offload=args.offload, vae_chunk=args.vae_chunk,
+                     vae_tiling=args.vae_tiling)
+
+
+def check_size(args: argparse.Namespace) -> None:
+    """--size of the i2v and v2v commands, checked before loading where the configs tell enough."""
+    if args.size is None:
+        return
+    if args.size <= 0:  # the multiple is the stage's (its VAE's factor times its UNet's), checked once loaded
+        raise ValueError(f"--size must be positive, got {args.size}")
+    if args.preset == "sd15":
+        from magicvideo.presets import size_multiple_of
+
+        multiple = size_multiple_of("sd15", args.weights)
+        if args.size % multiple:
+            raise ValueError(f"--size must be a multiple of {multiple} for this UNet, got {args.size}")

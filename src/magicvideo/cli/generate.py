@@ -1,0 +1,102 @@
+"""`magicvideo generate`: the cascade in a run directory that a crash does not lose (--resume)."""
+
+from __future__ import annotations
+
+import argparse
+
+from magicvideo.cli.common import add_placement, placement
+from magicvideo.errors import PromptError
+from magicvideo.media import FLAVOURS
+from magicvideo.text import is_blank
+
+# generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
+RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+             "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
+             "flavour")
+
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from magicvideo.media import read_image
+    from magicvideo.pipeline import (
+        STAGES,
+        MagicVideoPipeline,
+        RunSettings,
+        check_settings,
+        check_stages,
+        default_run_dir,
+    )
+    from magicvideo.presets import size_multiple_of
+    from magicvideo.runlock import RunLock
+
+    progress = not args.quiet
+    if args.resume:
+        if args.prompt is not None:
+            raise ValueError("give a prompt or --resume RUN_DIR, not both (a resumed run keeps its own settings)")
+        from magicvideo.cli import build_parser
+
+        defaults = vars(build_parser().parse_args(["generate", "--resume", args.resume]))
+        given = [k for k in RUN_FLAGS if getattr(args, k) != defaults[k]]
+        if given:
+            raise ValueError(f"--resume keeps the run's own settings; leave out --{given[0].replace('_', '-')}")
+        out = MagicVideoPipeline.resume(args.resume, progress=progress, placement=placement(args))
+    else:
+        if args.prompt is None or is_blank(args.prompt):
+            raise PromptError("the prompt is empty")
+        default = STAGES[1:] if args.image else STAGES
+        stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
+        run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
+        if args.image:
+            read_image(args.image)  # an unreadable image fails before any model loads
+        settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+                                                  "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
+                                                  "gif", "flavour")}
+        where = placement(args)
+        weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
+        run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
+                          dtype=where.dtype, image=args.image, stages=stages, **settings)
+        check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
+        lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
+        try:
+            pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=where)
+        except BaseException:
+            lock.release(abandon=True)
+            raise
+        out = pipe.run(run, run_dir, progress=progress, lock=lock)
+    last = [name for name in STAGES if name in out.paths][-1]
+    print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
+    print(f"run directory: {out.run_dir}")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("generate", help="the cascade: a prompt becomes a smooth video (t2i, i2v, v2v, vfi)")
+    p.add_argument("prompt", nargs="?", help="what the video shows (not needed with --resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; its finished stages are kept")
+    p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
+    p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
+                   "(default: t2i,i2v,v2v,vfi)")
+    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation)")
+    p.add_argument("--t2i-steps", type=int)
+    p.add_argument("--t2i-guidance", type=float)
+    p.add_argument("--i2v-steps", type=int)
+    p.add_argument("--i2v-guidance", type=float)
+    p.add_argument("--v2v-steps", type=int)
+    p.add_argument("--v2v-strength", type=float)
+    p.add_argument("--gif", action="store_true", help="also write final.gif")
+    p.add_argument("--t2i-size", type=int, help="reference image side (default: the T2I model's)")
+    p.add_argument("--i2v-size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
+    p.add_argument("--v2v-size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the "
+                   "shipped; sd15: the weights folder (layout in docs/sd15.md)")
+    add_placement(p)
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web",
+                   help="web (yuv420p, plays anywhere; default) or measure (yuv444p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_generate)

@@ -1,0 +1,238 @@
+"""The single-stage commands: t2i, i2v, v2v (our stages 1-3 alone) and interpolate (any video)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from magicvideo.cli.common import add_placement, check_size, placement
+from magicvideo.errors import PromptError
+from magicvideo.media import FLAVOURS
+from magicvideo.stages.vfi import METHODS
+from magicvideo.text import is_blank
+
+
+def run_t2i(args: argparse.Namespace) -> None:
+    from magicvideo.media import write_image
+    from magicvideo.presets import load_t2i
+
+    if is_blank(args.prompt):
+        raise PromptError("the prompt is empty")
+    if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
+    if args.size is not None and args.size <= 0:  # its multiple is the stage's VAE's, checked once loaded
+        raise ValueError(f"--size must be positive, got {args.size}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    stage = load_t2i(args.preset, args.weights, placement(args))
+    image = stage(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
+                  progress=not args.quiet).images[0]
+    print(f"wrote {write_image(args.output, image)}")
+
+
+def check_prompt_and_video(args: argparse.Namespace) -> None:
+    """What i2v and v2v both need of their arguments: a prompt, and a video file to write."""
+    from magicvideo.media import VIDEO_SUFFIXES
+
+    if is_blank(args.prompt):
+        raise PromptError("the prompt is empty")
+    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
+
+
+def run_i2v(args: argparse.Namespace) -> None:
+    from magicvideo.media import read_image, write_video
+    from magicvideo.presets import load_i2v
+
+    check_prompt_and_video(args)
+    if not 1 <= args.frames <= 32:
+        raise ValueError(f"--frames must be between 1 and 32 (the motion module's length), got {args.frames}")
+    if args.noise_prior is not None and not 0.0 <= args.noise_prior < 1.0:
+        raise ValueError(f"--noise-prior must be in [0, 1), got {args.noise_prior}")
+    if args.noise_prior_decay is not None and not 0.0 <= args.noise_prior_decay <= 1.0:
+        raise ValueError(f"--noise-prior-decay must be in [0, 1], got {args.noise_prior_decay}")
+    if args.appearance_scale is not None and args.appearance_scale < 0:
+        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
+    if args.motion_text_scale is not None and args.motion_text_scale < 0:
+        raise ValueError(f"--motion-text-scale must be at least 0, got {args.motion_text_scale}")
+    if args.motion_guidance is not None and args.motion_guidance < 0:
+        raise ValueError(f"--motion-guidance must be at least 0, got {args.motion_guidance}")
+    if args.controlnet_scale is not None and args.controlnet_scale < 0:
+        raise ValueError(f"--controlnet-scale must be at least 0, got {args.controlnet_scale}")
+    if args.motion_guidance and args.still_prompt is None:
+        raise ValueError("--motion-guidance contrasts the prompt with its still version: give --still-prompt, the "
+                         "same words with the motion said as none (e.g. 'a dog stands on a lawn')")
+    if args.still_prompt is not None and is_blank(args.still_prompt):
+        raise PromptError("the still prompt is empty")
+    if args.negative_prompt is not None and is_blank(args.negative_prompt):
+        raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    image = read_image(args.image)  # an unreadable image fails before any model loads
+    check_size(args)
+    stage = load_i2v(args.preset, args.weights, placement(args))
+    size = args.size or stage.settings.size
+    if size % stage.size_multiple():
+        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
+    if image.shape[-2:] != (size, size):
+        print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
+              file=sys.stderr)
+    frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
+                   noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
+                   use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
+                   motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay,
+                   negative_prompt=args.negative_prompt, motion_guidance=args.motion_guidance,
+                   controlnet_scale=args.controlnet_scale, still_prompt=args.still_prompt).frames[0]
+    fps = stage.settings.fps
+    write_video(args.output, frames, fps, args.flavour)
+    print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {fps:g} fps: {args.output}")
+
+
+def run_v2v(args: argparse.Namespace) -> None:
+    from magicvideo.media import read_image, read_video, write_video
+    from magicvideo.presets import load_i2v, load_v2v, v2v_folder
+
+    check_prompt_and_video(args)
+    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
+        raise ValueError(f"--strength must be in [0, 1], got {args.strength}")
+    if args.appearance_scale is not None and args.appearance_scale < 0:
+        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    if args.hold is not None and not 0.0 <= args.hold <= 1.0:
+        raise ValueError(f"--hold must be in [0, 1], got {args.hold}")
+    if args.back_projection is not None and args.back_projection < 0:
+        raise ValueError(f"--back-projection must be at least 0, got {args.back_projection}")
+    video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
+    image = read_image(args.image)
+    if not 1 <= video.shape[1] <= 32:
+        raise ValueError(f"the input has {video.shape[1]} frames; the motion module takes 1 to 32")
+    check_size(args)
+    if args.preset == "sd15":
+        v2v_folder("sd15", args.weights)  # checked before anything loads
+        stage = load_v2v("sd15", args.weights, i2v=load_i2v("sd15", args.weights, placement(args)))
+    else:
+        folder = v2v_folder(args.preset, args.weights)
+        stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights, placement(args)))
+    size = args.size or stage.settings.size
+    if size % stage.size_multiple():
+        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
+    if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
+        raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
+                         f"most {size}x{size}")
+    frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
+                   guidance=args.guidance, appearance_scale=args.appearance_scale,
+                   use_controlnet=not args.no_controlnet, back_projection=args.back_projection, size=size,
+                   hold=args.hold, kernel=args.back_projection_kernel, progress=not args.quiet).frames[0]
+    write_video(args.output, frames, fps, args.flavour)
+    print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
+
+
+def run_interpolate(args: argparse.Namespace) -> None:
+    from magicvideo.media import read_video, write_video
+    from magicvideo.presets import load_vfi
+
+    if args.times < 1:
+        raise ValueError(f"--times must be at least 1, got {args.times}")
+    video, fps = read_video(args.input)  # fails on a bad file before any model loads
+    if FLAVOURS[args.flavour]["pix_fmt"] == "yuv420p" and (video.shape[-1] % 2 or video.shape[-2] % 2):
+        raise ValueError(f"--flavour web needs even frame sides, got {video.shape[-1]}x{video.shape[-2]}; "
+                         "use --flavour measure")
+    interpolator = load_vfi(args.model, args.weights)
+    frames = interpolator(video, times=args.times, progress=not args.quiet).frames
+    write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
+    print(f"{video.shape[1]} frames at {fps:g} fps -> {frames.shape[1]} frames at {(fps or 8.0) * args.times:g} fps: "
+          f"{args.output}")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("t2i", help="stage 1: a prompt becomes a reference image")
+    p.add_argument("prompt")
+    p.add_argument("-o", "--output", required=True, help="output image (.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="sampler steps (default: the preset's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's, 4 for tiny)")
+    p.add_argument("--size", type=int, help="image side, a multiple of its VAE's factor (default: the preset's, 128 "
+                   "for tiny)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
+                   "sd15: a local diffusers text-to-image pipeline folder")
+    add_placement(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_t2i)
+
+    p = sub.add_parser("i2v", help="stage 2: a prompt and a reference image become low-res keyframes")
+    p.add_argument("prompt")
+    p.add_argument("--image", required=True, help="reference image (resized to the stage's size, 64x64 for tiny)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
+    p.add_argument("--noise-prior", type=float, help="latent noise prior strength in [0, 1): how far the starting "
+                   "noise leans toward the reference's latent (default: the stage's)")
+    p.add_argument("--noise-prior-decay", type=float, help="in [0, 1]: how much of that lean is gone by the last "
+                   "frame (0: every frame alike; default: the stage's)")
+    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
+                   "(default: the stage's, 1; 0 turns it off)")
+    p.add_argument("--motion-text-scale", type=float, help="weight of the motion modules' attention to the caption "
+                   "(default: the stage's, 1; 0 turns it off; for a stage that has it)")
+    p.add_argument("--motion-guidance", type=float, help="guidance away from the prompt's still version "
+                   "(--still-prompt): more motion, a UNet pass more per step (default: the stage's, 0)")
+    p.add_argument("--still-prompt", help="with --motion-guidance: the prompt with its motion said as none, e.g. "
+                   "'a red star stays still over a beach' for 'a red star moves left over a beach'")
+    p.add_argument("--negative-prompt", help="what guidance steers away from (default: the empty prompt)")
+    p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
+    p.add_argument("--controlnet-scale", type=float, help="weight of the ControlNet's residuals (default: the "
+                   "stage's, 1)")
+    p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
+                   "sd15: the weights folder (layout in docs/sd15.md)")
+    add_placement(p)
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_i2v)
+
+    p = sub.add_parser("v2v", help="stage 3: low-res keyframes become high-res frames (super-resolution)")
+    p.add_argument("prompt")
+    p.add_argument("input", help="the low-res keyframes (a video, 64x64 for tiny)")
+    p.add_argument("--image", required=True, help="reference image (the one the keyframes were made from)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", type=float, help="how much of the denoising schedule runs from the upsampled "
+                   "input, in [0, 1] (default: the stage's; 0: upsample, VAE and back-projection only)")
+    p.add_argument("--steps", type=int, help="sampler steps of the full schedule (default: the stage's, 20 for tiny)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
+    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
+                   "(default: the stage's, 1; 0 turns it off)")
+    p.add_argument("--no-controlnet", action="store_true", help="no ControlNet (it reads the upsampled frames and "
+                   "the reference)")
+    p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
+                   "stage's, 1; 0 turns it off)")
+    p.add_argument("--back-projection-kernel", choices=("bicubic", "bilinear"), help="how back-projection upsamples "
+                   "the error (default: the stage's; tiny: bilinear, steadier; bicubic: sharper, more flicker)")
+    p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
+    p.add_argument("--hold", type=float, help="keep the previous frame's detail where the input moved less than this "
+                   "(0-1 units, 4/255 = 0.0157; default: the stage's; 0 turns it off): steadier backgrounds")
+    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
+                   "sd15: the weights folder (layout in docs/sd15.md)")
+    p.add_argument("--i2v-weights", help="tiny: the image-to-video stage whose backbone it shares (default: shipped)")
+    add_placement(p)
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_v2v)
+
+    p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
+    p.add_argument("input", help="a video file")
+    p.add_argument("-o", "--output", required=True, help="output mp4")
+    p.add_argument("--times", type=int, default=3, help="frame-rate factor: times - 1 new frames per gap (default 3)")
+    p.add_argument("--model", choices=METHODS, default="ifnet",
+                   help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
+                   "synthetic world and is far better there, see docs/vfi.md)")
+    p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_interpolate)

@@ -1,0 +1,23 @@
+"""How a saved stage folder names and checks the diffusers components it loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STAGE_FILE = "stage.json"
+
+
+def named_part(folder: Path, name: str | None, default: Path) -> Path:
+    """A component a weights folder names: relative to the folder when it is there (how the
+    shipped folders name theirs), else as given; none named: `default`."""
+    if not name:
+        return default
+    return folder / name if (folder / name).is_dir() else Path(name)
+
+
+def check_weights_folder(folder: Path, name: str) -> None:
+    """A diffusers component folder we can load: its config and safetensors weights (never a pickle)."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(f"missing {name} weights: no .safetensors file in {folder} (only safetensors are read)")
