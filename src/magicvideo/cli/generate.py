@@ -7,6 +7,7 @@ import argparse
 from magicvideo.cli.common import add_placement, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
+from magicvideo.presets import PRESETS
 from magicvideo.text import is_blank
 
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
@@ -92,7 +93,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--t2i-size", type=int, help="reference image side (default: the T2I model's)")
     p.add_argument("--i2v-size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--v2v-size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
-    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the "
                    "shipped; sd15: the weights folder (layout in docs/sd15.md)")
     add_placement(p)

@@ -9,6 +9,7 @@ from pathlib import Path
 from magicvideo.cli.common import add_placement, check_size, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
+from magicvideo.presets import PRESETS
 from magicvideo.stages.vfi import METHODS
 from magicvideo.text import is_blank
 
@@ -155,7 +156,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's, 4 for tiny)")
     p.add_argument("--size", type=int, help="image side, a multiple of its VAE's factor (default: the preset's, 128 "
                    "for tiny)")
-    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
                    "sd15: a local diffusers text-to-image pipeline folder")
     add_placement(p)
@@ -187,7 +188,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--controlnet-scale", type=float, help="weight of the ControlNet's residuals (default: the "
                    "stage's, 1)")
     p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
-    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in docs/sd15.md)")
     add_placement(p)
@@ -216,7 +217,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
     p.add_argument("--hold", type=float, help="keep the previous frame's detail where the input moved less than this "
                    "(0-1 units, 4/255 = 0.0157; default: the stage's; 0 turns it off): steadier backgrounds")
-    p.add_argument("--preset", choices=("tiny", "sd15"), default="tiny")
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in docs/sd15.md)")
     p.add_argument("--i2v-weights", help="tiny: the image-to-video stage whose backbone it shares (default: shipped)")
