@@ -53,6 +53,11 @@ def test_save_and_load_round_trip(stage, tmp_path):
     assert (again.size, again.steps, again.guidance) == (stage.size, stage.steps, stage.guidance)
     torch.testing.assert_close(again("a pink heart over the night sky").images,
                                stage("a pink heart over the night sky").images, atol=1e-5, rtol=1e-4)
+    # through the preset too: a folder's own UNet and VAE come before the shipped ones
+    preset = load_t2i("tiny", tmp_path / "t2i")
+    assert list(preset.unet.config.block_out_channels) == list(stage.unet.config.block_out_channels)
+    torch.testing.assert_close(preset("a pink heart over the night sky").images,
+                               stage("a pink heart over the night sky").images, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_input_fails_before_any_work(stage, tmp_path):

@@ -76,7 +76,7 @@ class TextToImage:
         """From a folder written by `save_pretrained` (its stage.json may name the UNet and VAE,
         relative to itself), or a LoRA folder (`lora.safetensors`, as `magicvideo train t2i` writes
         with `lora: R`) applied over the UNet and VAE its config.json names. `unet`, `vae`: the
-        components a folder that names none goes over. A LoRA is fused into the UNet's weights, so
+        components for a folder that neither holds nor names its own. A LoRA is fused into the UNet's weights, so
         it costs nothing at sampling time."""
         path = Path(path)
         lora, settings = None, {}
@@ -89,8 +89,11 @@ class TextToImage:
         else:
             raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
                                     f"nor a stage-1 LoRA (no {LORA_FILE})")
-        defaults = {"unet": Path(unet) if unet else path / "unet", "vae": Path(vae) if vae else path / "vae"}
-        unet_dir, vae_dir = (named_part(path, named[k], defaults[k]) for k in ("unet", "vae"))
+        given = {"unet": unet, "vae": vae}
+        # its own component, else the one it names, else the one given, as stage 2's folders do
+        unet_dir, vae_dir = (path / k if (path / k / "config.json").is_file()
+                             else named_part(path, named[k], Path(given[k]) if given[k] else path / k)
+                             for k in ("unet", "vae"))
         for folder in (unet_dir, vae_dir):
             for name in ("config.json", "diffusion_pytorch_model.safetensors"):
                 if not (folder / name).is_file():
