@@ -30,7 +30,7 @@ from report import publish
 def one_step_readings(stage: TextToImage, clips: list, steps: list[int], seed: int = 0) -> list[tuple]:
     """(t, prompt kind, judge accuracy) for the right and the empty prompt at each t."""
     vae, unet, scheduler = stage.vae, stage.unet, noise_scheduler()
-    images = torch.stack([render_frames(c.scene, stage.size, [0.0])[:, 0] for c in clips])
+    images = torch.stack([render_frames(c.scene, stage.settings.size, [0.0])[:, 0] for c in clips])
     x0 = vae.encode(images * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     prompts = {"right": stage.text_encoder([c.caption for c in clips]).hidden,

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from magicvideo.judge.t2i import evaluate_t2i
 from magicvideo.latent import vae_factor
 from magicvideo.presets.tiny import TINY_VAE
-from magicvideo.stages.t2i import TextToImage
+from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import load_config, machine
 from magicvideo.training.loop import SNAPSHOTS
@@ -47,7 +47,7 @@ def main() -> None:
         step = int(path.stem.split("_")[1])
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
-        stage = TextToImage(unet, vae, text, size=config.size)
+        stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
         a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, progress=False)["accuracy"]
         rows.append((step, step * config.batch_size, a))
         print(f"step {step}: {a}", flush=True)

@@ -71,12 +71,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/t2i_quality.md")
     args = parser.parse_args()
     stage = load_t2i("tiny", args.weights)
+    s = stage.settings
     n = args.prompts
     lines = ["# Stage 1: VAE and text-to-image (tiny preset)", "",
              f"`python benchmarks/t2i_quality.py --prompts {n} --sweep-prompts {args.sweep_prompts} "
              f"--guidance {' '.join(f'{g:g}' for g in args.guidance)} --steps {' '.join(map(str, args.steps))}"
              f"{' --weights ' + args.weights if args.weights else ''}` on {machine()}.",
-             f"Defaults: {stage.steps} DPM-Solver++ steps, guidance {stage.guidance:g}, {stage.size}x{stage.size}, "
+             f"Defaults: {s.steps} DPM-Solver++ steps, guidance {s.guidance:g}, {s.size}x{s.size}, "
              "one image per prompt at seed 0.", "",
              "## VAE", "", "| measure | value |", "|---|---|", *vae_rows(stage, n), ""]
     header = ["| prompts | n | shape | colour | background | all |", "|---|---|---|---|---|---|"]
@@ -95,16 +96,16 @@ def main() -> None:
                      f"{a['all']:.3f} |")
     m = args.sweep_prompts
     lines += ["", f"## Guidance and steps ({m} validation held-out prompts, seed {VALIDATION_SEED})", "",
-              f"Guidance at {stage.steps} steps:", "", "| guidance | shape | colour | background | all |",
+              f"Guidance at {s.steps} steps:", "", "| guidance | shape | colour | background | all |",
               "|---|---|---|---|---|"]
     for g in args.guidance:
         r = evaluate_t2i(stage, "heldout", m, VALIDATION_SEED, guidance=g, progress=False)
         lines.append(f"| {g:g} | {_acc(r)} |")
-    lines += ["", f"Steps at guidance {stage.guidance:g}:", "", "| steps | shape | colour | background | all |",
+    lines += ["", f"Steps at guidance {s.guidance:g}:", "", "| steps | shape | colour | background | all |",
               "|---|---|---|---|---|"]
-    for s in args.steps:
-        r = evaluate_t2i(stage, "heldout", m, VALIDATION_SEED, steps=s, progress=False)
-        lines.append(f"| {s} | {_acc(r)} |")
+    for steps in args.steps:
+        r = evaluate_t2i(stage, "heldout", m, VALIDATION_SEED, steps=steps, progress=False)
+        lines.append(f"| {steps} | {_acc(r)} |")
     lines += ["", "## Speed", "", "| batch | seconds per image |", "|---|---|",
               f"| 1 | {seconds_per_image(stage, 1):.3f} |", f"| 25 | {seconds_per_image(stage, 25):.3f} |"]
     publish(args.out, lines)

@@ -6,7 +6,7 @@ from diffusers import ControlNetModel, MotionAdapter
 
 from magicvideo.media import read_video, write_image
 from magicvideo.pipeline import MagicVideoPipeline, RunSettings, check_stages, read_run
-from magicvideo.stages.t2i import TextToImage
+from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo
 from magicvideo.stages.vfi import FrameInterpolator
 from magicvideo.text import MiniLMTextEncoder
@@ -23,7 +23,7 @@ class CrashError(Exception):
 def pipe():
     """The cascade on tiny random components: 64x64 reference, 32x32 keyframes, 64x64 frames."""
     text = MiniLMTextEncoder.from_pretrained()
-    t2i = TextToImage(tiny_unet(text.dim), tiny_vae(levels=4), text, size=64, steps=2, guidance=2.0)
+    t2i = TextToImage(tiny_unet(text.dim), tiny_vae(levels=4), text, T2ISettings(size=64, steps=2, guidance=2.0))
     i2v = tiny_i2v(text)
     torch.manual_seed(5)
     adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,

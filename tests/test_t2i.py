@@ -4,7 +4,7 @@ import torch
 from magicvideo.diffusion.schedule import initial_noise
 from magicvideo.errors import PromptError
 from magicvideo.presets import load_t2i
-from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage
+from magicvideo.stages.t2i import DiffusersTextToImage, T2ISettings, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from tiny_components import tiny_sd_pipeline, tiny_unet, tiny_vae
 
@@ -12,7 +12,8 @@ from tiny_components import tiny_sd_pipeline, tiny_unet, tiny_vae
 @pytest.fixture(scope="module")
 def stage():
     """Our stage 1 with random-init tiny UNet and VAE (8x) and the real MiniLM."""
-    return TextToImage(tiny_unet(384), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained(), size=32, steps=3)
+    return TextToImage(tiny_unet(384), tiny_vae(levels=4), MiniLMTextEncoder.from_pretrained(),
+                       T2ISettings(size=32, steps=3))
 
 
 def test_images_shape_range_and_determinism(stage):
@@ -26,7 +27,8 @@ def test_images_shape_range_and_determinism(stage):
 def test_the_latent_grid_is_read_from_the_vae():
     from magicvideo.latent import size_multiple, vae_factor
 
-    four = TextToImage(tiny_unet(384), tiny_vae(levels=3), MiniLMTextEncoder.from_pretrained(), size=24, steps=2)
+    four = TextToImage(tiny_unet(384), tiny_vae(levels=3), MiniLMTextEncoder.from_pretrained(),
+                       T2ISettings(size=24, steps=2))
     assert vae_factor(four.vae) == 4 and vae_factor(tiny_vae(levels=4).config) == 8
     assert size_multiple({"block_out_channels": [32, 64, 128]}, four.vae) == 16
     assert four("a red circle over a meadow").images.shape == (1, 3, 24, 24)  # 6x6 latents
@@ -50,7 +52,7 @@ def test_guidance_changes_the_image_and_one_turns_it_off(stage):
 def test_save_and_load_round_trip(stage, tmp_path):
     stage.save_pretrained(tmp_path / "t2i")
     again = TextToImage.from_pretrained(tmp_path / "t2i")
-    assert (again.size, again.steps, again.guidance) == (stage.size, stage.steps, stage.guidance)
+    assert again.settings == stage.settings
     torch.testing.assert_close(again("a pink heart over the night sky").images,
                                stage("a pink heart over the night sky").images, atol=1e-5, rtol=1e-4)
     # through the preset too: a folder's own UNet and VAE come before the shipped ones

@@ -1,29 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import ControlNetModel, MotionAdapter
 
-from magicvideo.stages.v2v import V2VSettings, VideoToVideo, back_project, hold_still_detail, upsample
-from tiny_components import tiny_i2v
+from magicvideo.stages.v2v import VideoToVideo, back_project, hold_still_detail, upsample
+from tiny_components import tiny_i2v, tiny_v2v
 
 PROMPT = "a red circle moving left over a meadow"
-
-
-def _v2v(i2v, controlnet: bool = True) -> VideoToVideo:
-    """A random-init stage 3 on `i2v`: 32x32 frames in, 64x64 out, 2 steps from strength 0.5."""
-    torch.manual_seed(5)
-    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                            motion_norm_num_groups=32, use_motion_mid_block=False)
-    for p in adapter.parameters():
-        torch.nn.init.normal_(p, std=0.02)
-    cn = None
-    if controlnet:
-        cn = ControlNetModel.from_unet(i2v.spatial_unet(), conditioning_channels=6,
-                                       conditioning_embedding_out_channels=(8, 16, 16, 32))
-        # ControlNet zero-initialises its outputs and its input embedding's last layer
-        for p in [*cn.controlnet_down_blocks.parameters(), *cn.controlnet_cond_embedding.conv_out.parameters()]:
-            torch.nn.init.normal_(p, std=0.02)
-    return VideoToVideo.attach(i2v, adapter, cn, V2VSettings(size=64, steps=2, strength=0.5))
 
 
 def test_still_input_keeps_its_detail_and_moving_input_is_redrawn():
@@ -67,7 +49,7 @@ def test_bilinear_back_projection_spreads_a_change_less_far():
 
 def test_backbone_is_shared_not_copied(text):
     i2v = tiny_i2v(text)
-    v2v = _v2v(i2v)
+    v2v = tiny_v2v(i2v)
     assert v2v.unet.conv_in.weight is i2v.unet.conv_in.weight
     assert v2v.appearance is i2v.appearance and v2v.vae is i2v.vae
     mine = dict(v2v.unet.named_parameters())
@@ -81,7 +63,7 @@ def test_backbone_is_shared_not_copied(text):
 
 def test_frames_shape_determinism_and_strength_zero(text):
     i2v = tiny_i2v(text)
-    v2v = _v2v(i2v)
+    v2v = tiny_v2v(i2v)
     low, ref = torch.rand(3, 3, 32, 32), torch.rand(3, 64, 64)
     out = v2v(PROMPT, low, ref, seed=1).frames
     assert out.shape == (1, 3, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
@@ -96,7 +78,7 @@ def test_frames_shape_determinism_and_strength_zero(text):
 def test_switches_equal_the_stage_without_the_part(text):
     i2v = tiny_i2v(text)
     low, ref = torch.rand(3, 3, 32, 32), torch.rand(3, 64, 64)
-    full, bare = _v2v(i2v), _v2v(i2v, controlnet=False)
+    full, bare = tiny_v2v(i2v), tiny_v2v(i2v, controlnet=False)
     base = full(PROMPT, low, ref).frames
     torch.testing.assert_close(full(PROMPT, low, ref, use_controlnet=False).frames, bare(PROMPT, low, ref).frames)
     assert not torch.allclose(full(PROMPT, low, ref, use_controlnet=False).frames, base)
@@ -105,7 +87,7 @@ def test_switches_equal_the_stage_without_the_part(text):
 
 
 def test_bad_input_is_refused(text):
-    v2v = _v2v(tiny_i2v(text))
+    v2v = tiny_v2v(tiny_i2v(text))
     low, ref = torch.rand(3, 3, 32, 32), torch.rand(3, 64, 64)
     with pytest.raises(ValueError, match="strength"):
         v2v(PROMPT, low, ref, strength=1.5)
@@ -121,7 +103,7 @@ def test_bad_input_is_refused(text):
 
 def test_save_and_load_round_trip_holds_only_what_the_stage_owns(text, tmp_path):
     i2v = tiny_i2v(text)
-    v2v = _v2v(i2v)
+    v2v = tiny_v2v(i2v)
     v2v.settings.strength, v2v.settings.back_projection_kernel = 0.7, "bilinear"
     v2v.save_pretrained(tmp_path / "v2v")
     assert sorted(p.name for p in (tmp_path / "v2v").iterdir()) == ["controlnet", "motion_adapter", "stage.json"]
@@ -192,7 +174,7 @@ def test_cli_upscales_keyframes_with_saved_stages(text, tmp_path, capsys):
 
     i2v = tiny_i2v(text)
     i2v.save_pretrained(tmp_path / "i2v")
-    _v2v(i2v).save_pretrained(tmp_path / "v2v")
+    tiny_v2v(i2v).save_pretrained(tmp_path / "v2v")
     write_image(tmp_path / "ref.png", torch.rand(3, 64, 64))
     write_video(tmp_path / "k.mp4", torch.rand(3, 4, 32, 32), 8)
     assert _cli("v2v", PROMPT, str(tmp_path / "k.mp4"), "--image", str(tmp_path / "ref.png"), "-o",

@@ -92,6 +92,27 @@ def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int =
     return ImageToVideo.inflate(unet, tiny_vae(levels=4), text, adapter, enc, cn, settings)
 
 
+def tiny_v2v(i2v, controlnet: bool = True):
+    """A random-init stage 3 on `i2v`: 32x32 frames in, 64x64 out, 2 steps from strength 0.5."""
+    from diffusers import ControlNetModel, MotionAdapter
+
+    from magicvideo.stages.v2v import V2VSettings, VideoToVideo
+
+    torch.manual_seed(5)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32, use_motion_mid_block=False)
+    for p in adapter.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    cn = None
+    if controlnet:
+        cn = ControlNetModel.from_unet(i2v.spatial_unet(), conditioning_channels=6,
+                                       conditioning_embedding_out_channels=(8, 16, 16, 32))
+        # ControlNet zero-initialises its outputs and its input embedding's last layer
+        for p in [*cn.controlnet_down_blocks.parameters(), *cn.controlnet_cond_embedding.conv_out.parameters()]:
+            torch.nn.init.normal_(p, std=0.02)
+    return VideoToVideo.attach(i2v, adapter, cn, V2VSettings(size=64, steps=2, strength=0.5))
+
+
 def small_sd15_shapes():
     """The sd15 layout's classes at test size: what magicvideo.presets.sd15.write_random builds at full size."""
     from magicvideo.presets.sd15 import Shapes

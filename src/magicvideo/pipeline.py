@@ -234,7 +234,7 @@ class MagicVideoPipeline:
             if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
                 i2v.text_encoder = shared  # one text encoder for the whole cascade
         v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
-        vfi = load_vfi(vfi_method, own("vfi"), device=placement.device)
+        vfi = load_vfi(vfi_method, own("vfi"), placement)
         return cls(t2i, i2v, v2v, vfi, preset, weights, placement)
 
     # ------------------------------------------------------------------ running
@@ -378,7 +378,7 @@ class MagicVideoPipeline:
     def _expected_shape(self, name: str, run: RunSettings) -> tuple[int, ...]:
         """The shape of a stage's uint8 output under this run's settings."""
         if name == "t2i":
-            side = run.t2i_size or self.t2i.size
+            side = run.t2i_size or self.t2i.settings.size
             return (3, side, side)
         side = (run.i2v_size or self.i2v.settings.size) if name == "i2v" else (run.v2v_size or self.v2v.settings.size)
         return (3, stage_frames(name, run), side, side)

@@ -131,6 +131,7 @@ def run_v2v(args: argparse.Namespace) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> None:
+    from magicvideo.device import Placement, default_device
     from magicvideo.media import read_video, write_video
     from magicvideo.presets import load_vfi
 
@@ -140,7 +141,7 @@ def run_interpolate(args: argparse.Namespace) -> None:
     if FLAVOURS[args.flavour]["pix_fmt"] == "yuv420p" and (video.shape[-1] % 2 or video.shape[-2] % 2):
         raise ValueError(f"--flavour web needs even frame sides, got {video.shape[-1]}x{video.shape[-2]}; "
                          "use --flavour measure")
-    interpolator = load_vfi(args.model, args.weights)
+    interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()))
     frames = interpolator(video, times=args.times, progress=not args.quiet).frames
     write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
     print(f"{video.shape[1]} frames at {fps:g} fps -> {frames.shape[1]} frames at {(fps or 8.0) * args.times:g} fps: "
@@ -235,5 +236,6 @@ def add_parsers(sub) -> None:
                    "synthetic world and is far better there, see docs/vfi.md)")
     p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_interpolate)

