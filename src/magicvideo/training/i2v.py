@@ -37,9 +37,8 @@ from magicvideo.world import WorldClips
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
 
 
-@dataclass
-class I2VTrainConfig:
-    seed: int = 0
+@dataclass(kw_only=True)
+class I2VTrainConfig(LoopSettings):
     clips: int = 4000
     frames: int = 16
     size: int = 64
@@ -52,8 +51,6 @@ class I2VTrainConfig:
     steps: int = 3000
     lr: float = 1e-4
     warmup: int = 100
-    ema_decay: float = 0.999
-    checkpoint_every: int = 200
     text_dropout: float = 0.1
     image_dropout: float = 0.1  # appearance tokens and ControlNet input blanked together
     appearance: bool = True
@@ -69,8 +66,6 @@ class I2VTrainConfig:
     freeze: tuple[str, ...] = ()  # of "motion_modules", "appearance", "controlnet": kept as they are
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
-    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
-    mixed_precision: str = "no"  # "bf16": autocast on a GPU (see LoopSettings); "no": fp32
 
 
 class I2VModules(nn.Module):
@@ -244,11 +239,7 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
                             text)
     modules = I2VModules(stage)
     scheduler = noise_scheduler()
-    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
-                            checkpoint_every=config.checkpoint_every, seed=config.seed,
-                            max_minutes=config.max_minutes,
-                            mixed_precision=config.mixed_precision)
-    result = run_loop(out / "state", modules, settings, lambda s: _batch(cache, config, scheduler, s),
+    result = run_loop(out / "state", modules, config, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train i2v", progress)
     stage.save_pretrained(out / "final")
     write_card(out / "final", "Image-to-video stage (tiny)", command, config, {}, result.steps, result.seconds,

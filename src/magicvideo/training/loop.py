@@ -26,10 +26,12 @@ from magicvideo.training.common import load_checkpoint, save_checkpoint
 SNAPSHOTS = "snapshots"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopSettings:
-    steps: int
-    lr: float
+    """The loop's settings. Every trainer's config is a LoopSettings (a subclass), so these are
+    declared once; a trainer redeclares one only to change its default."""
+    steps: int = 1000
+    lr: float = 1e-4
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 200

@@ -36,9 +36,8 @@ from magicvideo.world import WorldImages, render_masks
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
 
 
-@dataclass
-class T2ITrainConfig:
-    seed: int = 0
+@dataclass(kw_only=True)
+class T2ITrainConfig(LoopSettings):
     samples: int = 20000
     size: int = 128
     vae: str = ""  # a VAE folder; empty: the shipped tiny VAE (the 8x one of the shipped UNet when over it)
@@ -49,15 +48,12 @@ class T2ITrainConfig:
     batch_size: int = 32
     steps: int = 4000
     lr: float = 3e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
     caption_dropout: float = 0.1
     snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE
     object_weight: float = 0.0  # > 0: weigh the loss toward the objects' latent cells (see object_weights)
     # this share of each batch draws its timesteps from [focus_from, 1000) instead of [0, 1000): see _timesteps
     focus_share: float = 0.0
     focus_from: int = 500
-    checkpoint_every: int = 200
     widths: tuple[int, ...] = (64, 128, 192)
     # the levels (0: full latent resolution) with text cross-attention; empty: all but the deepest
     attention: tuple[int, ...] = ()
@@ -65,9 +61,6 @@ class T2ITrainConfig:
     head_dim: int = 32
     eval_prompts: int = 100
     workers: int = 0  # processes drawing the training images before the loop; 0: this one
-    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
-    mixed_precision: str = "no"  # "bf16": autocast on a GPU (see LoopSettings); "no": fp32
-    snapshot_every: int = 0  # > 0: keep the EMA UNet every this many steps, for benchmarks/t2i_curve.py
 
 
 def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel:
@@ -206,11 +199,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
         snr = compute_snr(scheduler, t)
         return (snr.clamp(max=config.snr_gamma) / (snr + 1) * per_image).mean()
 
-    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
-                            ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
-                            seed=config.seed, max_minutes=config.max_minutes,
-                            mixed_precision=config.mixed_precision, snapshot_every=config.snapshot_every)
-    result = run_loop(out / "state", unet, settings, lambda s: _batch(cache, config, scheduler, s), loss,
+    result = run_loop(out / "state", unet, config, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
     stage = TextToImage(result.model, vae, text).place(Placement(device=str(result.model.device)))
     metrics = {}

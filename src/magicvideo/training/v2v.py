@@ -42,9 +42,8 @@ PROMPTS, CLIPS = "prompts.pt", "clips.pt"
 INPUTS = ("truth", "vae", "i2v")
 
 
-@dataclass
-class V2VTrainConfig:
-    seed: int = 0
+@dataclass(kw_only=True)
+class V2VTrainConfig(LoopSettings):
     clips: int = 1200
     frames: int = 16
     window: int = 8  # consecutive keyframes per training clip
@@ -56,8 +55,6 @@ class V2VTrainConfig:
     steps: int = 3000
     lr: float = 1e-4
     warmup: int = 100
-    ema_decay: float = 0.999
-    checkpoint_every: int = 200
     max_strength: float = 0.7
     text_dropout: float = 0.1
     reference_dropout: float = 0.2  # the reference's ControlNet channels and appearance tokens blanked
@@ -184,9 +181,7 @@ def train_v2v(config: V2VTrainConfig, out: str | Path, command: str = "", progre
     cache.update(cached(out / CLIPS, lambda: encode_clips(config, stage, cache["hidden"], progress)))
     modules = V2VModules(stage)
     scheduler = noise_scheduler()
-    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup, ema_decay=config.ema_decay,
-                            checkpoint_every=config.checkpoint_every, seed=config.seed)
-    result = run_loop(out / "state", modules, settings, lambda s: _batch(cache, config, scheduler, s),
+    result = run_loop(out / "state", modules, config, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train v2v", progress)
     stage.save_pretrained(out / "final")
     write_card(out / "final", "Video-to-video stage (tiny)", command, config, {}, result.steps, result.seconds,

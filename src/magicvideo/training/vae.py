@@ -24,9 +24,8 @@ from magicvideo.world.scene import CLIP_SECONDS
 CACHE = "frames.pt"
 
 
-@dataclass
-class VAETrainConfig:
-    seed: int = 0
+@dataclass(kw_only=True)
+class VAETrainConfig(LoopSettings):
     samples: int = 12000
     size: int = 128
     crop: int = 64
@@ -36,8 +35,6 @@ class VAETrainConfig:
     warmup: int = 100
     ema_decay: float = 0.995
     kl_weight: float = 1e-6
-    checkpoint_every: int = 200
-    max_minutes: float = 0.0  # stop after this much training, at whatever step; 0: run all `steps`
     widths: tuple[int, ...] = (32, 64, 128, 128)
     layers_per_block: int = 1
     eval_frames: int = 64
@@ -162,10 +159,7 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
         recon = model.decode(posterior.sample()).sample
         return F.l1_loss(recon, x * 2 - 1) + config.kl_weight * posterior.kl().mean()
 
-    settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=config.warmup,
-                            ema_decay=config.ema_decay, checkpoint_every=config.checkpoint_every,
-                            seed=config.seed, max_minutes=config.max_minutes)
-    result = run_loop(out / "state", vae, settings, lambda s: _batch(frames, config, s), loss, "train vae", progress)
+    result = run_loop(out / "state", vae, config, lambda s: _batch(frames, config, s), loss, "train vae", progress)
     vae = result.model
     if config.train_encoder:
         vae.register_to_config(scaling_factor=latent_scale(vae, frames[:512]))
