@@ -139,3 +139,59 @@ def test_interpolate_command(tmp_path, capsys):
     capsys.readouterr()
     assert main(["interpolate", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "x.mp4")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_streaming_holds_a_few_frames_whatever_the_length():
+    """Frames are pulled only as the output needs them: never more than a batch of gaps ahead."""
+    pulled, made = [0], []
+    source = torch.rand(3, 40, 8, 8)
+
+    def frames():
+        for frame in source.unbind(1):
+            pulled[0] += 1
+            yield frame
+
+    stage = FrameInterpolator("blend")
+    for frame in stage.stream(frames(), times=3, batch_size=4):
+        made.append(frame)
+        originals_out = (len(made) - 1) // 3 + 1
+        assert pulled[0] - originals_out <= 4  # 4 jobs = 2 gaps of 2 new frames, plus the frame ahead
+    assert len(made) == 39 * 3 + 1
+    torch.testing.assert_close(torch.stack(made, 1), stage(source, times=3).frames)
+
+
+def _clip_with_sound(path, frames: int = 8, fps: int = 8) -> None:
+    """A test-pattern clip with a sine tone, made by the ffmpeg that imageio-ffmpeg ships."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc=size=64x48:rate={fps}", "-f", "lavfi", "-i", "sine=frequency=440", "-frames:v",
+                    str(frames), "-t", str(frames / fps), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    str(path)], check=True)
+
+
+def test_interpolate_keeps_the_sound_and_writes_what_the_suffix_says(tmp_path, capsys):
+    from magicvideo.media import open_video
+
+    _clip_with_sound(tmp_path / "in.mp4")
+    assert open_video(tmp_path / "in.mp4")[0].audio
+    for name in ("out.webm", "out.mp4"):
+        assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / name), "--model", "blend",
+                     "--quiet"]) == 0
+        info, frames = open_video(tmp_path / name)
+        assert info.audio and info.fps == 24 and (info.width, info.height) == (64, 48)
+        assert len(list(frames)) == 7 * 3 + 1
+    assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "quiet.mp4"), "--model", "blend",
+                 "--no-audio", "--quiet"]) == 0
+    assert not open_video(tmp_path / "quiet.mp4")[0].audio
+    assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "pngs"), "--model", "blend",
+                 "--times", "2", "--quiet"]) == 0
+    assert len(list((tmp_path / "pngs").glob("frame_*.png"))) == 7 * 2 + 1
+    for bad in ("x.png", "x.avi"):  # a video container it cannot write: refused before any work
+        capsys.readouterr()
+        assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / bad), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / bad).exists()

@@ -12,11 +12,13 @@ half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,36 +76,89 @@ def interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def write_video(
-    path: str | os.PathLike, frames: torch.Tensor, fps: float, flavour: str = "measure"
-) -> Path:
-    """Write (3, F, H, W) frames in [0, 1] as an H.264 video of the given flavour, or as an
-    animated GIF when `path` ends in .gif (the flavour does not apply)."""
+# what each container is encoded with: (video codec, audio codec for the input's sound)
+CONTAINERS = {".mp4": ("libx264", "aac"), ".mov": ("libx264", "aac"), ".mkv": ("libx264", "aac"),
+              ".webm": ("libvpx-vp9", "libopus")}
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    width: int
+    height: int
+    audio: bool  # the file has a sound track
+    frames: int | None  # from the container's duration (an estimate; None when it gives none)
+
+
+def check_output(path: str | os.PathLike, width: int, height: int, flavour: str) -> None:
+    """What an output path and flavour can hold, checked before any work: a video container
+    (CONTAINERS), a .gif, or a folder (a path ending in / or with no suffix) of numbered PNGs."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown video flavour {flavour!r}; expected one of {tuple(FLAVOURS)}")
-    if frames.ndim != 4 or frames.shape[0] != 3:
-        raise ValueError(f"expected frames (3, F, H, W), got {tuple(frames.shape)}")
-    if Path(path).suffix.lower() == ".gif":
-        return _write_gif(path, to_uint8(frames), fps)
+    suffix, parent = Path(path).suffix.lower(), Path(path).parent
+    if parent.exists() and not parent.is_dir():
+        raise MediaError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not suffix and Path(path).is_file():
+        raise MediaError(f"cannot write PNG frames into {path}: it is a file")
+    if suffix and suffix != ".gif" and suffix not in CONTAINERS:
+        raise MediaError(f"cannot write {suffix} video: give {', '.join(CONTAINERS)}, .gif, or a folder for PNGs")
+    if suffix in CONTAINERS and FLAVOURS[flavour]["pix_fmt"] == "yuv420p" and (height % 2 or width % 2):
+        raise ValueError(f"yuv420p (--flavour web) needs even frame sides, got {width}x{height}; use --flavour measure")
+
+
+@contextlib.contextmanager
+def video_writer(path: str | os.PathLike, fps: float, width: int, height: int, flavour: str = "measure",
+                 audio_from: str | os.PathLike | None = None) -> Iterator[Callable[[torch.Tensor], None]]:
+    """Yield `write(frame)` for (3, H, W) frames in [0, 1], encoded as they come (memory does not
+    grow with length). The container follows the suffix (check_output); `audio_from`: a file whose
+    sound track goes into the video. Finished files are renamed into place; an exception or a kill
+    leaves none. H.264 files are a function of their frames (one thread, no timestamps)."""
+    check_output(path, width, height, flavour)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not suffix:  # a folder of PNGs: each frame is a finished file
+        path.mkdir(parents=True, exist_ok=True)
+        count = itertools.count()
+        yield lambda frame: write_image(path / f"frame_{next(count):06d}.png", frame)
+        return
+    if suffix == ".gif":  # Pillow needs every frame at once
+        frames: list[torch.Tensor] = []
+        yield frames.append
+        _write_gif(path, to_uint8(torch.stack(frames, 1)), fps)
+        return
+    codec, audio_codec = CONTAINERS[suffix]
     pix_fmt, crf = FLAVOURS[flavour]["pix_fmt"], FLAVOURS[flavour]["crf"]
-    _, _, h, w = frames.shape
-    if pix_fmt == "yuv420p" and (h % 2 or w % 2):
-        raise ValueError(f"yuv420p needs even frame sizes, got {w}x{h}")
-    data = to_uint8(frames)
-    params = ["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"]
-    # One thread and no timestamps in the file make the bytes a function of the frames.
-    params += ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
+    if codec == "libx264":
+        params = ["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"]
+        params += ["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1"]
+    else:  # VP9 in constant-quality mode (its CRF scale is not x264's)
+        params = ["-crf", str(crf + 15), "-b:v", "0", "-row-mt", "1", "-map_metadata", "-1"]
     with interrupts_deferred(), atomic_path(path) as tmp:
         import imageio_ffmpeg  # here, not at the top: the models run without ffmpeg installed
 
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out=pix_fmt,
+            str(tmp), (width, height), fps=fps, codec=codec, pix_fmt_in="rgb24", pix_fmt_out=pix_fmt,
             quality=None, output_params=params, macro_block_size=1, ffmpeg_log_level="error",
+            audio_path=str(audio_from) if audio_from is not None else None,
+            audio_codec=audio_codec if audio_from is not None else None,
         )
         writer.send(None)
-        for frame in data:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        try:
+            yield lambda frame: writer.send(np.ascontiguousarray(to_uint8(frame.unsqueeze(1))[0]))
+        finally:
+            writer.close()  # ffmpeg finishes the file (renamed into place) or is stopped (it is deleted)
+
+
+def write_video(
+    path: str | os.PathLike, frames: torch.Tensor, fps: float, flavour: str = "measure"
+) -> Path:
+    """Write (3, F, H, W) frames in [0, 1] as a video of the given flavour (the container follows
+    the suffix: check_output), or as an animated GIF when `path` ends in .gif."""
+    if frames.ndim != 4 or frames.shape[0] != 3:
+        raise ValueError(f"expected frames (3, F, H, W), got {tuple(frames.shape)}")
+    with video_writer(path, fps, frames.shape[-1], frames.shape[-2], flavour) as write:
+        for frame in frames.unbind(1):
+            write(frame)
     return Path(path)
 
 
@@ -115,8 +170,13 @@ def _write_gif(path: str | os.PathLike, data: np.ndarray, fps: float) -> Path:
     return Path(path)
 
 
-def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
-    """Read a video file: ((3, F, H, W) float32 in [0, 1], fps)."""
+def _unreadable(path: Path, err: BaseException) -> MediaError:
+    return MediaError(f"cannot read {path} as a video: {str(err).splitlines()[0] if str(err) else err}")
+
+
+def open_video(path: str | os.PathLike) -> tuple[VideoInfo, Iterator[torch.Tensor]]:
+    """A video file's facts and its frames, decoded one at a time ((3, H, W) float32 in [0, 1]),
+    so a long video costs the memory of a frame. A file that is not a video fails here."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"no such video file: {path}")
@@ -125,14 +185,33 @@ def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
 
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
         meta = next(reader)
-        w, h = meta["size"]
-        frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
     except (RuntimeError, OSError, StopIteration) as err:
-        raise MediaError(f"cannot read {path} as a video: {str(err).splitlines()[0] if str(err) else err}") from None
-    if not frames:
+        raise _unreadable(path, err) from None
+    w, h = meta["size"]
+    fps = float(meta.get("fps") or 0.0)
+    duration = meta.get("duration")
+    info = VideoInfo(fps, w, h, bool(meta.get("audio_codec")),
+                     round(duration * fps) if duration and fps else None)
+
+    def frames() -> Iterator[torch.Tensor]:
+        try:
+            for buf in reader:
+                yield torch.from_numpy(np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()).permute(2, 0, 1) / 255.0
+        except (RuntimeError, OSError) as err:
+            raise _unreadable(path, err) from None
+        finally:
+            reader.close()
+
+    return info, frames()
+
+
+def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
+    """Read a whole video file: ((3, F, H, W) float32 in [0, 1], fps)."""
+    info, frames = open_video(path)
+    video = list(frames)
+    if not video:
         raise MediaError(f"{path} holds no frames")
-    video = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2).float() / 255.0
-    return video, float(meta.get("fps") or 0.0)
+    return torch.stack(video, 1), info.fps
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:

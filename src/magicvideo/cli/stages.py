@@ -131,21 +131,28 @@ def run_v2v(args: argparse.Namespace) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
     from magicvideo.device import Placement, default_device
-    from magicvideo.media import read_video, write_video
+    from magicvideo.media import check_output, open_video, video_writer
     from magicvideo.presets import load_vfi
 
     if args.times < 1:
         raise ValueError(f"--times must be at least 1, got {args.times}")
-    video, fps = read_video(args.input)  # fails on a bad file before any model loads
-    if FLAVOURS[args.flavour]["pix_fmt"] == "yuv420p" and (video.shape[-1] % 2 or video.shape[-2] % 2):
-        raise ValueError(f"--flavour web needs even frame sides, got {video.shape[-1]}x{video.shape[-2]}; "
-                         "use --flavour measure")
+    info, frames = open_video(args.input)  # a bad file fails before any model loads
+    check_output(args.output, info.width, info.height, args.flavour)
     interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()))
-    frames = interpolator(video, times=args.times, progress=not args.quiet).frames
-    write_video(args.output, frames, (fps or 8.0) * args.times, args.flavour)
-    print(f"{video.shape[1]} frames at {fps:g} fps -> {frames.shape[1]} frames at {(fps or 8.0) * args.times:g} fps: "
-          f"{args.output}")
+    fps = (info.fps or 8.0) * args.times
+    sound = args.input if info.audio and not args.no_audio else None
+    total = (info.frames - 1) * args.times + 1 if info.frames else None
+    count = 0
+    # decoded, interpolated and encoded a few frames at a time: memory does not grow with length
+    with video_writer(args.output, fps, info.width, info.height, args.flavour, audio_from=sound) as write:
+        for frame in tqdm(interpolator.stream(frames, args.times), total=total, unit="frame",
+                          desc=f"interpolate ({args.model})", disable=args.quiet):
+            write(frame)
+            count += 1
+    print(f"{info.fps:g} fps -> {count} frames at {fps:g} fps{' with its sound' if sound else ''}: {args.output}")
 
 
 def add_parsers(sub) -> None:
@@ -229,13 +236,15 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
     p.add_argument("input", help="a video file")
-    p.add_argument("-o", "--output", required=True, help="output mp4")
+    p.add_argument("-o", "--output", required=True, help="output: .mp4, .mov, .mkv, .webm, .gif, or a folder for PNGs")
     p.add_argument("--times", type=int, default=3, help="frame-rate factor: times - 1 new frames per gap (default 3)")
     p.add_argument("--model", choices=METHODS, default="ifnet",
                    help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
                    "synthetic world and is far better there, see docs/vfi.md)")
     p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
-    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
+    p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web", help="web (yuv420p: plays in every browser; "
+                   "the default) or measure (yuv444p, near-lossless)")
+    p.add_argument("--no-audio", action="store_true", help="leave the input's sound out (default: kept)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_interpolate)

@@ -11,6 +11,7 @@ Methods, from the trivial to ours:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,33 +127,64 @@ class FrameInterpolator:
         out = self.edsc(inputs[0], inputs[1], tt, *inputs[2:])
         return out[..., :h, :w].clamp(0, 1).cpu()
 
+    def stream(self, frames: Iterable[torch.Tensor], times: int | None = None,
+               batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Frames (3, H, W) in [0, 1], one at a time, -> the same with times - 1 new frames in every
+        gap, in order, as they are made: at most `batch_size` gaps are held, so memory does not
+        grow with the video's length (a decoded file streams straight through to an encoder)."""
+        times = self.settings.times if times is None else times
+        batch_size = self.settings.batch_size if batch_size is None else batch_size
+        if times < 1 or batch_size < 1:
+            raise ValueError(f"times and batch size must be at least 1, got {times} and {batch_size}")
+        if times == 1:
+            yield from frames
+            return
+        instants = torch.arange(1, times) / times
+        gaps: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def flush() -> Iterator[torch.Tensor]:
+            # every (gap, instant) of the held gaps, batch_size at a time, then in order
+            jobs = [(g, t) for g in range(len(gaps)) for t in instants]
+            new = []
+            for s in range(0, len(jobs), batch_size):
+                chunk = jobs[s : s + batch_size]
+                new += self.interpolate(torch.stack([gaps[g][0] for g, _ in chunk]),
+                                        torch.stack([gaps[g][1] for g, _ in chunk]),
+                                        torch.stack([t for _, t in chunk])).unbind(0)
+            for g, (frame0, _) in enumerate(gaps):
+                yield frame0
+                yield from new[g * (times - 1) : (g + 1) * (times - 1)]
+            gaps.clear()
+
+        previous = None
+        for frame in frames:
+            if previous is not None:
+                if frame.shape != previous.shape:
+                    raise ValueError(f"frames change size mid-stream: {tuple(previous.shape)}, then "
+                                     f"{tuple(frame.shape)}")
+                gaps.append((previous, frame))
+                if len(gaps) * (times - 1) >= batch_size:
+                    yield from flush()
+            previous = frame
+        yield from flush()
+        if previous is not None:
+            yield previous
+
     def __call__(self, video: torch.Tensor, times: int | None = None, batch_size: int | None = None,
                  progress: bool = False) -> VFIOutput:
         """video (B, 3, F, H, W) or (3, F, H, W) in [0, 1] -> (B, 3, (F - 1) * times + 1, H, W);
         times and batch_size default to the stage's settings."""
         # 1. Check inputs
-        times = self.settings.times if times is None else times
-        batch_size = self.settings.batch_size if batch_size is None else batch_size
         single = video.ndim == 4
         video = video.unsqueeze(0) if single else video
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"expected a video (B, 3, F, H, W) or (3, F, H, W), got {tuple(video.shape)}")
+        times = self.settings.times if times is None else times
         if times < 1:
             raise ValueError(f"times must be at least 1, got {times}")
-        b, _, f, h, w = video.shape
-        if f < 2 or times == 1:
-            return VFIOutput(video[0] if single else video)
-        # 2. Every (gap, new instant) as one job: frame pairs and times
-        gaps = [(i, g, k / times) for i in range(b) for g in range(f - 1) for k in range(1, times)]
-        out = torch.empty(b, 3, (f - 1) * times + 1, h, w, dtype=video.dtype)
-        out[:, :, ::times] = video  # the originals keep their places
-        # 3. Interpolate in batches
-        for s in tqdm(range(0, len(gaps), batch_size), desc=f"interpolate ({self.method})", unit="batch",
-                      disable=not progress):
-            chunk = gaps[s : s + batch_size]
-            img0 = torch.stack([video[i, :, g] for i, g, _ in chunk])
-            img1 = torch.stack([video[i, :, g + 1] for i, g, _ in chunk])
-            new = self.interpolate(img0, img1, torch.tensor([t for _, _, t in chunk]))
-            for (i, g, t), frame in zip(chunk, new):
-                out[i, :, g * times + round(t * times)] = frame
+        # 2. Each clip streamed through, gaps in batches
+        clips = [torch.stack(list(self.stream(tqdm(clip.unbind(1), desc=f"interpolate ({self.method})",
+                                                   disable=not progress), times, batch_size)), 1)
+                 for clip in video]
+        out = torch.stack(clips).to(video.dtype)
         return VFIOutput(out[0] if single else out)
