@@ -38,3 +38,23 @@ def check_size(args: argparse.Namespace) -> None:
         multiple = size_multiple_of("sd15", args.weights)
         if args.size % multiple:
             raise ValueError(f"--size must be a multiple of {multiple} for this UNet, got {args.size}")
+
+
+# the flags whose range the CLI checks before any work: flag -> (lowest, highest or None, highest excluded)
+RANGES = {"steps": (1, None, False), "appearance_scale": (0, None, False), "motion_text_scale": (0, None, False),
+          "motion_guidance": (0, None, False), "controlnet_scale": (0, None, False),
+          "back_projection": (0, None, False), "noise_prior": (0, 1, True), "noise_prior_decay": (0, 1, False),
+          "strength": (0, 1, False), "hold": (0, 1, False)}
+
+
+def check_ranges(args: argparse.Namespace, *names: str) -> None:
+    """Each of the flags `names` that was given lies in its range (RANGES), or a one-line error."""
+    for name in names:
+        value, (low, high, open_high) = getattr(args, name), RANGES[name]
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if high is None and value < low:
+            raise ValueError(f"{flag} must be at least {low}, got {value}")
+        if high is not None and not (low <= value < high if open_high else low <= value <= high):
+            raise ValueError(f"{flag} must be in [{low}, {high}{')' if open_high else ']'}, got {value}")

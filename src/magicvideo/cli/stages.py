@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicvideo.cli.common import add_placement, check_size, placement
+from magicvideo.cli.common import add_placement, check_ranges, check_size, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -24,8 +24,7 @@ def run_t2i(args: argparse.Namespace) -> None:
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
     if args.size is not None and args.size <= 0:  # its multiple is the stage's VAE's, checked once loaded
         raise ValueError(f"--size must be positive, got {args.size}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    check_ranges(args, "steps")
     stage = load_t2i(args.preset, args.weights, placement(args))
     image = stage(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
                   progress=not args.quiet).images[0]
@@ -49,18 +48,8 @@ def run_i2v(args: argparse.Namespace) -> None:
     check_prompt_and_video(args)
     if not 1 <= args.frames <= 32:
         raise ValueError(f"--frames must be between 1 and 32 (the motion module's length), got {args.frames}")
-    if args.noise_prior is not None and not 0.0 <= args.noise_prior < 1.0:
-        raise ValueError(f"--noise-prior must be in [0, 1), got {args.noise_prior}")
-    if args.noise_prior_decay is not None and not 0.0 <= args.noise_prior_decay <= 1.0:
-        raise ValueError(f"--noise-prior-decay must be in [0, 1], got {args.noise_prior_decay}")
-    if args.appearance_scale is not None and args.appearance_scale < 0:
-        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
-    if args.motion_text_scale is not None and args.motion_text_scale < 0:
-        raise ValueError(f"--motion-text-scale must be at least 0, got {args.motion_text_scale}")
-    if args.motion_guidance is not None and args.motion_guidance < 0:
-        raise ValueError(f"--motion-guidance must be at least 0, got {args.motion_guidance}")
-    if args.controlnet_scale is not None and args.controlnet_scale < 0:
-        raise ValueError(f"--controlnet-scale must be at least 0, got {args.controlnet_scale}")
+    check_ranges(args, "noise_prior", "noise_prior_decay", "appearance_scale", "motion_text_scale", "motion_guidance",
+                 "controlnet_scale", "steps")
     if args.motion_guidance and args.still_prompt is None:
         raise ValueError("--motion-guidance contrasts the prompt with its still version: give --still-prompt, the "
                          "same words with the motion said as none (e.g. 'a dog stands on a lawn')")
@@ -68,8 +57,6 @@ def run_i2v(args: argparse.Namespace) -> None:
         raise PromptError("the still prompt is empty")
     if args.negative_prompt is not None and is_blank(args.negative_prompt):
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     image = read_image(args.image)  # an unreadable image fails before any model loads
     check_size(args)
     stage = load_i2v(args.preset, args.weights, placement(args))
@@ -95,16 +82,7 @@ def run_v2v(args: argparse.Namespace) -> None:
     from magicvideo.presets import load_i2v, load_v2v, v2v_folder
 
     check_prompt_and_video(args)
-    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
-        raise ValueError(f"--strength must be in [0, 1], got {args.strength}")
-    if args.appearance_scale is not None and args.appearance_scale < 0:
-        raise ValueError(f"--appearance-scale must be at least 0, got {args.appearance_scale}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    if args.hold is not None and not 0.0 <= args.hold <= 1.0:
-        raise ValueError(f"--hold must be in [0, 1], got {args.hold}")
-    if args.back_projection is not None and args.back_projection < 0:
-        raise ValueError(f"--back-projection must be at least 0, got {args.back_projection}")
+    check_ranges(args, "strength", "appearance_scale", "steps", "hold", "back_projection")
     video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
     image = read_image(args.image)
     if not 1 <= video.shape[1] <= 32:
