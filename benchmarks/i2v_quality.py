@@ -129,7 +129,7 @@ def main() -> None:
                                  args.steps or [s.steps])
         for g, mg, text, decay, strength, cn, steps in grid:
             extra = {"motion_text_scale": text} if motion_text_processors(stage.unet) else {}
-            r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior_strength=strength, noise_prior_decay=decay,
+            r = evaluate_i2v(stage, m, VALIDATION_SEED, noise_prior=strength, noise_prior_decay=decay,
                              guidance=g, motion_guidance=mg, controlnet_scale=cn, steps=steps, progress=False,
                              **extra)
             lines.append(row(f"noise prior {strength:g} (decay {decay:g}), guidance {g:g}, motion guidance {mg:g}"
@@ -142,7 +142,7 @@ def main() -> None:
             f"with noise prior {max(args.noise_prior):g} (the default is 0)", max(args.noise_prior))
         rows = {"full": ("full stage (defaults)", {}),
                 "appearance": ("without appearance encoder (scale 0)", {"appearance_scale": 0.0}),
-                "noise-prior": (prior_row[0], {"noise_prior_strength": prior_row[1]}),
+                "noise-prior": (prior_row[0], {"noise_prior": prior_row[1]}),
                 "controlnet": ("without ControlNet", {"use_controlnet": False})}
         if s.noise_prior > 0 and s.noise_prior_decay > 0:
             rows["decay"] = (f"noise prior {s.noise_prior:g} without decay (every frame alike)",

@@ -184,14 +184,16 @@ def main() -> None:
                   row("bicubic", evaluate_v2v(bicubic(s.size), m, VALIDATION_SEED, progress=False))]
         for kernel in KERNELS:
             for level in [0.0, *args.hold]:
-                r = evaluate_v2v(runner(stage, hold=level / 255, kernel=kernel), m, VALIDATION_SEED, progress=False)
+                r = evaluate_v2v(runner(stage, hold_threshold=level / 255, back_projection_kernel=kernel), m,
+                                 VALIDATION_SEED, progress=False)
                 lines.append(row(f"{kernel} back-projection, hold {level:g}/255" + (" (off)" if not level else ""), r))
         hold = args.hold_choice if args.hold_choice is not None else round(s.hold_threshold * 255, 3)
         lines += ["", f"Reported clips ({n}, seed {TEST_SEED}, true 64x64 keyframes in):", "", *HEADER,
                   row("bicubic", evaluate_v2v(bicubic(s.size), n, progress=False))]
         chosen = args.kernel_choice or s.back_projection_kernel
         for kernel, level in (("bicubic", 0.0), ("bicubic", hold), (chosen, hold)):
-            r = evaluate_v2v(runner(stage, hold=level / 255, kernel=kernel), n, progress=False)
+            r = evaluate_v2v(runner(stage, hold_threshold=level / 255, back_projection_kernel=kernel), n,
+                             progress=False)
             lines.append(row(f"stage, {kernel} back-projection, hold {level:g}/255", r))
         lines.append("")
     if "speed" in args.sections:

@@ -41,9 +41,9 @@ def test_switches_equal_the_stage_without_the_part(text):
     torch.testing.assert_close(full(prompt, ref, appearance_scale=0.0).frames, no_image(prompt, ref).frames)
     torch.testing.assert_close(full(prompt, ref, use_controlnet=False).frames, no_control(prompt, ref).frames)
     base = full(prompt, ref).frames
-    leaning = full(prompt, ref, noise_prior_strength=0.5).frames
+    leaning = full(prompt, ref, noise_prior=0.5).frames
     assert not torch.allclose(leaning, base)
-    assert not torch.allclose(full(prompt, ref, noise_prior_strength=0.5, noise_prior_decay=1.0).frames, leaning)
+    assert not torch.allclose(full(prompt, ref, noise_prior=0.5, noise_prior_decay=1.0).frames, leaning)
     torch.testing.assert_close(full(prompt, ref, noise_prior_decay=1.0).frames, base)  # no lean, nothing to decay
     assert not torch.allclose(full(prompt, ref, appearance_scale=0.0).frames, base)
 

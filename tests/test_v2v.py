@@ -97,8 +97,8 @@ def test_bad_input_is_refused(text):
         v2v(PROMPT, torch.rand(3, 32, 32), ref)
     with pytest.raises(ValueError, match="for 2 prompts"):
         v2v([PROMPT, PROMPT], low, ref)
-    with pytest.raises(ValueError, match="kernel 'lanczos'"):
-        v2v(PROMPT, low, ref, kernel="lanczos")
+    with pytest.raises(ValueError, match="kernel must be one of bicubic, bilinear"):
+        v2v(PROMPT, low, ref, back_projection_kernel="lanczos")
 
 
 def test_save_and_load_round_trip_holds_only_what_the_stage_owns(text, tmp_path):

@@ -31,6 +31,7 @@ from magicvideo.errors import PromptError
 from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
+from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
 from magicvideo.text import is_blank
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
@@ -172,21 +173,18 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     UNet, `size_multiple`); returns the stages to run."""
     stages = check_stages(run.stages, run.image)
     check_seed(run.seed)
-    if not 1 <= run.frames <= 32:
-        raise ValueError(f"frames must be between 1 and 32 (the motion module's length), got {run.frames}")
-    if run.times < 1:
-        raise ValueError(f"times must be at least 1, got {run.times}")
-    for name in ("t2i_steps", "i2v_steps", "v2v_steps"):
-        value = getattr(run, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
-    if run.v2v_strength is not None and not 0.0 <= run.v2v_strength <= 1.0:
-        raise ValueError(f"v2v strength must be in [0, 1], got {run.v2v_strength}")
+    # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
+    check_value(I2VSettings, "frames", run.frames)
+    check_value(VFISettings, "times", run.times)
+    for stage, cls in (("t2i", T2ISettings), ("i2v", I2VSettings), ("v2v", V2VSettings)):
+        for f in dataclasses.fields(RunSettings):
+            if f.name.startswith(stage + "_"):
+                check_value(cls, f.name[len(stage) + 1:], getattr(run, f.name), f.name.replace("_", " "))
     # (stage 1's size is checked against its own VAE's factor once it is loaded: MagicVideoPipeline.check)
-    for name, m in (("t2i_size", 1), ("i2v_size", multiple), ("v2v_size", multiple)):
+    for name in ("i2v_size", "v2v_size"):
         value = getattr(run, name)
-        if value is not None and (value <= 0 or value % m):
-            raise ValueError(f"{name.replace('_', ' ')} must be a positive multiple of {m}, got {value}")
+        if value is not None and value % multiple:
+            raise ValueError(f"{name.replace('_', ' ')} must be a multiple of {multiple}, got {value}")
     return stages
 
 

@@ -28,33 +28,10 @@ def placement(args: argparse.Namespace) -> Placement:
 
 def check_size(args: argparse.Namespace) -> None:
     """--size of the i2v and v2v commands, checked before loading where the configs tell enough."""
-    if args.size is None:
-        return
-    if args.size <= 0:  # the multiple is the stage's (its VAE's factor times its UNet's), checked once loaded
-        raise ValueError(f"--size must be positive, got {args.size}")
-    if args.preset == "sd15":
+    # (positive: its setting's rule; the tiny stages' multiple is checked once they are loaded)
+    if args.size is not None and args.preset == "sd15":
         from magicvideo.presets import size_multiple_of
 
         multiple = size_multiple_of("sd15", args.weights)
         if args.size % multiple:
             raise ValueError(f"--size must be a multiple of {multiple} for this UNet, got {args.size}")
-
-
-# the flags whose range the CLI checks before any work: flag -> (lowest, highest or None, highest excluded)
-RANGES = {"steps": (1, None, False), "appearance_scale": (0, None, False), "motion_text_scale": (0, None, False),
-          "motion_guidance": (0, None, False), "controlnet_scale": (0, None, False),
-          "back_projection": (0, None, False), "noise_prior": (0, 1, True), "noise_prior_decay": (0, 1, False),
-          "strength": (0, 1, False), "hold": (0, 1, False)}
-
-
-def check_ranges(args: argparse.Namespace, *names: str) -> None:
-    """Each of the flags `names` that was given lies in its range (RANGES), or a one-line error."""
-    for name in names:
-        value, (low, high, open_high) = getattr(args, name), RANGES[name]
-        flag = "--" + name.replace("_", "-")
-        if value is None:
-            continue
-        if high is None and value < low:
-            raise ValueError(f"{flag} must be at least {low}, got {value}")
-        if high is not None and not (low <= value < high if open_high else low <= value <= high):
-            raise ValueError(f"{flag} must be in [{low}, {high}{')' if open_high else ']'}, got {value}")

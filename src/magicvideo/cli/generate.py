@@ -8,6 +8,7 @@ from magicvideo.cli.common import add_placement, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
+from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, add_flags, check_flags, check_value
 from magicvideo.text import is_blank
 
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
@@ -15,6 +16,10 @@ RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guida
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
              "flavour")
 
+# each stage's settings that generate takes, prefixed with the stage's name (--i2v-steps)
+STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's"),
+               ("i2v_", I2VSettings, ("steps", "guidance", "size"), "stage 2's"),
+               ("v2v_", V2VSettings, ("steps", "strength", "size"), "stage 3's"))
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -46,6 +51,9 @@ def run_generate(args: argparse.Namespace) -> None:
     else:
         if args.prompt is None or is_blank(args.prompt):
             raise PromptError("the prompt is empty")
+        for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
+            check_flags(args, cls, names, prefix)
+        check_value(I2VSettings, "frames", args.frames, "--frames")
         default = STAGES[1:] if args.image else STAGES
         stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
         run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
@@ -83,16 +91,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
                    "(default: t2i,i2v,v2v,vfi)")
     p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation)")
-    p.add_argument("--t2i-steps", type=int)
-    p.add_argument("--t2i-guidance", type=float)
-    p.add_argument("--i2v-steps", type=int)
-    p.add_argument("--i2v-guidance", type=float)
-    p.add_argument("--v2v-steps", type=int)
-    p.add_argument("--v2v-strength", type=float)
+    for prefix, cls, names, what in STAGE_FLAGS:
+        add_flags(p, cls, names, prefix=prefix, what=what)
     p.add_argument("--gif", action="store_true", help="also write final.gif")
-    p.add_argument("--t2i-size", type=int, help="reference image side (default: the T2I model's)")
-    p.add_argument("--i2v-size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
-    p.add_argument("--v2v-size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the "
                    "shipped; sd15: the weights folder (layout in docs/sd15.md)")

@@ -1,4 +1,6 @@
-"""The single-stage commands: t2i, i2v, v2v (our stages 1-3 alone) and interpolate (any video)."""
+"""The single-stage commands: t2i, i2v, v2v (our stages 1-3 alone) and interpolate (any video).
+Each stage's flags are made from its Settings fields (magicvideo.settings), and checked by their
+rules before any model loads."""
 
 from __future__ import annotations
 
@@ -6,12 +8,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicvideo.cli.common import add_placement, check_ranges, check_size, placement
+from magicvideo.cli.common import add_placement, check_size, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
+from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, add_flags, check_flags, check_value
 from magicvideo.stages.vfi import METHODS
 from magicvideo.text import is_blank
+
+# the settings each command takes as flags (named as the Settings fields, so the call takes them as given)
+T2I_FLAGS = ("steps", "guidance", "size")
+I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", "appearance_scale",
+             "motion_text_scale", "motion_guidance", "controlnet_scale", "size")
+V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
+             "hold_threshold")
+VFI_FLAGS = ("times", "batch_size")
 
 
 def run_t2i(args: argparse.Namespace) -> None:
@@ -22,12 +33,9 @@ def run_t2i(args: argparse.Namespace) -> None:
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
-    if args.size is not None and args.size <= 0:  # its multiple is the stage's VAE's, checked once loaded
-        raise ValueError(f"--size must be positive, got {args.size}")
-    check_ranges(args, "steps")
+    values = check_flags(args, T2ISettings, T2I_FLAGS)  # the size's multiple is its VAE's, checked once loaded
     stage = load_t2i(args.preset, args.weights, placement(args))
-    image = stage(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
-                  progress=not args.quiet).images[0]
+    image = stage(args.prompt, seed=args.seed, progress=not args.quiet, **values).images[0]
     print(f"wrote {write_image(args.output, image)}")
 
 
@@ -46,10 +54,7 @@ def run_i2v(args: argparse.Namespace) -> None:
     from magicvideo.presets import load_i2v
 
     check_prompt_and_video(args)
-    if not 1 <= args.frames <= 32:
-        raise ValueError(f"--frames must be between 1 and 32 (the motion module's length), got {args.frames}")
-    check_ranges(args, "noise_prior", "noise_prior_decay", "appearance_scale", "motion_text_scale", "motion_guidance",
-                 "controlnet_scale", "steps")
+    values = check_flags(args, I2VSettings, I2V_FLAGS)
     if args.motion_guidance and args.still_prompt is None:
         raise ValueError("--motion-guidance contrasts the prompt with its still version: give --still-prompt, the "
                          "same words with the motion said as none (e.g. 'a dog stands on a lawn')")
@@ -66,12 +71,9 @@ def run_i2v(args: argparse.Namespace) -> None:
     if image.shape[-2:] != (size, size):
         print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
               file=sys.stderr)
-    frames = stage(args.prompt, image, seed=args.seed, frames=args.frames, steps=args.steps, guidance=args.guidance,
-                   noise_prior_strength=args.noise_prior, appearance_scale=args.appearance_scale,
-                   use_controlnet=not args.no_controlnet, size=size, progress=not args.quiet,
-                   motion_text_scale=args.motion_text_scale, noise_prior_decay=args.noise_prior_decay,
-                   negative_prompt=args.negative_prompt, motion_guidance=args.motion_guidance,
-                   controlnet_scale=args.controlnet_scale, still_prompt=args.still_prompt).frames[0]
+    frames = stage(args.prompt, image, seed=args.seed, progress=not args.quiet, use_controlnet=not args.no_controlnet,
+                   negative_prompt=args.negative_prompt, still_prompt=args.still_prompt,
+                   **dict(values, size=size)).frames[0]
     fps = stage.settings.fps
     write_video(args.output, frames, fps, args.flavour)
     print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {fps:g} fps: {args.output}")
@@ -82,11 +84,10 @@ def run_v2v(args: argparse.Namespace) -> None:
     from magicvideo.presets import load_i2v, load_v2v, v2v_folder
 
     check_prompt_and_video(args)
-    check_ranges(args, "strength", "appearance_scale", "steps", "hold", "back_projection")
+    values = check_flags(args, V2VSettings, V2V_FLAGS)
     video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
     image = read_image(args.image)
-    if not 1 <= video.shape[1] <= 32:
-        raise ValueError(f"the input has {video.shape[1]} frames; the motion module takes 1 to 32")
+    check_value(I2VSettings, "frames", video.shape[1], "the input's frame count")  # the motion module's length
     check_size(args)
     if args.preset == "sd15":
         v2v_folder("sd15", args.weights)  # checked before anything loads
@@ -100,10 +101,8 @@ def run_v2v(args: argparse.Namespace) -> None:
     if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
         raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
                          f"most {size}x{size}")
-    frames = stage(args.prompt, video, image, seed=args.seed, steps=args.steps, strength=args.strength,
-                   guidance=args.guidance, appearance_scale=args.appearance_scale,
-                   use_controlnet=not args.no_controlnet, back_projection=args.back_projection, size=size,
-                   hold=args.hold, kernel=args.back_projection_kernel, progress=not args.quiet).frames[0]
+    frames = stage(args.prompt, video, image, seed=args.seed, use_controlnet=not args.no_controlnet,
+                   progress=not args.quiet, **dict(values, size=size)).frames[0]
     write_video(args.output, frames, fps, args.flavour)
     print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
 
@@ -115,18 +114,18 @@ def run_interpolate(args: argparse.Namespace) -> None:
     from magicvideo.media import check_output, open_video, video_writer
     from magicvideo.presets import load_vfi
 
-    if args.times < 1:
-        raise ValueError(f"--times must be at least 1, got {args.times}")
+    values = check_flags(args, VFISettings, VFI_FLAGS)
     info, frames = open_video(args.input)  # a bad file fails before any model loads
     check_output(args.output, info.width, info.height, args.flavour)
     interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()))
-    fps = (info.fps or 8.0) * args.times
+    times = values.get("times", interpolator.settings.times)
+    fps = (info.fps or 8.0) * times
     sound = args.input if info.audio and not args.no_audio else None
-    total = (info.frames - 1) * args.times + 1 if info.frames else None
+    total = (info.frames - 1) * times + 1 if info.frames else None
     count = 0
     # decoded, interpolated and encoded a few frames at a time: memory does not grow with length
     with video_writer(args.output, fps, info.width, info.height, args.flavour, audio_from=sound) as write:
-        for frame in tqdm(interpolator.stream(frames, args.times), total=total, unit="frame",
+        for frame in tqdm(interpolator.stream(frames, **values), total=total, unit="frame",
                           desc=f"interpolate ({args.model})", disable=args.quiet):
             write(frame)
             count += 1
@@ -138,10 +137,7 @@ def add_parsers(sub) -> None:
     p.add_argument("prompt")
     p.add_argument("-o", "--output", required=True, help="output image (.png)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="sampler steps (default: the preset's, 20 for tiny)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's, 4 for tiny)")
-    p.add_argument("--size", type=int, help="image side, a multiple of its VAE's factor (default: the preset's, 128 "
-                   "for tiny)")
+    add_flags(p, T2ISettings, T2I_FLAGS)
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
                    "sd15: a local diffusers text-to-image pipeline folder")
@@ -154,26 +150,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--image", required=True, help="reference image (resized to the stage's size, 64x64 for tiny)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: the stage's, 20 for tiny)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
-    p.add_argument("--noise-prior", type=float, help="latent noise prior strength in [0, 1): how far the starting "
-                   "noise leans toward the reference's latent (default: the stage's)")
-    p.add_argument("--noise-prior-decay", type=float, help="in [0, 1]: how much of that lean is gone by the last "
-                   "frame (0: every frame alike; default: the stage's)")
-    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
-                   "(default: the stage's, 1; 0 turns it off)")
-    p.add_argument("--motion-text-scale", type=float, help="weight of the motion modules' attention to the caption "
-                   "(default: the stage's, 1; 0 turns it off; for a stage that has it)")
-    p.add_argument("--motion-guidance", type=float, help="guidance away from the prompt's still version "
-                   "(--still-prompt): more motion, a UNet pass more per step (default: the stage's, 0)")
+    add_flags(p, I2VSettings, I2V_FLAGS)
     p.add_argument("--still-prompt", help="with --motion-guidance: the prompt with its motion said as none, e.g. "
                    "'a red star stays still over a beach' for 'a red star moves left over a beach'")
     p.add_argument("--negative-prompt", help="what guidance steers away from (default: the empty prompt)")
     p.add_argument("--no-controlnet", action="store_true", help="do not condition the frames on the reference RGB")
-    p.add_argument("--controlnet-scale", type=float, help="weight of the ControlNet's residuals (default: the "
-                   "stage's, 1)")
-    p.add_argument("--size", type=int, help="keyframe side (default: the stage's, 64 tiny / 512 sd15)")
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in docs/sd15.md)")
@@ -188,21 +169,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--image", required=True, help="reference image (the one the keyframes were made from)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strength", type=float, help="how much of the denoising schedule runs from the upsampled "
-                   "input, in [0, 1] (default: the stage's; 0: upsample, VAE and back-projection only)")
-    p.add_argument("--steps", type=int, help="sampler steps of the full schedule (default: the stage's, 20 for tiny)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale on the text (default: the stage's)")
-    p.add_argument("--appearance-scale", type=float, help="weight of the appearance encoder's cross-attention "
-                   "(default: the stage's, 1; 0 turns it off)")
+    add_flags(p, V2VSettings, V2V_FLAGS)
     p.add_argument("--no-controlnet", action="store_true", help="no ControlNet (it reads the upsampled frames and "
                    "the reference)")
-    p.add_argument("--back-projection", type=int, help="back-projection passes onto the input (default: the "
-                   "stage's, 1; 0 turns it off)")
-    p.add_argument("--back-projection-kernel", choices=("bicubic", "bilinear"), help="how back-projection upsamples "
-                   "the error (default: the stage's; tiny: bilinear, steadier; bicubic: sharper, more flicker)")
-    p.add_argument("--size", type=int, help="output side (default: the stage's, 128 tiny / 1024 sd15)")
-    p.add_argument("--hold", type=float, help="keep the previous frame's detail where the input moved less than this "
-                   "(0-1 units, 4/255 = 0.0157; default: the stage's; 0 turns it off): steadier backgrounds")
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved video-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in docs/sd15.md)")
@@ -215,7 +184,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("interpolate", help="insert frames between every two frames of a video")
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="output: .mp4, .mov, .mkv, .webm, .gif, or a folder for PNGs")
-    p.add_argument("--times", type=int, default=3, help="frame-rate factor: times - 1 new frames per gap (default 3)")
+    add_flags(p, VFISettings, VFI_FLAGS, what=None)
     p.add_argument("--model", choices=METHODS, default="ifnet",
                    help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
                    "synthetic world and is far better there, see docs/vfi.md)")

@@ -49,7 +49,7 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
                  **call) -> dict:
     """Judge accuracy (motion included), per-frame shape/colour, first-frame PSNR against the
     reference and flicker against the ground truth's, on `count` held-out clips of `seed`.
-    `call` goes to the stage (steps, guidance, noise_prior_strength, appearance_scale, ...).
+    `call` goes to the stage (steps, guidance, noise_prior, appearance_scale, ...).
     `generate(clips, refs)` replaces the stage (then `stage` may be None and `size` is given)."""
     size = size or stage.settings.size
     frames = call.get("frames") or (stage.settings.frames if stage is not None else 16)

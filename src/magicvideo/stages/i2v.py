@@ -27,7 +27,8 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 from safetensors.torch import load_file, save_file
 
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
-from magicvideo.diffusion.video import LatentVideoStage, noise_prior
+from magicvideo.diffusion.video import LatentVideoStage
+from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import (
     AppearanceEncoder,
@@ -38,6 +39,7 @@ from magicvideo.models.appearance import (
 from magicvideo.models.lora import without_lora
 from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors, set_motion_text_scale
+from magicvideo.settings import I2VSettings
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
@@ -59,21 +61,6 @@ def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 @dataclass
 class I2VOutput:
     frames: torch.Tensor  # (B, 3, F, H, W) float32 in [0, 1]
-
-
-@dataclass
-class I2VSettings:
-    size: int = 64
-    frames: int = 16
-    steps: int = 20
-    guidance: float = 4.0
-    noise_prior: float = 0.0
-    noise_prior_decay: float = 0.0  # how far the noise prior's lean falls by the last frame (see noise_prior)
-    appearance_scale: float = 1.0
-    motion_text_scale: float = 1.0  # for a stage with motion text attention (models/motion_text.py)
-    motion_guidance: float = 0.0  # guidance away from the prompt's still version (ImageToVideo.__call__)
-    controlnet_scale: float = 1.0  # weight of the ControlNet's residuals (diffusers' controlnet_conditioning_scale)
-    fps: float = 8.0  # the keyframes' rate: that of the clips the motion module was trained on
 
 
 def save_motion_adapter(unet: UNetMotionModel, path: Path) -> None:
@@ -188,7 +175,8 @@ class ImageToVideo(LatentVideoStage):
         schedule_config = (json.loads((schedule / "scheduler_config.json").read_text())
                            if (schedule / "scheduler_config.json").is_file() else None)
         stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **dtype), text_model, adapter,
-                            _load_appearance(path, torch_dtype), controlnet, I2VSettings(**settings), schedule_config)
+                            _load_appearance(path, torch_dtype), controlnet, I2VSettings.from_dict(settings),
+                            schedule_config)
         if stage.appearance is not None:
             branch = load_file(path / "appearance" / BRANCH_FILE)
             appearance_processors(stage.unet).load_state_dict({k: v.to(torch_dtype) for k, v in branch.items()})
@@ -211,49 +199,43 @@ class ImageToVideo(LatentVideoStage):
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
-                 noise_prior_strength: float | None = None, appearance_scale: float | None = None,
+                 noise_prior: float | None = None, appearance_scale: float | None = None,
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
                  motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
                  negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None,
                  controlnet_scale: float | None = None,
                  still_prompt: str | list[str] | None = None) -> I2VOutput:
-        """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size` (default:
-        the stage's). negative_prompt: what classifier-free guidance steers away from, one for all
-        prompts or one each (default: the empty prompt). motion_guidance m (default: the stage's),
-        with still_prompt (one for all prompts or one each): a third guidance branch on the prompt's
-        still version, the same words with the motion said as none ("a dog runs across a lawn" ->
-        "a dog stands on a lawn"), `pred += m (pred_prompt - pred_still)`: it amplifies what the
-        caption says about motion alone, where classifier-free guidance amplifies all of it; a UNet
-        pass more per step. controlnet_scale (default: the stage's): the weight of the
-        ControlNet's residuals, 0 being no ControlNet. Returns (B, 3, frames, size, size)."""
-        s = self.settings
-        frames, steps, size = frames or s.frames, steps or s.steps, size or s.size
-        guidance = s.guidance if guidance is None else guidance
-        strength = s.noise_prior if noise_prior_strength is None else noise_prior_strength
-        decay = s.noise_prior_decay if noise_prior_decay is None else noise_prior_decay
-        scale = s.appearance_scale if appearance_scale is None else appearance_scale
-        control_scale = s.controlnet_scale if controlnet_scale is None else controlnet_scale
-        if control_scale < 0:
-            raise ValueError(f"controlnet scale must be at least 0, got {control_scale}")
+        """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size`. Every
+        setting left None is the stage's (I2VSettings says what each does and its range).
+        negative_prompt: what classifier-free guidance steers away from, one for all prompts or one
+        each (default: the empty prompt). motion_guidance m, with still_prompt (one for all prompts
+        or one each): a third guidance branch on the prompt's still version, the same words with
+        the motion said as none ("a dog runs across a lawn" -> "a dog stands on a lawn"),
+        `pred += m (pred_prompt - pred_still)`: it amplifies what the caption says about motion
+        alone, where classifier-free guidance amplifies all of it; a UNet pass more per step.
+        controlnet_scale 0 is no ControlNet. Returns (B, 3, frames, size, size)."""
+        # 1. Settings: the call's, else the stage's, checked before any work
+        s = self.settings.merged(frames=frames, steps=steps, guidance=guidance, noise_prior=noise_prior,
+                                 noise_prior_decay=noise_prior_decay, appearance_scale=appearance_scale,
+                                 motion_guidance=motion_guidance, controlnet_scale=controlnet_scale, size=size,
+                                 motion_text_scale=motion_text_scale)
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-        if frames < 1 or steps < 1:
-            raise ValueError(f"frames and steps must be at least 1, got {frames} and {steps}")
-        if size % self.size_multiple():
-            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {size}")
+        if s.size % self.size_multiple():
+            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {s.size}")
         if motion_text_processors(self.unet):
-            set_motion_text_scale(self.unet, s.motion_text_scale if motion_text_scale is None else motion_text_scale)
+            set_motion_text_scale(self.unet, s.motion_text_scale)
         elif motion_text_scale is not None:
             raise ValueError("this stage has no motion text attention to scale")
-        motion_guidance = s.motion_guidance if motion_guidance is None else motion_guidance
-        if motion_guidance and still_prompt is None:
+        if s.motion_guidance and still_prompt is None:
             raise ValueError("motion guidance contrasts the prompt with its still version: give still_prompt "
                              "(--still-prompt), the same words with the motion said as none")
+        # 2. The prompts, encoded once: the prompt, its negative, its still version
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         contrast = None
-        if motion_guidance:
+        if s.motion_guidance:
             stills = [still_prompt] * n if isinstance(still_prompt, str) else list(still_prompt)
             if len(stills) != n:
                 raise ValueError(f"got {len(stills)} still prompts for {n} prompts")
@@ -267,14 +249,17 @@ class ImageToVideo(LatentVideoStage):
         if image.shape[0] not in (1, n):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
-        control, ref_latent = self.encode_reference(image, size)
-        h = size // vae_factor(self.vae)
-        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, frames, h, h))
-        latents = noise_prior(noise, ref_latent.cpu(), strength, decay)
-        cn = control.repeat_interleave(frames, 0) if use_controlnet and self.controlnet is not None else None
-        latents = self.denoise(cond, image, latents, steps, guidance, scale, cn, progress=progress,
+        # 3. The reference: the ControlNet's input and its latent, for the noise prior
+        control, ref_latent = self.encode_reference(image, s.size)
+        # 4. Seeded noise, leaning toward the reference's latent
+        h = s.size // vae_factor(self.vae)
+        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, s.frames, h, h))
+        latents = lean_toward(noise, ref_latent.cpu(), s.noise_prior, s.noise_prior_decay)
+        # 5. Denoise, guided, every frame conditioned on the reference; 6. decode
+        cn = control.repeat_interleave(s.frames, 0) if use_controlnet and self.controlnet is not None else None
+        latents = self.denoise(cond, image, latents, s.steps, s.guidance, s.appearance_scale, cn, progress=progress,
                                desc="image-to-video", negative=negative, contrast=contrast,
-                               contrast_scale=motion_guidance, control_scale=control_scale)
+                               contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale)
         return I2VOutput(self.decode(latents))
 
 

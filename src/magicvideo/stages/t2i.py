@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from magicvideo.diffusion.guidance import Guided
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
+from magicvideo.settings import T2ISettings
 from magicvideo.stages.parts import STAGE_FILE, named_part
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
@@ -37,22 +38,9 @@ LORA_TARGETS = (r".*((attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj
 # LORA_TARGETS alone left the rank-16 copy's predictions further from the fine-tune's than the base's.
 EXTRACT_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.(0\.proj|2)|proj_in|proj_out|conv1|conv2|conv_shortcut"
                    r"|time_emb_proj|downsamplers\.0\.conv|upsamplers\.0\.conv|conv_in|conv_out|linear_1|linear_2)")
-# Provisional: on the v0 weights, accuracy is flat within noise over 10-40 steps and guidance
-# 1-7 (benchmarks/results/t2i_quality.md); to be chosen again once the model draws shapes.
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 4.0
-
-
 @dataclass
 class T2IOutput:
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
-
-
-@dataclass
-class T2ISettings:
-    size: int = 128
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE  # <= 1: no classifier-free guidance (one UNet pass a step)
 
 
 class TextToImage:
@@ -116,7 +104,7 @@ class TextToImage:
             if (lora.parent / VECTORS_FILE).is_file():
                 load_vectors(model, lora.parent / VECTORS_FILE)
         autoencoder = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
-        return cls(model, autoencoder, text, T2ISettings(**settings))
+        return cls(model, autoencoder, text, T2ISettings.from_dict(settings))
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         path = Path(path)
@@ -136,13 +124,9 @@ class TextToImage:
         """Images for one prompt or a batch (or an embedding from `encode_prompt`). guidance <= 1
         samples without classifier-free guidance (one UNet pass per step)."""
         # 1. Settings: the call's, else the stage's; checked before any work
-        s = self.settings
-        steps = s.steps if steps is None else steps
-        guidance = s.guidance if guidance is None else guidance
-        size = s.size if size is None else size
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size)
+        steps, guidance, size = s.steps, s.guidance, s.size
         check_size(size, size, vae_factor(self.vae))  # diffusers' UNet takes any latent size
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
         # 2. The prompt, encoded once; the empty prompt beside it for guidance
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
@@ -221,7 +205,7 @@ class DiffusersTextToImage:
                                                      dtype=torch_dtype or torch.float32)
         pipeline.set_progress_bar_config(disable=True)
         stage = cls(pipeline)
-        stage.settings = replace(stage.settings, **overrides)
+        stage.settings = stage.settings.merged(**overrides)
         return stage
 
     def place(self, placement: Placement) -> DiffusersTextToImage:
@@ -246,11 +230,10 @@ class DiffusersTextToImage:
             from magicvideo.errors import PromptError
 
             raise PromptError("the prompt is empty")
-        size = size or self.settings.size
-        check_size(size, size, self.pipeline.vae_scale_factor)
-        generators = [torch.Generator().manual_seed(s) for s in seed_list(seed, len(prompts))]
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size)
+        check_size(s.size, s.size, self.pipeline.vae_scale_factor)
+        generators = [torch.Generator().manual_seed(g) for g in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
-        images = self.pipeline(prompts, num_inference_steps=steps or self.settings.steps,
-                               guidance_scale=self.settings.guidance if guidance is None else guidance,
-                               height=size, width=size, generator=generators, output_type="pt").images
+        images = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                               height=s.size, width=s.size, generator=generators, output_type="pt").images
         return T2IOutput(images.float().cpu())

@@ -34,28 +34,15 @@ from magicvideo.diffusion.schedule import initial_noise, seed_list
 from magicvideo.diffusion.video import LatentVideoStage, resize_reference
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
+from magicvideo.settings import KERNELS, V2VSettings
 from magicvideo.stages.i2v import ImageToVideo, save_motion_adapter
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder
 from magicvideo.text import PromptEmbedding
-
-KERNELS = ("bicubic", "bilinear")
 
 
 @dataclass
 class V2VOutput:
     frames: torch.Tensor  # (B, 3, F, H, W) float32 in [0, 1]
-
-
-@dataclass
-class V2VSettings:
-    size: int = 128
-    steps: int = 20
-    strength: float = 0.5
-    guidance: float = 1.0
-    appearance_scale: float = 1.0
-    back_projection: int = 1
-    back_projection_kernel: str = "bicubic"  # how the error is upsampled: "bicubic" or "bilinear"
-    hold_threshold: float = 0.0  # hold_still_detail's threshold in [0, 1] units; 0: off
 
 
 def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
@@ -178,7 +165,7 @@ class VideoToVideo(LatentVideoStage):
         adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
                         if (path / "controlnet" / "config.json").is_file() else None)
-        settings = V2VSettings(**json.loads((path / STAGE_FILE).read_text()))
+        settings = V2VSettings.from_dict(json.loads((path / STAGE_FILE).read_text()))
         return cls.attach(i2v, adapter, controlnet, settings)
 
     def control(self, up: torch.Tensor, image: torch.Tensor, use_reference: bool = True) -> torch.Tensor:
@@ -194,48 +181,41 @@ class VideoToVideo(LatentVideoStage):
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
-                 hold: float | None = None, kernel: str | None = None, progress: bool = False) -> V2VOutput:
+                 hold_threshold: float | None = None, back_projection_kernel: str | None = None,
+                 progress: bool = False) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
-        (3, H, W) or (B, 3, H, W). strength in [0, 1]: how much of the schedule runs (0: the
-        upsample through the VAE, then back-projection). size: the output side (default: the stage's).
-        hold: `hold_still_detail`'s threshold (default: the stage's; 0: off). kernel: back-projection's
-        upsampling, "bicubic" or "bilinear" (default: the stage's)."""
-        s = self.settings
-        steps, size = steps or s.steps, size or s.size
-        strength = s.strength if strength is None else strength
-        guidance = s.guidance if guidance is None else guidance
-        scale = s.appearance_scale if appearance_scale is None else appearance_scale
-        iterations = s.back_projection if back_projection is None else back_projection
+        (3, H, W) or (B, 3, H, W). Every setting left None is the stage's (V2VSettings says what
+        each does and its range): strength 0 is the upsample through the VAE, then back-projection."""
+        # 1. Settings: the call's, else the stage's, checked before any work
+        s = self.settings.merged(steps=steps, strength=strength, guidance=guidance, appearance_scale=appearance_scale,
+                                 back_projection=back_projection, size=size, hold_threshold=hold_threshold,
+                                 back_projection_kernel=back_projection_kernel)
         video = video.unsqueeze(0) if video.ndim == 4 else video
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"expected low-res frames (3, F, h, w) or (B, 3, F, h, w), got {tuple(video.shape)}")
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {strength}")
-        threshold = s.hold_threshold if hold is None else hold
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"hold must be in [0, 1], got {threshold}")
-        kernel = s.back_projection_kernel if kernel is None else kernel
-        check_kernel(kernel)
-        if steps < 1 or iterations < 0:
-            raise ValueError(f"steps must be at least 1 and back_projection at least 0, got {steps}, {iterations}")
-        if size % self.size_multiple():
-            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {size}")
-        if video.shape[-1] > size or video.shape[-2] != video.shape[-1]:
-            raise ValueError(f"expected square frames of at most {size} px, got {tuple(video.shape[-2:])}")
+        if s.size % self.size_multiple():
+            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {s.size}")
+        if video.shape[-1] > s.size or video.shape[-2] != video.shape[-1]:
+            raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
+        # 2. The prompt, encoded once
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
         if video.shape[0] != n or image.shape[0] not in (1, n):
             raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
-        frames, latent = video.shape[2], size // vae_factor(self.vae)
-        up = upsample(video, size)
+        # 3. The input upsampled and encoded: where the shortened schedule starts
+        frames, latent = video.shape[2], s.size // vae_factor(self.vae)
+        up = upsample(video, s.size)
         start = self.encode(up)
         noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, frames, latent, latent))
+        # 4. Denoise the last `strength` of the schedule; 5. decode, hold still detail, back-project
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
-        latents = self.denoise(cond, image, noise, steps, guidance, scale, cn, start=start, strength=strength,
-                               progress=progress, desc="video-to-video")
-        out = hold_still_detail(self.decode(latents), video.float(), threshold)
-        return V2VOutput(back_project(out, video.float(), iterations, kernel) if iterations else out)
+        latents = self.denoise(cond, image, noise, s.steps, s.guidance, s.appearance_scale, cn, start=start,
+                               strength=s.strength, progress=progress, desc="video-to-video")
+        out = hold_still_detail(self.decode(latents), video.float(), s.hold_threshold)
+        if not s.back_projection:
+            return V2VOutput(out)
+        return V2VOutput(back_project(out, video.float(), s.back_projection, s.back_projection_kernel))

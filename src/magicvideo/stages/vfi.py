@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from magicvideo.device import Placement
 from magicvideo.models.warp import backward_warp
+from magicvideo.settings import VFISettings
 
 if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a method needs them
     from magicvideo.models.edsc import EDSCInterpolator
@@ -34,12 +35,6 @@ METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
 @dataclass
 class VFIOutput:
     frames: torch.Tensor  # (B, 3, (F - 1) * times + 1, H, W) in [0, 1]
-
-
-@dataclass
-class VFISettings:
-    times: int = 3  # the frame-rate factor: times - 1 new frames in every gap
-    batch_size: int = 8  # frame pairs per model call
 
 
 def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -132,10 +127,8 @@ class FrameInterpolator:
         """Frames (3, H, W) in [0, 1], one at a time, -> the same with times - 1 new frames in every
         gap, in order, as they are made: at most `batch_size` gaps are held, so memory does not
         grow with the video's length (a decoded file streams straight through to an encoder)."""
-        times = self.settings.times if times is None else times
-        batch_size = self.settings.batch_size if batch_size is None else batch_size
-        if times < 1 or batch_size < 1:
-            raise ValueError(f"times and batch size must be at least 1, got {times} and {batch_size}")
+        s = self.settings.merged(times=times, batch_size=batch_size)
+        times, batch_size = s.times, s.batch_size
         if times == 1:
             yield from frames
             return
@@ -146,8 +139,8 @@ class FrameInterpolator:
             # every (gap, instant) of the held gaps, batch_size at a time, then in order
             jobs = [(g, t) for g in range(len(gaps)) for t in instants]
             new = []
-            for s in range(0, len(jobs), batch_size):
-                chunk = jobs[s : s + batch_size]
+            for start in range(0, len(jobs), batch_size):
+                chunk = jobs[start : start + batch_size]
                 new += self.interpolate(torch.stack([gaps[g][0] for g, _ in chunk]),
                                         torch.stack([gaps[g][1] for g, _ in chunk]),
                                         torch.stack([t for _, t in chunk])).unbind(0)
@@ -179,12 +172,10 @@ class FrameInterpolator:
         video = video.unsqueeze(0) if single else video
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"expected a video (B, 3, F, H, W) or (3, F, H, W), got {tuple(video.shape)}")
-        times = self.settings.times if times is None else times
-        if times < 1:
-            raise ValueError(f"times must be at least 1, got {times}")
+        s = self.settings.merged(times=times, batch_size=batch_size)  # checked before any work
         # 2. Each clip streamed through, gaps in batches
         clips = [torch.stack(list(self.stream(tqdm(clip.unbind(1), desc=f"interpolate ({self.method})",
-                                                   disable=not progress), times, batch_size)), 1)
+                                                   disable=not progress), s.times, s.batch_size)), 1)
                  for clip in video]
         out = torch.stack(clips).to(video.dtype)
         return VFIOutput(out[0] if single else out)
