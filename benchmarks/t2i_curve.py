@@ -1,7 +1,7 @@
 """Stage 1's learning curve: the judge's readings against training images seen, from the EMA
 snapshots a `magicvideo train t2i` run keeps (`snapshot_every` in its config):
 
-    python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--out benchmarks/results/t2i_curve.md]
+    python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--steps 400 800 ...] [--out benchmarks/results/t2i_curve.md]
 
 Each snapshot is sampled on the first `--prompts` validation prompts (held-out split, seed 777),
 one image each at seed 0, with the stage's default steps and guidance. A curve still rising at its
@@ -33,10 +33,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a `magicvideo train t2i` output folder")
     parser.add_argument("--prompts", type=int, default=100)
+    parser.add_argument("--steps", type=int, nargs="*", help="judge only these snapshots (default: all)")
     parser.add_argument("--out", default="benchmarks/results/t2i_curve.md")
     args = parser.parse_args()
     config = load_config(T2ITrainConfig, args.run / "config.yaml")
     snapshots = sorted((args.run / "state" / SNAPSHOTS).glob("step_*.safetensors"))
+    if args.steps:
+        snapshots = [p for p in snapshots if int(p.stem.split("_")[1]) in args.steps]
     if not snapshots:
         raise SystemExit(f"no snapshots in {args.run / 'state' / SNAPSHOTS} (the run needs snapshot_every > 0)")
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32)
@@ -53,7 +56,8 @@ def main() -> None:
         print(f"step {step}: {a}", flush=True)
     lines = [
         "# Stage 1 learning curve", "",
-        f"Command: `python benchmarks/t2i_curve.py {args.run} --prompts {args.prompts}` "
+        f"Command: `python benchmarks/t2i_curve.py {args.run} --prompts {args.prompts}"
+        + (f" --steps {' '.join(map(str, args.steps))}" if args.steps else "") + "` "
         f"({time.perf_counter() - started:.0f} s on {machine()}). Run config: widths {list(config.widths)}, "
         f"attention levels {list(config.attention) or 'all but the deepest'}, batch {config.batch_size}, "
         f"lr {config.lr}, VAE `{config.vae or 'weights/tiny/vae'}`. {args.prompts} validation prompts "

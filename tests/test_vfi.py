@@ -15,7 +15,7 @@ from magicvideo.models.edsc import EDSCInterpolator, deformable_separable_sample
 from magicvideo.models.ifnet import IFNet
 from magicvideo.presets import load_vfi
 from magicvideo.presets.tiny import TINY_EDSC
-from magicvideo.stages.vfi import FrameInterpolator
+from magicvideo.stages.vfi import FrameInterpolator, output_frames, scene_change
 from magicvideo.training.common import load_checkpoint
 from magicvideo.training.vfi import VFITrainConfig, train_vfi
 from magicvideo.world import draw_clip, render_clip
@@ -195,3 +195,46 @@ def test_interpolate_keeps_the_sound_and_writes_what_the_suffix_says(tmp_path, c
         err = capsys.readouterr().err
         assert "cannot write" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / bad).exists()
+
+
+@pytest.mark.parametrize("rate", [2.5, 3, 0.4, 1])
+def test_any_rate_shows_each_instant_of_the_input_and_keeps_its_duration(rate):
+    """Output frame k shows the instant k / rate: the input frame itself where that is one, else
+    (with blend, exactly) the mix of its two neighbours at that instant."""
+    source = torch.rand(3, 6, 8, 8)  # unrelated noise frames: cuts by any measure, so detection is off
+    made = list(FrameInterpolator("blend").stream(source.unbind(1), rate=rate, batch_size=3, scene_cut=0))
+    assert len(made) == output_frames(6, rate) == int(5 * rate) + 1
+    for k, frame in enumerate(made):
+        position = k / rate
+        i = min(int(position), 4)
+        t = position - i
+        torch.testing.assert_close(frame, (1 - t) * source[:, i] + t * source[:, i + 1])
+
+
+def test_a_scene_cut_repeats_the_nearer_frame_instead_of_blending_two_scenes():
+    red, blue = torch.full((3, 16, 16), 0.1), torch.full((3, 16, 16), 0.8)
+    red[0, 4:10, 2:8], blue[2, 6:12, 6:12] = 0.9, 0.2  # a red square on dark, a blue one on light
+    moved = red.roll(5, dims=2)  # motion within a scene: the same colours elsewhere
+    assert scene_change(red, moved) < 0.05 < 0.5 < scene_change(red, blue)
+    stage = FrameInterpolator("blend")
+    frames = list(stage.stream([red, moved, blue], times=4, scene_cut=0.5))
+    assert len(frames) == 9
+    assert not torch.equal(frames[1], red)  # within the scene: blended
+    assert [torch.equal(f, g) for f, g in zip(frames[4:], [moved, moved, blue, blue, blue])] == [True] * 5
+    across = list(stage.stream([red, moved, blue], times=4, scene_cut=0.0))
+    torch.testing.assert_close(across[6], (moved + blue) / 2)
+
+
+def test_interpolate_to_any_frame_rate(tmp_path, capsys):
+    from magicvideo.media import open_video
+
+    _clip_with_sound(tmp_path / "in.mp4", frames=9, fps=8)
+    assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.webm"), "--fps", "20",
+                 "--model", "blend", "--quiet"]) == 0
+    info, frames = open_video(tmp_path / "out.webm")
+    assert info.fps == 20 and info.audio and len(list(frames)) == 8 * 20 // 8 + 1  # 1 s at 8 fps: 1 s at 20
+    for argv, message in ((["--fps", "20", "--times", "2"], "--times or --fps"), (["--fps", "0"], "--fps must be"),
+                          (["--scene-cut", "2"], "--scene-cut must be in [0, 1]")):
+        capsys.readouterr()
+        assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "x.mp4"), *argv]) == 2
+        assert message in capsys.readouterr().err

@@ -199,3 +199,6 @@ class V2VSettings(Settings):
 class VFISettings(Settings):
     times: int = setting(3, "frame-rate factor: times - 1 new frames in every gap", low=1)
     batch_size: int = setting(8, "new frames per model call (lower: less memory)", low=1)
+    # 3x the largest reading of camera motion and world motion measured (benchmarks/vfi_scene_cuts.py)
+    scene_cut: float = setting(0.28, "a gap whose frames' colour histograms differ by more than this is a scene "
+                               "cut: its new frames repeat the nearer frame (0: no detection)", low=0, high=1)

@@ -22,7 +22,7 @@ I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", 
              "motion_text_scale", "motion_guidance", "controlnet_scale", "size")
 V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
              "hold_threshold")
-VFI_FLAGS = ("times", "batch_size")
+VFI_FLAGS = ("times", "batch_size", "scene_cut")
 
 
 def run_t2i(args: argparse.Namespace) -> None:
@@ -108,24 +108,40 @@ def run_v2v(args: argparse.Namespace) -> None:
 
 
 def run_interpolate(args: argparse.Namespace) -> None:
+    from fractions import Fraction
+
     from tqdm import tqdm
 
     from magicvideo.device import Placement, default_device
     from magicvideo.media import check_output, open_video, video_writer
     from magicvideo.presets import load_vfi
+    from magicvideo.stages.vfi import output_frames
 
     values = check_flags(args, VFISettings, VFI_FLAGS)
+    if args.fps is not None and "times" in values:
+        raise ValueError("give --times or --fps, not both")
+    if args.fps is not None and not 0 < args.fps <= 1000:
+        raise ValueError(f"--fps must be in (0, 1000], got {args.fps}")
+    if args.no_scene_detect:
+        values["scene_cut"] = 0.0
     info, frames = open_video(args.input)  # a bad file fails before any model loads
+    if args.fps is not None and not info.fps:
+        raise ValueError(f"{args.input} does not say its frame rate; give --times instead of --fps")
     check_output(args.output, info.width, info.height, args.flavour)
     interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()))
-    times = values.get("times", interpolator.settings.times)
-    fps = (info.fps or 8.0) * times
+    in_fps = info.fps or 8.0
+    if args.fps is not None:  # output frames per input frame, exact for rates such as 30000/1001
+        rate = Fraction(args.fps).limit_denominator(1001) / Fraction(in_fps).limit_denominator(1001)
+        fps = args.fps
+    else:
+        rate = Fraction(values.pop("times", interpolator.settings.times))
+        fps = in_fps * float(rate)
     sound = args.input if info.audio and not args.no_audio else None
-    total = (info.frames - 1) * times + 1 if info.frames else None
+    total = output_frames(info.frames, rate) if info.frames else None
     count = 0
     # decoded, interpolated and encoded a few frames at a time: memory does not grow with length
     with video_writer(args.output, fps, info.width, info.height, args.flavour, audio_from=sound) as write:
-        for frame in tqdm(interpolator.stream(frames, **values), total=total, unit="frame",
+        for frame in tqdm(interpolator.stream(frames, rate=rate, **values), total=total, unit="frame",
                           desc=f"interpolate ({args.model})", disable=args.quiet):
             write(frame)
             count += 1
@@ -185,6 +201,10 @@ def add_parsers(sub) -> None:
     p.add_argument("input", help="a video file")
     p.add_argument("-o", "--output", required=True, help="output: .mp4, .mov, .mkv, .webm, .gif, or a folder for PNGs")
     add_flags(p, VFISettings, VFI_FLAGS, what=None)
+    p.add_argument("--fps", type=float, help="the output's frame rate, any (e.g. 60 from 24), instead of --times; "
+                   "the video keeps its duration")
+    p.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too "
+                   "(--scene-cut 0)")
     p.add_argument("--model", choices=METHODS, default="ifnet",
                    help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
                    "synthetic world and is far better there, see docs/vfi.md)")

@@ -10,9 +10,11 @@ Methods, from the trivial to ours:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,25 @@ METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
 @dataclass
 class VFIOutput:
     frames: torch.Tensor  # (B, 3, (F - 1) * times + 1, H, W) in [0, 1]
+
+
+def output_frames(count: int, rate: float | Fraction) -> int:
+    """How many frames `stream` makes of `count` at `rate` output frames per input frame: as many
+    as fit in the input's duration, both ends included."""
+    ratio = Fraction(rate).limit_denominator(100_000)
+    return math.floor((count - 1) * ratio) + 1 if count else 0
+
+
+def scene_change(a: torch.Tensor, b: torch.Tensor, bins: int = 16) -> float:
+    """How different two frames' colour histograms are, in [0, 1] (half the L1 distance of the
+    per-channel histograms, averaged over R, G, B): motion moves pixels but keeps their colours,
+    a cut changes them. Cheap: a 64x64 thumbnail of each frame."""
+    def hist(x: torch.Tensor) -> torch.Tensor:
+        small = torch.nn.functional.interpolate(x[None].float(), size=(64, 64), mode="area")[0]
+        idx = (small.clamp(0, 1) * (bins - 1)).round().long().flatten(1)  # (3, 4096)
+        return torch.zeros(3, bins).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float)) / idx.shape[1]
+
+    return float((hist(a) - hist(b)).abs().sum(1).mean() / 2)
 
 
 def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -122,45 +143,58 @@ class FrameInterpolator:
         out = self.edsc(inputs[0], inputs[1], tt, *inputs[2:])
         return out[..., :h, :w].clamp(0, 1).cpu()
 
-    def stream(self, frames: Iterable[torch.Tensor], times: int | None = None,
-               batch_size: int | None = None) -> Iterator[torch.Tensor]:
-        """Frames (3, H, W) in [0, 1], one at a time, -> the same with times - 1 new frames in every
-        gap, in order, as they are made: at most `batch_size` gaps are held, so memory does not
-        grow with the video's length (a decoded file streams straight through to an encoder)."""
-        s = self.settings.merged(times=times, batch_size=batch_size)
-        times, batch_size = s.times, s.batch_size
-        if times == 1:
-            yield from frames
-            return
-        instants = torch.arange(1, times) / times
-        gaps: list[tuple[torch.Tensor, torch.Tensor]] = []
+    def stream(self, frames: Iterable[torch.Tensor], times: int | None = None, batch_size: int | None = None,
+               rate: float | Fraction | None = None, scene_cut: float | None = None) -> Iterator[torch.Tensor]:
+        """Frames (3, H, W) in [0, 1], one at a time, -> the video at `rate` output frames per input
+        frame (out fps / in fps, any positive number; default `times`), keeping its duration:
+        output frame k shows the instant k / rate in input frames, the input frame itself where that
+        falls on one, else a frame made between its two neighbours. At most `batch_size` new frames'
+        gaps are held, so memory does not grow with the video's length. A gap whose two frames
+        differ by more than `scene_cut` (`scene_change`; default the stage's, 0: off) is a cut: its
+        instants show the nearer frame, not a blend of two scenes."""
+        s = self.settings.merged(times=times, batch_size=batch_size, scene_cut=scene_cut)
+        ratio = Fraction(s.times) if rate is None else Fraction(rate).limit_denominator(100_000)
+        if ratio <= 0:
+            raise ValueError(f"the rate must be positive, got {rate}")
+        held: list[tuple[torch.Tensor, torch.Tensor, list[Fraction], bool]] = []  # (frame0, frame1, instants, cut)
 
         def flush() -> Iterator[torch.Tensor]:
-            # every (gap, instant) of the held gaps, batch_size at a time, then in order
-            jobs = [(g, t) for g in range(len(gaps)) for t in instants]
-            new = []
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start : start + batch_size]
-                new += self.interpolate(torch.stack([gaps[g][0] for g, _ in chunk]),
-                                        torch.stack([gaps[g][1] for g, _ in chunk]),
-                                        torch.stack([t for _, t in chunk])).unbind(0)
-            for g, (frame0, _) in enumerate(gaps):
-                yield frame0
-                yield from new[g * (times - 1) : (g + 1) * (times - 1)]
-            gaps.clear()
+            # every new instant of the held gaps, batch_size at a time, then all in order
+            jobs = [(g, t) for g, (_, _, instants, cut) in enumerate(held) if not cut for t in instants if t]
+            made: dict[tuple[int, Fraction], torch.Tensor] = {}
+            for start in range(0, len(jobs), s.batch_size):
+                chunk = jobs[start : start + s.batch_size]
+                out = self.interpolate(torch.stack([held[g][0] for g, _ in chunk]),
+                                       torch.stack([held[g][1] for g, _ in chunk]),
+                                       torch.tensor([float(t) for _, t in chunk]))
+                made.update(zip(chunk, out.unbind(0)))
+            for g, (frame0, frame1, instants, cut) in enumerate(held):
+                for t in instants:
+                    if not t:
+                        yield frame0
+                    elif cut:
+                        yield frame0 if t < Fraction(1, 2) else frame1
+                    else:
+                        yield made[g, t]
+            held.clear()
 
-        previous = None
+        previous, gap = None, 0
         for frame in frames:
             if previous is not None:
                 if frame.shape != previous.shape:
                     raise ValueError(f"frames change size mid-stream: {tuple(previous.shape)}, then "
                                      f"{tuple(frame.shape)}")
-                gaps.append((previous, frame))
-                if len(gaps) * (times - 1) >= batch_size:
+                # the output frames k with gap <= k / ratio < gap + 1, at t = k / ratio - gap
+                first, end = math.ceil(gap * ratio), math.ceil((gap + 1) * ratio)
+                instants = [k / ratio - gap for k in range(first, end)]
+                cut = bool(s.scene_cut) and any(instants) and scene_change(previous, frame) > s.scene_cut
+                held.append((previous, frame, instants, cut))
+                if len(held) >= s.batch_size or sum(sum(1 for t in h[2] if t) for h in held) >= s.batch_size:
                     yield from flush()
+                gap += 1
             previous = frame
         yield from flush()
-        if previous is not None:
+        if previous is not None and (gap * ratio).denominator == 1:  # the last frame falls on an output instant
             yield previous
 
     def __call__(self, video: torch.Tensor, times: int | None = None, batch_size: int | None = None,
