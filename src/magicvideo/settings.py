@@ -29,17 +29,19 @@ class Rule:
     high: float | None = None
     open_high: bool = False
 
+    def describe(self) -> str:
+        """"at least 1", "in [0, 1)", or "" for no bound: what errors and --help both say."""
+        if self.high is not None:
+            return f"in [{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+        return f"at least {self.low:g}" if self.low is not None else ""
+
     def check(self, label: str, value: Any) -> None:
-        if value is None or (self.low is None and self.high is None):
+        if value is None:
             return
-        if self.high is None:
-            if value < self.low:
-                raise MagicVideoError(f"{label} must be at least {self.low:g}, got {value}")
-            return
-        inside = value < self.high if self.open_high else value <= self.high
-        if not (self.low <= value and inside):
-            raise MagicVideoError(f"{label} must be in [{self.low:g}, {self.high:g}{')' if self.open_high else ']'}, "
-                                  f"got {value}")
+        below = self.low is not None and value < self.low
+        above = self.high is not None and (value >= self.high if self.open_high else value > self.high)
+        if below or above:
+            raise MagicVideoError(f"{label} must be {self.describe()}, got {value}")
 
 
 def setting(default: Any, help: str, low: float | None = None, high: float | None = None, open_high: bool = False,
@@ -57,16 +59,17 @@ def _field(cls: type, name: str) -> dataclasses.Field:
     raise KeyError(f"{cls.__name__} has no setting {name!r}")
 
 
-def check_value(cls: type, name: str, value: Any, label: str | None = None) -> None:
-    """`value` for setting `name` of `cls` against its rule, or a one-line error naming `label`."""
-    f = _field(cls, name)
-    label = label or name.replace("_", " ")
+def _check_field(f: dataclasses.Field, value: Any, label: str) -> None:
     choices = f.metadata.get("choices")
     if choices and value is not None and value not in choices:
         raise MagicVideoError(f"{label} must be one of {', '.join(choices)}, got {value!r}")
-    rule = f.metadata.get("rule")
-    if rule is not None:
-        rule.check(label, value)
+    if "rule" in f.metadata:
+        f.metadata["rule"].check(label, value)
+
+
+def check_value(cls: type, name: str, value: Any, label: str | None = None) -> None:
+    """`value` for setting `name` of `cls` against its rule, or a one-line error naming `label`."""
+    _check_field(_field(cls, name), value, label or name.replace("_", " "))
 
 
 class Settings:
@@ -74,7 +77,7 @@ class Settings:
 
     def check(self) -> Self:
         for f in dataclasses.fields(self):
-            check_value(type(self), f.name, getattr(self, f.name))
+            _check_field(f, getattr(self, f.name), f.name.replace("_", " "))
         return self
 
     def merged(self, **given: Any) -> Self:
@@ -111,15 +114,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, names: list[str] | tup
         kind = type(f.default)
         if kind is bool:
             raise TypeError(f"{cls.__name__}.{name}: a yes/no setting needs a store_true flag, not add_flags")
-        rule, choices = f.metadata.get("rule"), f.metadata.get("choices")
-        bounds = ""
-        if rule is not None and rule.high is not None:
-            bounds = f", in [{rule.low:g}, {rule.high:g}{')' if rule.open_high else ']'}"
-        elif rule is not None and rule.low is not None:
-            bounds = f", at least {rule.low:g}"
-        default = f.default if what is None else what
-        parser.add_argument(flag_of(cls, name, prefix), type=kind, choices=choices, dest=dest_of(cls, name, prefix),
-                            help=f"{f.metadata.get('help', name)} (default: {default}{bounds})")
+        bounds = f.metadata["rule"].describe() if "rule" in f.metadata else ""
+        default = f"{f.default if what is None else what}" + (f", {bounds}" if bounds else "")
+        parser.add_argument(flag_of(cls, name, prefix), type=kind, choices=f.metadata.get("choices"),
+                            dest=dest_of(cls, name, prefix),
+                            help=f"{f.metadata.get('help', name)} (default: {default})")
 
 
 def given(args: argparse.Namespace, cls: type, names: list[str] | tuple[str, ...], prefix: str = "") -> dict:
@@ -154,6 +153,11 @@ class T2ISettings(Settings):
                               "step)")
 
 
+def _appearance_scale() -> Any:
+    # stages 2 and 3 share the appearance branch; a function, as a dataclass field belongs to one class
+    return setting(1.0, "weight of the appearance encoder's cross-attention (0 turns it off)", low=0)
+
+
 @dataclass
 class I2VSettings(Settings):
     size: int = setting(64, "keyframe side, a multiple of the stage's UNet and VAE", low=1)
@@ -164,8 +168,7 @@ class I2VSettings(Settings):
                                  "reference's latent", low=0, high=1, open_high=True)
     noise_prior_decay: float = setting(0.0, "how much of that lean is gone by the last frame (0: every frame "
                                        "alike)", low=0, high=1)
-    appearance_scale: float = setting(1.0, "weight of the appearance encoder's cross-attention (0 turns it off)",
-                                      low=0)
+    appearance_scale: float = _appearance_scale()
     motion_text_scale: float = setting(1.0, "weight of the motion modules' attention to the caption (0 turns it "
                                        "off; for a stage that has it)", low=0)
     motion_guidance: float = setting(0.0, "guidance away from the prompt's still version (--still-prompt): more "
@@ -185,8 +188,7 @@ class V2VSettings(Settings):
     strength: float = setting(0.5, "how much of the denoising schedule runs from the upsampled input (0: "
                               "upsample, VAE and back-projection only)", low=0, high=1)
     guidance: float = setting(1.0, "classifier-free guidance scale on the text")
-    appearance_scale: float = setting(1.0, "weight of the appearance encoder's cross-attention (0 turns it off)",
-                                      low=0)
+    appearance_scale: float = _appearance_scale()
     back_projection: int = setting(1, "back-projection passes onto the input (0 turns it off)", low=0)
     back_projection_kernel: str = setting("bicubic", "how back-projection upsamples the error (bilinear: "
                                           "steadier; bicubic: sharper, more flicker)", choices=KERNELS)
