@@ -21,6 +21,7 @@ from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.judge.t2i import judge_images
 from magicvideo.presets import load_t2i
 from magicvideo.stages.t2i import TextToImage
+from magicvideo.text import unet_text_inputs
 from magicvideo.training.common import machine
 from magicvideo.world import draw_clip, render_frames
 from report import publish
@@ -40,7 +41,7 @@ def one_step_readings(stage: TextToImage, clips: list, steps: list[int], seed: i
         ts = torch.full((len(clips),), t)
         noisy, alpha = scheduler.add_noise(x0, noise, ts), scheduler.alphas_cumprod[t]
         for kind, hidden in prompts.items():
-            v = unet(noisy, ts, hidden).sample
+            v = unet(noisy, ts, hidden, **unet_text_inputs(unet, hidden)).sample
             clean = alpha.sqrt() * noisy - (1 - alpha).sqrt() * v  # x0 from a v-prediction
             decoded = ((vae.decode(clean / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
             out.append((t, kind, judge_images(clips, decoded)["accuracy"]))

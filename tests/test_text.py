@@ -59,3 +59,43 @@ def test_prompt_embedding_repeat_and_cat():
     r = e.repeat(2)
     assert r.hidden[:, 0, 0].tolist() == [0, 0, 3, 3] and len(r) == 4
     assert len(PromptEmbedding.cat([e, r])) == 6
+
+
+def test_sentence_vector_reads_the_real_tokens_only(minilm):
+    from magicvideo.text import sentence_vector
+
+    short = MiniLMTextEncoder(minilm.tokenizer, minilm.model, max_tokens=16)
+    prompts = ["a pink heart over a sunset", "a blue star spinning over a meadow"]
+    a, b = sentence_vector(minilm(prompts).hidden), sentence_vector(short(prompts).hidden)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)  # padding changes nothing
+    assert a.shape == (2, 384)
+    torch.testing.assert_close(a.norm(dim=-1), torch.full((2,), 384**0.5))
+    assert torch.cosine_similarity(a[0], a[1], dim=0) < 0.99  # two prompts, two vectors
+
+
+def test_only_a_pooled_text_unet_reads_the_sentence_vector(minilm):
+    from diffusers import UNetMotionModel
+
+    from magicvideo.stages.i2v import MotionAdapter
+    from magicvideo.text import unet_text_inputs
+    from magicvideo.training.t2i import T2ITrainConfig, build_unet
+
+    config = T2ITrainConfig(widths=(32, 64), head_dim=16, pooled_text=True)
+    torch.manual_seed(0)
+    unet, plain = build_unet(config, 8).eval(), build_unet(T2ITrainConfig(widths=(32, 64), head_dim=16), 8)
+    assert unet_text_inputs(plain, minilm("a red circle").hidden) == {}
+    hidden = minilm(["a red circle over a meadow", "a red star over a meadow"]).hidden
+    extra = unet_text_inputs(unet, hidden)
+    assert extra["timestep_cond"].shape == (2, 384)
+    x, t = torch.randn(1, 4, 8, 8).repeat(2, 1, 1, 1), torch.tensor([500, 500])
+    with torch.no_grad():
+        torch.nn.init.normal_(unet.time_embedding.cond_proj.weight)
+        with_vector = unet(x, t, hidden, **extra).sample
+        without = unet(x, t, hidden).sample
+    assert (with_vector - without).abs().max() > 1e-3  # the vector changes the prediction
+    # stage 2 inflates the stage-1 UNet: its motion UNet keeps the vector's projection, one per clip
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_max_seq_length=8)
+    motion = UNetMotionModel.from_unet2d(unet, adapter)
+    torch.testing.assert_close(motion.time_embedding.cond_proj.weight, unet.time_embedding.cond_proj.weight)
+    assert unet_text_inputs(motion, hidden.repeat_interleave(4, 0), frames=4)["timestep_cond"].shape == (2, 384)

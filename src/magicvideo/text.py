@@ -52,6 +52,32 @@ class PromptEmbedding:
         return PromptEmbedding(torch.cat([p.hidden for p in parts]))
 
 
+def sentence_vector(hidden: torch.Tensor) -> torch.Tensor:
+    """(B, D): the prompt as one vector, from its token states (B, L, D): the mean over its real
+    tokens (MiniLM's pad states are zero, so they are the rows left out), L2-normalised as
+    all-MiniLM-L6-v2's sentence embedding is, times sqrt(D) so each entry is of order 1, as are
+    the timestep features it is added to (see unet_text_inputs)."""
+    real = (hidden != 0).any(-1, keepdim=True).to(hidden.dtype)
+    mean = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(mean.float(), dim=-1).to(hidden.dtype) * hidden.shape[-1] ** 0.5
+
+
+def unet_text_inputs(unet: torch.nn.Module, hidden: torch.Tensor, frames: int = 1) -> dict[str, torch.Tensor]:
+    """The keyword arguments beyond `encoder_hidden_states` through which `unet` reads the prompt:
+    `timestep_cond`, the sentence vector, for a UNet whose `time_cond_proj_dim` is its
+    `cross_attention_dim` (a tiny-preset UNet built with `pooled_text`); nothing for any other (an
+    LCM UNet's time_cond_proj_dim takes a guidance embedding instead, of another size). `frames`:
+    the states are one row per frame of each clip, and a video UNet takes one vector per clip.
+    Why a global vector: measured, cross-attention alone carried the prompt's colour into a tiny
+    UNet's image but not its shape (benchmarks/results/t2i_binding_4x.md); a vector added to the
+    timestep embedding reaches every resnet, as Imagen's pooled text embedding does."""
+    config = unet.config
+    dim = getattr(config, "time_cond_proj_dim", None)
+    if dim is None or dim != config.cross_attention_dim:
+        return {}
+    return {"timestep_cond": sentence_vector(hidden[::frames])}
+
+
 class TextEncoder:
     """A frozen tokenizer + transformer. Subclasses set `max_tokens`, `dim` and `zero_padding`."""
 

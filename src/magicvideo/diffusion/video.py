@@ -22,7 +22,7 @@ from magicvideo.models.appearance import (
     set_appearance_scale,
 )
 from magicvideo.models.motion_text import motion_text
-from magicvideo.text import PromptEmbedding, TextEncoder
+from magicvideo.text import PromptEmbedding, TextEncoder, unet_text_inputs
 
 
 def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float, decay: float = 0.0) -> torch.Tensor:
@@ -195,7 +195,8 @@ class LatentVideoStage:
                 down, mid = [r * control_scale for r in down], mid * control_scale
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         states = (text, [tokens]) if tokens is not None else text
-        return self.unet(x, t, encoder_hidden_states=states, **residuals).sample.float()
+        pooled = unet_text_inputs(self.unet, text, f)  # one sentence vector per clip
+        return self.unet(x, t, encoder_hidden_states=states, **pooled, **residuals).sample.float()
 
     def denoise(self, cond: PromptEmbedding, image: torch.Tensor, noise: torch.Tensor, steps: int, guidance: float,
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,

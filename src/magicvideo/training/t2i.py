@@ -27,7 +27,7 @@ from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
 from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE, TINY_VAE
 from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i_lora
-from magicvideo.text import MiniLMTextEncoder
+from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
@@ -59,6 +59,8 @@ class T2ITrainConfig(LoopSettings):
     attention: tuple[int, ...] = ()
     layers_per_block: int = 1
     head_dim: int = 32
+    # the prompt's sentence vector added to the timestep embedding too (text.unet_text_inputs)
+    pooled_text: bool = False
     eval_prompts: int = 100
     workers: int = 0  # processes drawing the training images before the loop; 0: this one
 
@@ -78,6 +80,7 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
         # diffusers reads attention_head_dim as the number of heads; give each head `head_dim` channels
         attention_head_dim=tuple(w // config.head_dim for w in config.widths),
         norm_num_groups=32,
+        time_cond_proj_dim=MiniLMTextEncoder.dim if config.pooled_text else None,
     )
 
 
@@ -191,7 +194,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
 
     def loss(model: UNet2DConditionModel, batch) -> torch.Tensor:
         noisy, t, target, hidden, cells = batch
-        error = (model(noisy, t, hidden).sample - target).pow(2)
+        error = (model(noisy, t, hidden, **unet_text_inputs(model, hidden)).sample - target).pow(2)
         per_image = (error if cells is None else cells * error).mean(dim=(1, 2, 3))
         if not config.snr_gamma:
             return per_image.mean()
@@ -242,9 +245,9 @@ def prediction_gap(unet: UNet2DConditionModel, teacher: UNet2DConditionModel, ba
     """How far `unet`'s v-predictions are from `teacher`'s, as a share of how far the base UNet's
     are: 0 is the fine-tune itself, 1 is no better than not carrying it at all."""
     noisy, t, hidden = batch
-    target = teacher(noisy, t, hidden).sample
-    return float((unet(noisy, t, hidden).sample - target).pow(2).mean()
-                 / (base(noisy, t, hidden).sample - target).pow(2).mean())
+    target = teacher(noisy, t, hidden, **unet_text_inputs(teacher, hidden)).sample
+    return float((unet(noisy, t, hidden, **unet_text_inputs(unet, hidden)).sample - target).pow(2).mean()
+                 / (base(noisy, t, hidden, **unet_text_inputs(base, hidden)).sample - target).pow(2).mean())
 
 
 def gap_probe(latents: torch.Tensor, hidden: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -290,8 +293,8 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     def loss(model: UNet2DConditionModel, batch) -> torch.Tensor:
         noisy, steps, _, hidden, _ = batch
         with torch.no_grad():
-            target = teacher(noisy, steps, hidden).sample
-        return (model(noisy, steps, hidden).sample - target).pow(2).mean()
+            target = teacher(noisy, steps, hidden, **unet_text_inputs(teacher, hidden)).sample
+        return (model(noisy, steps, hidden, **unet_text_inputs(model, hidden)).sample - target).pow(2).mean()
 
     settings = LoopSettings(steps=config.steps, lr=config.lr, warmup=min(20, config.steps), ema_decay=config.ema_decay,
                             checkpoint_every=100, seed=config.seed)
