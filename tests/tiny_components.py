@@ -133,3 +133,43 @@ def small_sd15_shapes():
                      motion_norm_num_groups=32, use_motion_mid_block=False),
         control_embedding=(8, 16, 16, 32), appearance_tokens=2,
         i2v=dict(size=32, frames=3, steps=2, guidance=3.0), v2v=dict(size=64, steps=2, strength=0.5))
+
+
+def animatediff_original(adapter) -> dict[str, torch.Tensor]:
+    """A diffusers MotionAdapter's weights under AnimateDiff's original key names (as in
+    mm_sd_v15_v2.ckpt: `temporal_transformer`, `attention_blocks.N`, `norms.N`, `ff_norm`, and a
+    `pos_encoder.pe` table in each attention block)."""
+    import re
+
+    out = {}
+    for key, value in adapter.state_dict().items():
+        key = re.sub(r"(motion_modules\.\d+\.)", r"\1temporal_transformer.", key)
+        if key.endswith("pos_embed.pe"):
+            for i in (0, 1):
+                out[key.replace("pos_embed.pe", f"attention_blocks.{i}.pos_encoder.pe")] = value.clone()
+            continue
+        out[key.replace(".norm1", ".norms.0").replace(".norm2", ".norms.1").replace(".norm3", ".ff_norm")
+            .replace(".attn1", ".attention_blocks.0").replace(".attn2", ".attention_blocks.1")] = value
+    return out
+
+
+def kohya_lora(unet, text=None, rank: int = 4, alpha: float = 2.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A LoRA in kohya / A1111's key layout (`lora_unet_<module with _>.lora_down.weight`,
+    `.lora_up.weight`, `.alpha`; `lora_te_text_model_...` for the CLIP text encoder) over every
+    attention projection of `unet` and every attention and MLP layer of `text`."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+
+    def add(prefix: str, name: str, layer) -> None:
+        key = prefix + name.replace(".", "_")
+        out[key + ".lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * 0.1
+        out[key + ".lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * 0.1
+        out[key + ".alpha"] = torch.tensor(alpha)
+
+    for name, layer in unet.named_modules():
+        if "attentions" in name and name.endswith(("to_q", "to_k", "to_v", "to_out.0")):
+            add("lora_unet_", name, layer)
+    for name, layer in (text.named_modules() if text is not None else ()):
+        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
+            add("lora_te_text_model_", name.removeprefix("text_model."), layer)
+    return out

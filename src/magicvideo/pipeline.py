@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from magicvideo.device import Placement
 from magicvideo.diffusion.schedule import check_seed
 from magicvideo.errors import PromptError
+from magicvideo.formats import LoraFile
 from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
@@ -63,6 +65,7 @@ class RunSettings:
     i2v_size: int | None = None
     v2v_size: int | None = None
     vfi_method: str = "edsc"
+    loras: tuple[str, ...] = ()  # FILE:SCALE, fused into stages 1 and 2 (absolute paths: the manifest outlives the cwd)
     flavour: str = "web"  # plays anywhere; the run stays exact through .state/
     gif: bool = False
 
@@ -121,7 +124,8 @@ def read_run(run_dir: str | os.PathLike) -> RunSettings:
         raise ValueError(f"{run_dir / MANIFEST} has unknown setting(s) {unknown}")
     if not isinstance(settings.get("prompt"), str) or not isinstance(settings.get("stages", []), list):
         raise ValueError(f"{run_dir / MANIFEST} lacks a prompt or has malformed stages")
-    return RunSettings(**dict(settings, stages=tuple(settings.get("stages", STAGES))))
+    return RunSettings(**dict(settings, stages=tuple(settings.get("stages", STAGES)),
+                              loras=tuple(settings.get("loras", ()))))
 
 
 def check_unedited(run_dir: Path, manifest: dict) -> None:
@@ -197,19 +201,21 @@ def _quantise(x: torch.Tensor) -> torch.Tensor:
 
 class MagicVideoPipeline:
     def __init__(self, t2i, i2v, v2v, vfi, preset: str = "tiny", weights: str | os.PathLike | None = None,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, loras: Sequence = ()) -> None:
         self.t2i, self.i2v, self.v2v, self.vfi, self.preset = t2i, i2v, v2v, vfi, preset
+        self.loras = tuple(loras)  # what from_preset fused in, recorded in each run's manifest
         self.weights = str(weights) if weights is not None else None
         self.placement = placement or Placement()
         self.text_encoder = i2v.text_encoder
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None, vfi_method: str = "edsc",
-                    placement: Placement | None = None) -> MagicVideoPipeline:
+                    placement: Placement | None = None, loras: Sequence = ()) -> MagicVideoPipeline:
         """The four stages of a preset. tiny: the shipped weights; `weights` may hold any of
         t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead.
         sd15: `weights` is a folder in magicvideo.presets.sd15's layout, checked before anything loads.
-        `placement`: device, dtype and memory controls (default: CPU, fp32)."""
+        `placement`: device, dtype and memory controls (default: CPU, fp32). `loras`
+        (magicvideo.formats.LoraFile): fused into stages 1 and 2 (and so 3, which shares 2's UNet)."""
         from magicvideo.presets import check_preset, load_i2v, load_t2i, load_v2v, load_vfi, sd15
 
         check_preset(preset, weights)
@@ -223,17 +229,17 @@ class MagicVideoPipeline:
 
         if preset == "sd15":
             sd15.check_folder(root)  # every stage's parts, before any weight loads
-            t2i = load_t2i("sd15", root, placement)
-            i2v = load_i2v("sd15", root, placement)
+            t2i = load_t2i("sd15", root, placement, loras)
+            i2v = load_i2v("sd15", root, placement, loras)
         else:
-            t2i = load_t2i("tiny", own("t2i"), placement)
-            i2v = load_i2v("tiny", own("i2v"), placement)
+            t2i = load_t2i("tiny", own("t2i"), placement, loras)
+            i2v = load_i2v("tiny", own("i2v"), placement, loras)
             shared, own_text = t2i.text_encoder, i2v.text_encoder
             if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
                 i2v.text_encoder = shared  # one text encoder for the whole cascade
         v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
         vfi = load_vfi(vfi_method, own("vfi"), placement)
-        return cls(t2i, i2v, v2v, vfi, preset, weights, placement)
+        return cls(t2i, i2v, v2v, vfi, preset, weights, placement, loras)
 
     # ------------------------------------------------------------------ running
     def __call__(self, prompt: str, seed: int = 0, image: str | os.PathLike | None = None,
@@ -245,7 +251,7 @@ class MagicVideoPipeline:
             stages = STAGES[1:] if image is not None else STAGES
         run = RunSettings(prompt=prompt, seed=seed, preset=self.preset, weights=self.weights,
                           dtype=self.placement.dtype, image=str(image) if image else None, stages=tuple(stages),
-                          **settings)
+                          loras=tuple(map(str, self.loras)), **settings)
         return self.run(run, Path(out) if out else default_run_dir(prompt, seed), progress=progress)
 
     @classmethod
@@ -258,7 +264,8 @@ class MagicVideoPipeline:
         try:
             check_resumable(Path(run_dir), run)  # what the files alone can tell, before any model loads
             placement = dataclasses.replace(placement or Placement(), dtype=run.dtype)
-            pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement)
+            pipe = cls.from_preset(run.preset, run.weights, vfi_method=run.vfi_method, placement=placement,
+                                   loras=[LoraFile.parse(text) for text in run.loras])
         except BaseException:
             lock.release()
             raise
@@ -268,6 +275,9 @@ class MagicVideoPipeline:
         """Everything that can be wrong with a run, before any stage runs."""
         if is_blank(run.prompt):
             raise PromptError("the prompt is empty")
+        if tuple(run.loras) != tuple(map(str, self.loras)):
+            raise ValueError(f"the run names the LoRAs {list(run.loras)}, this pipeline fused "
+                             f"{[str(lora) for lora in self.loras]}")
         self.text_encoder.check([run.prompt])
         stages = check_settings(run, self.i2v.size_multiple())
         if run.t2i_size is not None and "t2i" in stages:

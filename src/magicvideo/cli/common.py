@@ -35,3 +35,19 @@ def check_size(args: argparse.Namespace) -> None:
         multiple = size_multiple_of("sd15", args.weights)
         if args.size % multiple:
             raise ValueError(f"--size must be a multiple of {multiple} for this UNet, got {args.size}")
+
+
+def add_lora(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help=f"a LoRA fused into {where} at SCALE (default 1): kohya / A1111 or diffusers "
+                   ".safetensors; repeat for several")
+
+
+def loras(args: argparse.Namespace) -> list:
+    """The --lora files, parsed and checked (they exist and are weight files) before any model loads."""
+    from magicvideo.formats import LoraFile
+
+    files = [LoraFile.parse(text) for text in args.lora]
+    for lora in files:
+        lora.check()
+    return files

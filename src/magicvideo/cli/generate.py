@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from magicvideo.cli.common import add_placement, placement
+from magicvideo.cli.common import add_lora, add_placement, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -14,7 +14,7 @@ from magicvideo.text import is_blank
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour")
+             "flavour", "lora")
 
 # each stage's settings that generate takes, prefixed with the stage's name (--i2v-steps)
 STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's"),
@@ -61,17 +61,19 @@ def run_generate(args: argparse.Namespace) -> None:
             RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
         if args.image:
             read_image(args.image)  # an unreadable image fails before any model loads
+        files = loras(args)
         settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
                                                   "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
                                                   "gif", "flavour")}
         where = placement(args)
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
-                          dtype=where.dtype, image=args.image, stages=stages, **settings)
+                          dtype=where.dtype, image=args.image, stages=stages, loras=tuple(map(str, files)),
+                          **settings)
         check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
         try:
-            pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=where)
+            pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=where, loras=files)
         except BaseException:
             lock.release(abandon=True)
             raise
@@ -97,6 +99,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a folder holding any of t2i/, i2v/, v2v/, vfi/ to use instead of the "
                    "shipped; sd15: the weights folder (layout in docs/sd15.md)")
+    add_lora(p, "stages 1 and 2 (and 3, which shares stage 2's UNet)")
     add_placement(p)
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web",
                    help="web (yuv420p, plays anywhere; default) or measure (yuv444p)")

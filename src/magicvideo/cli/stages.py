@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicvideo.cli.common import add_placement, check_size, placement
+from magicvideo.cli.common import add_lora, add_placement, check_size, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -34,7 +34,7 @@ def run_t2i(args: argparse.Namespace) -> None:
     if Path(args.output).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
     values = check_flags(args, T2ISettings, T2I_FLAGS)  # the size's multiple is its VAE's, checked once loaded
-    stage = load_t2i(args.preset, args.weights, placement(args))
+    stage = load_t2i(args.preset, args.weights, placement(args), loras(args))
     image = stage(args.prompt, seed=args.seed, progress=not args.quiet, **values).images[0]
     print(f"wrote {write_image(args.output, image)}")
 
@@ -64,7 +64,7 @@ def run_i2v(args: argparse.Namespace) -> None:
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
     image = read_image(args.image)  # an unreadable image fails before any model loads
     check_size(args)
-    stage = load_i2v(args.preset, args.weights, placement(args))
+    stage = load_i2v(args.preset, args.weights, placement(args), loras(args))
     size = args.size or stage.settings.size
     if size % stage.size_multiple():
         raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
@@ -157,6 +157,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved stage folder (default: shipped weights); "
                    "sd15: a local diffusers text-to-image pipeline folder")
+    add_lora(p, "the UNet and text encoder")
     add_placement(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_t2i)
@@ -174,6 +175,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--preset", choices=PRESETS, default="tiny")
     p.add_argument("--weights", help="tiny: a saved image-to-video stage folder (default: the shipped weights); "
                    "sd15: the weights folder (layout in docs/sd15.md)")
+    add_lora(p, "the spatial UNet and text encoder")
     add_placement(p)
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="measure", help="measure (yuv444p) or web (yuv420p)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

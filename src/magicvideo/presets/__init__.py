@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from magicvideo.device import Placement
@@ -27,34 +28,39 @@ def check_preset(preset: str, weights: str | os.PathLike | None) -> None:
         raise WeightsError("the sd15 preset needs --weights DIR (the layout is in docs/sd15.md)")
 
 
-def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None):
+def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None,
+             loras: Sequence = ()):
     """Stage 1. tiny: the shipped weights, or a folder from `save_pretrained` or a stage-1 LoRA.
-    sd15: any diffusers text-to-image pipeline, `weights` itself or its `t2i/` sub-folder."""
+    sd15: any diffusers text-to-image pipeline, `weights` itself or its `t2i/` sub-folder.
+    `loras`: magicvideo.formats.LoraFile's, fused into its UNet (and CLIP text encoder)."""
     from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage
 
     check_preset(preset, weights)
     placement = placement or Placement()
     if preset == "tiny":
-        stage = TextToImage.from_pretrained(weights or tiny.TINY_T2I, unet=tiny.TINY_UNET, vae=tiny.TINY_UNET_VAE)
+        stage = TextToImage.from_pretrained(weights or tiny.TINY_T2I, unet=tiny.TINY_UNET, vae=tiny.TINY_UNET_VAE,
+                                            loras=loras)
         return stage.place(placement)
     folder = Path(weights)
     if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
         folder = folder / "t2i"
-    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=placement.torch_dtype).place(placement)
+    return DiffusersTextToImage.from_pretrained(folder, torch_dtype=placement.torch_dtype, loras=loras).place(placement)
 
 
-def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None):
+def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None, placement: Placement | None = None,
+             loras: Sequence = ()):
     """Stage 2. tiny: the shipped weights (motion adapter, ControlNet, appearance encoder) on the
     UNet and VAE their stage.json names, or a folder from `save_pretrained` (one without its own
-    unet/ or vae/ borrows the shipped ones). sd15: `weights` in the layout of presets/sd15.py."""
+    unet/ or vae/ borrows the shipped ones). sd15: `weights` in the layout of presets/sd15.py.
+    `loras`: fused into the spatial UNet (and CLIP text encoder), so stage 3 shares them."""
     from magicvideo.presets import sd15
     from magicvideo.stages.i2v import ImageToVideo
 
     check_preset(preset, weights)
     if preset == "sd15":
-        return sd15.assemble_i2v(weights, placement)
+        return sd15.assemble_i2v(weights, placement, loras)
     folder = Path(weights) if weights else tiny.TINY_I2V
-    stage = ImageToVideo.from_pretrained(folder, **tiny.i2v_parts(folder))
+    stage = ImageToVideo.from_pretrained(folder, **tiny.i2v_parts(folder), loras=loras)
     return stage.place(placement) if placement is not None else stage
 
 

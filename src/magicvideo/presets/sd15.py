@@ -151,13 +151,15 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
 
 
 # ------------------------------------------------------------------ loading
-def assemble_i2v(root: str | os.PathLike, placement: Placement | None = None):
-    """Stage 2 from DIR/i2v, with what it leaves out taken from DIR/t2i (checked first)."""
+def assemble_i2v(root: str | os.PathLike, placement: Placement | None = None, loras=()):
+    """Stage 2 from DIR/i2v, with what it leaves out taken from DIR/t2i (checked first), and
+    `loras` (magicvideo.formats.LoraFile) fused into it."""
     from magicvideo.stages.i2v import ImageToVideo
 
     placement = placement or Placement()
     check_folder(root, ("i2v",))
-    stage = ImageToVideo.from_pretrained(Path(root) / "i2v", torch_dtype=placement.torch_dtype, **i2v_parts(root))
+    stage = ImageToVideo.from_pretrained(Path(root) / "i2v", torch_dtype=placement.torch_dtype, loras=loras,
+                                         **i2v_parts(root))
     return stage.place(placement)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
 from magicvideo.diffusion.video import LatentVideoStage
 from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
+from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import (
     AppearanceEncoder,
@@ -143,11 +145,13 @@ class ImageToVideo(LatentVideoStage):
     def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
                         vae: str | os.PathLike | None = None, text_encoder: str | os.PathLike | None = None,
                         tokenizer: str | os.PathLike | None = None, scheduler: str | os.PathLike | None = None,
-                        torch_dtype: torch.dtype = torch.float32) -> ImageToVideo:
+                        torch_dtype: torch.dtype = torch.float32, loras: Sequence[LoraFile] = ()) -> ImageToVideo:
         """From a folder in the layout above. `unet`, `vae`, `text_encoder`, `tokenizer` and
         `scheduler` point elsewhere for components the folder does not repeat (the tiny preset
         shares stage 1's UNet and VAE; the sd15 preset takes them from its T2I pipeline folder).
-        `torch_dtype`: the weights' precision in memory."""
+        `torch_dtype`: the weights' precision in memory. `loras` (public or diffusers-format files,
+        magicvideo.formats) are fused into the spatial UNet and a CLIP text encoder before the
+        motion modules go in, so they reach every frame, and stage 3 through the shared backbone."""
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
@@ -171,6 +175,7 @@ class ImageToVideo(LatentVideoStage):
                                                          torch_dtype)
         else:
             text_model = MiniLMTextEncoder.from_pretrained(max_tokens=max_tokens)
+        fuse_loras(lora_host(unet2d, getattr(text_model, "model", None)), loras)
         schedule = Path(scheduler) if scheduler else path / "scheduler"
         schedule_config = (json.loads((schedule / "scheduler_config.json").read_text())
                            if (schedule / "scheduler_config.json").is_file() else None)

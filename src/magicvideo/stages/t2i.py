@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from tqdm import tqdm
 from magicvideo.device import Placement
 from magicvideo.diffusion.guidance import Guided
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
+from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.settings import T2ISettings
 from magicvideo.stages.parts import STAGE_FILE, named_part
-from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder
+from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder, unet_text_inputs
 
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
 VECTORS_FILE = "vectors.safetensors"  # beside a LoRA: the UNet's biases and norm weights, carried whole
@@ -69,12 +71,13 @@ class TextToImage:
     # ------------------------------------------------------------------ files
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
-                        vae: str | os.PathLike | None = None) -> TextToImage:
+                        vae: str | os.PathLike | None = None, loras: Sequence[LoraFile] = ()) -> TextToImage:
         """From a folder written by `save_pretrained` (its stage.json may name the UNet and VAE,
         relative to itself), or a LoRA folder (`lora.safetensors`, as `magicvideo train t2i` writes
         with `lora: R`) applied over the UNet and VAE its config.json names. `unet`, `vae`: the
         components for a folder that neither holds nor names its own. A LoRA is fused into the UNet's weights, so
-        it costs nothing at sampling time."""
+        it costs nothing at sampling time; so are `loras` (public or diffusers-format files, magicvideo.formats),
+        after it."""
         path = Path(path)
         lora, settings = None, {}
         if (path / STAGE_FILE).is_file():
@@ -103,6 +106,7 @@ class TextToImage:
             fuse_lora(model)
             if (lora.parent / VECTORS_FILE).is_file():
                 load_vectors(model, lora.parent / VECTORS_FILE)
+        fuse_loras(lora_host(model), loras)
         autoencoder = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
         return cls(model, autoencoder, text, T2ISettings.from_dict(settings))
 
@@ -137,7 +141,8 @@ class TextToImage:
         h = size // vae_factor(self.vae)
         latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
         # 4. Denoise: DPM-Solver++ steps on the guided prediction
-        guide = Guided(lambda x, t: self.unet(x, t, context.hidden).sample, guidance)
+        text = {"encoder_hidden_states": context.hidden, **unet_text_inputs(self.unet, context.hidden)}
+        guide = Guided(lambda x, t: self.unet(x, t, **text).sample, guidance)
         scheduler = sampler()
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
@@ -194,8 +199,9 @@ class DiffusersTextToImage:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        **overrides) -> DiffusersTextToImage:
-        """From a local pipeline folder; `overrides` (size, steps, guidance) change its defaults."""
+                        loras: Sequence[LoraFile] = (), **overrides) -> DiffusersTextToImage:
+        """From a local pipeline folder; `loras` are fused into its UNet and text encoder
+        (magicvideo.formats); `overrides` (size, steps, guidance) change its defaults."""
         from diffusers import DiffusionPipeline
 
         path = Path(path)
@@ -204,6 +210,7 @@ class DiffusersTextToImage:
         pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                      dtype=torch_dtype or torch.float32)
         pipeline.set_progress_bar_config(disable=True)
+        fuse_loras(pipeline, loras)
         stage = cls(pipeline)
         stage.settings = stage.settings.merged(**overrides)
         return stage

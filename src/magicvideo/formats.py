@@ -1,0 +1,185 @@
+"""Public checkpoint formats, read as a SD1.5 user has them, through diffusers' own converters
+and always with a local config (never a hub call).
+
+- Motion modules: a diffusers `MotionAdapter` folder, or AnimateDiff's original single file
+  (`mm_sd_v15_v2.ckpt`, `v3_sd15_mm.ckpt`, or a .safetensors of the same keys). diffusers'
+  `MotionAdapter.from_single_file` converts it; the config it needs is read off the file's own
+  tensors (`motion_adapter_config`), so nothing is fetched.
+- LoRAs: kohya / A1111 files (`lora_unet_...`, `lora_te_...`) and diffusers / peft ones
+  (`unet.` / `text_encoder.` keys), read by diffusers' `load_lora_weights`, which converts the
+  former, and fused into the weights at the scale given (`FILE:SCALE`), so a LoRA costs nothing
+  at sampling time.
+
+Only tensors are read: safetensors, or `torch.load(weights_only=True)` for .ckpt/.pt/.pth/.bin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from magicvideo.errors import WeightsError
+
+SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A checkpoint file's tensors: safetensors, else a torch pickle read with weights_only (no
+    code runs); a Lightning-style {"state_dict": ...} wrapper is opened."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file {path}")
+    if path.suffix not in SINGLE_FILE:
+        raise WeightsError(f"{path}: not a checkpoint file (expected one of {', '.join(SINGLE_FILE)})")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle holding code, or not a pickle at all
+        raise WeightsError(f"{path}: not a tensors-only checkpoint ({' '.join(str(err).split()[:12])})") from err
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    return state
+
+
+# ------------------------------------------------------------------ motion modules
+def motion_adapter_config(state: dict[str, torch.Tensor]) -> dict:
+    """The MotionAdapter config of an original AnimateDiff motion-module state dict, read off its
+    tensors: channels from each level's proj_in, the motion layers a level from its module
+    indices, the frame limit from the positional table, the mid block from its keys. The number
+    of heads is not in the weights: 8, as in every public SD1.5 module (v1, v2, v3)."""
+    proj = re.compile(r"down_blocks\.(\d+)\.motion_modules\.(\d+)\.temporal_transformer\.proj_in\.weight")
+    levels: dict[int, int] = {}
+    layers: set[int] = set()
+    for key, value in state.items():
+        found = proj.fullmatch(key)
+        if found:
+            levels[int(found[1])] = value.shape[0]
+            if found[1] == "0":
+                layers.add(int(found[2]))
+    tables = [v for k, v in state.items() if k.endswith("pos_encoder.pe")]
+    blocks = {int(m[1]) for k in state if (m := re.search(r"temporal_transformer\.transformer_blocks\.(\d+)\.", k))}
+    if not levels or not tables or sorted(levels) != list(range(len(levels))):
+        raise WeightsError("not an AnimateDiff motion module (no down_blocks.N.motion_modules.M.temporal_transformer "
+                           "weights with a pos_encoder table)")
+    return {"block_out_channels": [levels[i] for i in range(len(levels))],
+            "motion_layers_per_block": len(layers),
+            "motion_transformer_layers_per_block": len(blocks),
+            "motion_num_attention_heads": 8, "motion_norm_num_groups": 32,
+            "motion_max_seq_length": int(tables[0].shape[1]),
+            "use_motion_mid_block": any(k.startswith("mid_block.") for k in state)}
+
+
+def load_motion_adapter(path: str | os.PathLike, torch_dtype: torch.dtype = torch.float32):
+    """A MotionAdapter from a diffusers folder or an original AnimateDiff file."""
+    from diffusers import MotionAdapter
+
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a MotionAdapter folder (no config.json)")
+        return MotionAdapter.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    state = read_tensors(path)
+    config = motion_adapter_config(state)
+    with tempfile.TemporaryDirectory() as folder:
+        MotionAdapter.from_config(config).save_config(folder)  # the local config from_single_file reads
+        adapter = MotionAdapter.from_single_file(state, config=folder, local_files_only=True, torch_dtype=torch_dtype)
+    return adapter
+
+
+# ------------------------------------------------------------------ LoRAs
+@dataclass(frozen=True)
+class LoraFile:
+    path: Path
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> LoraFile:
+        """`FILE` or `FILE:SCALE` (the scale a number; a path may itself hold colons)."""
+        path, _, scale = text.rpartition(":")
+        if path and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", scale):
+            return cls(Path(path), float(scale))
+        return cls(Path(text))
+
+    def __str__(self) -> str:
+        """`FILE:SCALE` with the file's absolute path, as a run's manifest records it."""
+        return f"{self.path.resolve()}:{self.scale:g}"
+
+    def check(self) -> None:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no LoRA file {self.path}")
+        if self.path.suffix not in SINGLE_FILE:
+            raise WeightsError(f"{self.path}: not a LoRA file (expected .safetensors, or a tensors-only "
+                               ".ckpt/.pt/.bin)")
+
+
+def _layer_count(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many layers a LoRA state dict (as diffusers' lora_state_dict gives it) updates under
+    `prefix` (unet, text_encoder): one down / A matrix each."""
+    return sum(k.startswith(prefix + ".") and k.endswith(("down.weight", "lora_A.weight")) for k in state)
+
+
+def _adapted(model, name: str) -> int:
+    """How many of `model`'s layers carry LoRA `name`."""
+    return 0 if model is None else sum(k.endswith(f"lora_A.{name}.weight") for k, _ in model.named_parameters())
+
+
+def fuse_loras(host, loras: list[LoraFile] | tuple[LoraFile, ...]) -> None:
+    """Load each LoRA into `host` (a diffusers pipeline, or a stage's parts in `lora_host`) with
+    diffusers' `load_lora_weights`, check it fits, and fuse it at its scale; peft's layers are
+    then removed. A LoRA whose layers the UNet or text encoder lacks (one for another
+    architecture) is a one-line error, not a silent no-op."""
+    from diffusers import StableDiffusionPipeline
+
+    for i, lora in enumerate(loras):
+        lora.check()
+        state, _ = StableDiffusionPipeline.lora_state_dict(str(lora.path))
+        wanted = {part: _layer_count(state, part) for part in ("unet", "text_encoder")}
+        if not any(wanted.values()):
+            raise WeightsError(f"{lora.path}: no LoRA weights for a UNet or text encoder in it")
+        if wanted["text_encoder"] and not _is_clip(getattr(host, "text_encoder", None)):
+            raise WeightsError(f"{lora.path} updates a CLIP text encoder, which this stage does not have")
+        name = f"lora_{i}"
+        try:
+            host.load_lora_weights(str(lora.path), adapter_name=name)
+        except (ValueError, RuntimeError, KeyError) as err:  # peft: no target module, or a shape that differs
+            why = " ".join(str(err).split())[:200]
+            raise WeightsError(f"{lora.path} does not fit this stage's UNet: {why}") from err
+        for part, count in wanted.items():
+            got = _adapted(getattr(host, part), name)
+            if got < count:
+                raise WeightsError(f"{lora.path} does not fit this stage's {part}: {count - got} of its {count} "
+                                   "layers are not in it")
+        host.fuse_lora(lora_scale=lora.scale, adapter_names=[name])
+    if loras:
+        host.unload_lora_weights()  # the fused weights stay; peft's wrappers go
+
+
+def _is_clip(model) -> bool:
+    return model is not None and type(model).__name__.startswith("CLIPText")
+
+
+def lora_host(unet, text_encoder=None):
+    """An object diffusers' pipeline-level LoRA loading and fusing work on (`fuse_loras`), around
+    a stage's bare UNet and, when it is CLIP, its text model: no pipeline is built."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    class Host(StableDiffusionLoraLoaderMixin):
+        def __init__(self) -> None:
+            self.unet, self.text_encoder = unet, text_encoder if _is_clip(text_encoder) else None
+            self.hf_device_map = None  # what diffusers reads to see whether the parts are offloaded
+
+        @property
+        def components(self) -> dict:
+            return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    return Host()
