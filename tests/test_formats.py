@@ -13,7 +13,14 @@ from safetensors.torch import save_file
 from magicvideo.cli import main
 from magicvideo.errors import WeightsError
 from magicvideo.formats import LoraFile, fuse_loras, load_motion_adapter, lora_host, motion_adapter_config
-from tiny_components import animatediff_original, clip_text_model, clip_tokenizer, kohya_lora, tiny_sd_pipeline, tiny_unet
+from tiny_components import (
+    animatediff_original,
+    clip_text_model,
+    clip_tokenizer,
+    kohya_lora,
+    tiny_sd_pipeline,
+    tiny_unet,
+)
 
 
 def _adapter(mid: bool = True) -> MotionAdapter:
@@ -145,3 +152,88 @@ def test_stage_2_fuses_a_lora_into_its_spatial_unet_before_the_motion_modules(tm
                            UNet2DConditionModel.from_pretrained(weights / "t2i" / "unet").get_submodule(name).weight)
     layer = "encoder.layers.1.mlp.fc2"
     torch.testing.assert_close(stage.text_encoder.model.get_submodule(layer).weight, text.get_submodule(layer).weight)
+
+
+def test_an_ip_adapter_file_becomes_the_appearance_branch_diffusers_builds_from_it(sd, tmp_path):
+    from magicvideo.formats import ip_adapter_appearance
+    from magicvideo.models.appearance import BRANCH_FILE, AppearanceProjection, appearance_processors, attach_appearance
+    from tiny_components import ip_adapter_weights
+
+    save_file(ip_adapter_weights(sd.unet), tmp_path / "ip-adapter_sd15.safetensors")
+    folder = ip_adapter_appearance(tmp_path / "ip-adapter_sd15.safetensors", dict(sd.unet.config), tmp_path / "app")
+    ours = copy.deepcopy(sd.unet)
+    projection = AppearanceProjection.from_pretrained(folder)
+    attach_appearance(ours, projection.config.num_tokens)
+    from safetensors.torch import load_file
+
+    appearance_processors(ours).load_state_dict(load_file(folder / BRANCH_FILE))
+    sd.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip-adapter_sd15.safetensors",
+                       image_encoder_folder=None)
+    theirs = sd.unet.attn_processors
+    for name, processor in ours.attn_processors.items():
+        if name.endswith("attn2.processor"):
+            for kind in ("to_k_ip", "to_v_ip"):
+                torch.testing.assert_close(getattr(processor, kind)[0].weight, getattr(theirs[name], kind)[0].weight)
+    layer = sd.unet.encoder_hid_proj.image_projection_layers[0]
+    embeds = torch.randn(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(projection(embeds), layer(embeds))
+
+
+def test_ip_adapter_plus_and_other_files_are_refused_in_one_line(sd, tmp_path):
+    from magicvideo.formats import ip_adapter_appearance
+    from tiny_components import ip_adapter_weights
+
+    plus = ip_adapter_weights(sd.unet) | {"image_proj.latents": torch.zeros(1, 16, 32)}
+    save_file(plus, tmp_path / "ip-adapter-plus_sd15.safetensors")
+    with pytest.raises(WeightsError, match="IP-Adapter Plus"):
+        ip_adapter_appearance(tmp_path / "ip-adapter-plus_sd15.safetensors", dict(sd.unet.config), tmp_path / "a")
+    short = {k: v for k, v in ip_adapter_weights(sd.unet).items() if not k.startswith("ip_adapter.1.")}
+    save_file(short, tmp_path / "short.safetensors")
+    with pytest.raises(WeightsError, match="does not fit this UNet"):
+        ip_adapter_appearance(tmp_path / "short.safetensors", dict(sd.unet.config), tmp_path / "b")
+
+
+def test_clip_appearance_preprocesses_as_clip_image_processor_and_guides_against_a_zero_embedding():
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from magicvideo.models.appearance import AppearanceProjection, CLIPAppearanceEncoder
+    from tiny_components import clip_image_encoder
+
+    encoder = CLIPAppearanceEncoder(clip_image_encoder(), AppearanceProjection(16, num_tokens=2, dim=32))
+    image = torch.rand(1, 3, 48, 80)  # not square: cropped to the centre, not squashed
+    rgb = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    reference = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    torch.testing.assert_close(encoder.pixels(image), reference(images=Image.fromarray(rgb), return_tensors="pt")
+                               .pixel_values)
+    with torch.no_grad():
+        zero = encoder.projection(torch.zeros(3, 16))
+        torch.testing.assert_close(encoder.unconditional(3), zero)
+
+
+def test_the_safety_checker_is_off_unless_asked_and_says_what_it_blacks_out(tmp_path):
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    from magicvideo.stages.t2i import DiffusersTextToImage
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_pipeline(tmp_path), safety_checker=None)
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37,
+                                                                       num_hidden_layers=1, num_attention_heads=4),
+                                                      vision_config=vision, projection_dim=16))
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every image crosses every concept's threshold
+    pipe.register_modules(safety_checker=checker, feature_extractor=CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
+    pipe.register_to_config(requires_safety_checker=True)
+    pipe.save_pretrained(tmp_path / "with_checker")
+    off = DiffusersTextToImage.from_pretrained(tmp_path / "with_checker")
+    assert off.pipeline.safety_checker is None
+    assert off("a red ball", steps=1, size=32).flagged == ()
+    on = DiffusersTextToImage.from_pretrained(tmp_path / "with_checker", safety_checker=True)
+    out = on("a red ball", steps=1, size=32)
+    assert out.flagged == (True,) and out.images.abs().max() == 0  # blacked, and said so

@@ -173,3 +173,17 @@ def test_stage_commands_take_the_full_size_folder(weights, tmp_path, capsys):
     assert _cli("v2v", "a red ball", keyframes, "--image", str(tmp_path / "ref.png"), "-o", hires, "--steps", "2",
                 "--preset", "sd15", "--weights", str(weights), "--device", "cpu", "--quiet") == 0
     assert read_video(keyframes)[0].shape == (3, 2, 32, 32) and read_video(hires)[0].shape == (3, 2, 64, 64)
+
+
+def test_a_stage_json_leaving_settings_out_gets_the_full_size_defaults_and_ifnet(copy):
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    (copy / "i2v" / "stage.json").write_text("{}")
+    (copy / "v2v" / "stage.json").write_text('{"steps": 3}')
+    pipe = MagicVideoPipeline.from_preset("sd15", copy)
+    assert (pipe.i2v.settings.size, pipe.i2v.settings.frames, pipe.i2v.settings.guidance) == (512, 16, 7.5)
+    assert (pipe.v2v.settings.size, pipe.v2v.settings.steps) == (1024, 3)  # the file's own value kept
+    assert pipe.vfi.method == "ifnet"  # the shipped EDSC head learnt the synthetic world, not photos
+    (copy / "i2v" / "stage.json").write_text('{"sise": 512}')
+    with pytest.raises(ValueError, match="unknown I2VSettings setting 'sise'"):
+        load_i2v("sd15", copy)

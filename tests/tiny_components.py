@@ -173,3 +173,21 @@ def kohya_lora(unet, text=None, rank: int = 4, alpha: float = 2.0, seed: int = 0
         if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
             add("lora_te_text_model_", name.removeprefix("text_model."), layer)
     return out
+
+
+def ip_adapter_weights(unet, embed_dim: int = 16, tokens: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """An IP-Adapter (ip-adapter_sd15 layout) for `unet`: `image_proj.proj` / `image_proj.norm`,
+    and `ip_adapter.K.to_k_ip` / `.to_v_ip` for each cross-attention, K its index among all the
+    UNet's attention processors in traversal order (as IP-Adapter numbers them)."""
+    g = torch.Generator().manual_seed(seed)
+    dim = unet.config.cross_attention_dim
+    state = {"image_proj.proj.weight": torch.randn(tokens * dim, embed_dim, generator=g) * 0.1,
+             "image_proj.proj.bias": torch.randn(tokens * dim, generator=g) * 0.1,
+             "image_proj.norm.weight": 1 + torch.randn(dim, generator=g) * 0.1,
+             "image_proj.norm.bias": torch.randn(dim, generator=g) * 0.1}
+    for i, name in enumerate(unet.attn_processors):
+        if name.endswith("attn2.processor"):
+            attn = unet.get_submodule(name.removesuffix(".processor"))
+            for kind in ("to_k_ip", "to_v_ip"):
+                state[f"ip_adapter.{i}.{kind}.weight"] = torch.randn(attn.inner_dim, dim, generator=g) * 0.1
+    return state

@@ -183,3 +183,68 @@ def lora_host(unet, text_encoder=None):
             return {"unet": self.unet, "text_encoder": self.text_encoder}
 
     return Host()
+
+
+# ------------------------------------------------------------------ IP-Adapter
+def _nested(state: dict) -> dict[str, torch.Tensor]:
+    """IP-Adapter's .bin holds {"image_proj": {...}, "ip_adapter": {...}}; its .safetensors the same, flat."""
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str | os.PathLike) -> Path:
+    """IP-Adapter's `ip-adapter_sd15.safetensors` (or .bin) as stage 2's appearance/ folder: its
+    image projection is our AppearanceProjection (a linear layer to N tokens, then LayerNorm),
+    and its image keys/values (`ip_adapter.K.to_k_ip`) go to the same cross-attentions. K counts
+    every attention processor of the UNet in diffusers' traversal order (1, 3, ..., the mid
+    block's last); our branch.safetensors orders the cross-attentions by name, so the map is read
+    off a UNet built from `unet_config` (on the meta device: no memory), not assumed."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from magicvideo.models.appearance import BRANCH_FILE, AppearanceProjection
+
+    path, out = Path(path), Path(out)
+    state = _nested(read_tensors(path) if path.suffix == ".safetensors" else _read_nested(path))
+    if any(k.startswith("image_proj.") and ("latents" in k or "proj_in" in k) for k in state):
+        raise WeightsError(f"{path} is an IP-Adapter Plus (a Resampler over the image encoder's hidden states); "
+                           "only the plain IP-Adapter (ip-adapter_sd15) is read")
+    if "image_proj.proj.weight" not in state or not any(k.startswith("ip_adapter.") for k in state):
+        raise WeightsError(f"{path} is not an IP-Adapter file (no image_proj.proj and ip_adapter weights)")
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(unet_config)
+    names = list(unet.attn_processors)
+    cross = [(i, name) for i, name in enumerate(names) if name.endswith("attn2.processor")]
+    ours = {name: j for j, name in enumerate(sorted(name for _, name in cross))}
+    branch = {}
+    for i, name in cross:
+        for kind in ("to_k_ip", "to_v_ip"):
+            key = f"ip_adapter.{i}.{kind}.weight"
+            if key not in state:
+                raise WeightsError(f"{path} does not fit this UNet: no {key} for {name.removesuffix('.processor')}")
+            branch[f"{ours[name]}.{kind}.0.weight"] = state[key].contiguous()
+    extra = sum(k.startswith("ip_adapter.") for k in state) - len(branch)
+    if extra:
+        raise WeightsError(f"{path} does not fit this UNet: {extra} of its image key/value weights have no "
+                           "cross-attention here")
+    dim = unet_config["cross_attention_dim"]
+    weight = state["image_proj.proj.weight"]
+    projection = AppearanceProjection(embed_dim=weight.shape[1], num_tokens=weight.shape[0] // dim, dim=dim)
+    projection.load_state_dict({k.removeprefix("image_proj."): v for k, v in state.items()
+                                if k.startswith("image_proj.")})
+    projection.to(weight.dtype).save_pretrained(out)
+    save_file(branch, out / BRANCH_FILE)
+    return out
+
+
+def _read_nested(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"{path}: not a tensors-only checkpoint ({' '.join(str(err).split()[:12])})") from err

@@ -64,7 +64,7 @@ class RunSettings:
     t2i_size: int | None = None  # None: each stage's own size
     i2v_size: int | None = None
     v2v_size: int | None = None
-    vfi_method: str = "edsc"
+    vfi_method: str | None = None  # None: the preset's (tiny: edsc, trained on its world; sd15: ifnet, for photos)
     loras: tuple[str, ...] = ()  # FILE:SCALE, fused into stages 1 and 2 (absolute paths: the manifest outlives the cwd)
     flavour: str = "web"  # plays anywhere; the run stays exact through .state/
     gif: bool = False
@@ -209,7 +209,7 @@ class MagicVideoPipeline:
         self.text_encoder = i2v.text_encoder
 
     @classmethod
-    def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None, vfi_method: str = "edsc",
+    def from_preset(cls, preset: str = "tiny", weights: str | os.PathLike | None = None, vfi_method: str | None = None,
                     placement: Placement | None = None, loras: Sequence = ()) -> MagicVideoPipeline:
         """The four stages of a preset. tiny: the shipped weights; `weights` may hold any of
         t2i/, i2v/, v2v/, vfi/ (folders from the stages' save_pretrained) to use instead.
@@ -238,7 +238,10 @@ class MagicVideoPipeline:
             if type(shared) is type(own_text) and shared.max_tokens == own_text.max_tokens:
                 i2v.text_encoder = shared  # one text encoder for the whole cascade
         v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
-        vfi = load_vfi(vfi_method, own("vfi"), placement)
+        # the shipped EDSC head learnt the synthetic world: on photos it reads 3.9 dB under IFNet alone,
+        # so sd15 interpolates with IFNet unless its folder brings an EDSC head of its own (vfi/)
+        default = "edsc" if preset == "tiny" or own("vfi") else "ifnet"
+        vfi = load_vfi(vfi_method or default, own("vfi"), placement)
         return cls(t2i, i2v, v2v, vfi, preset, weights, placement, loras)
 
     # ------------------------------------------------------------------ running
@@ -362,8 +365,12 @@ class MagicVideoPipeline:
             from magicvideo.stages.t2i import DiffusersTextToImage
 
             prompt = run.prompt if isinstance(self.t2i, DiffusersTextToImage) else cond
-            return self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, size=run.t2i_size,
-                            progress=progress).images[0]
+            out = self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, size=run.t2i_size,
+                           progress=progress)
+            if any(out.flagged):
+                print("note: the stage-1 pipeline's safety checker flagged the reference and blacked it out",
+                      file=sys.stderr)
+            return out.images[0]
         reference = held["t2i"].float() / 255
         if name == "i2v":
             return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,

@@ -1,7 +1,7 @@
 """The `magicvideo` command, one module per command group: stages.py (t2i, i2v, v2v, interpolate),
-generate.py (the cascade), lab.py (world, judge, training, weights tools) and the study's own
-(magicvideo.study.cli). Each command checks its arguments and calls the library; a user error is
-one line on stderr and exit code 2."""
+generate.py (the cascade), sd15.py (the full-size folder, assembled), lab.py (world, judge, training,
+weights tools) and the study's own (magicvideo.study.cli). Each command checks its arguments and
+calls the library; a user error is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from safetensors import SafetensorError
 
 from magicvideo import __version__
-from magicvideo.cli import generate, lab, stages
+from magicvideo.cli import generate, lab, sd15, stages
 
 
 def _quiet_libraries(quiet: bool) -> None:
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_parsers(sub)
     generate.add_parsers(sub)
     lab.add_parsers(sub)
+    sd15.add_parsers(sub)
     from magicvideo.study.cli import add_parser as add_study
 
     add_study(sub)
@@ -48,7 +49,7 @@ def _one_line(err: object) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.command in ("t2i", "i2v", "v2v", "generate", "random-weights", "train"):
+    if args.command in ("t2i", "i2v", "v2v", "generate", "random-weights", "train", "sd15"):
         _quiet_libraries(args.quiet)
     try:
         args.func(args)

@@ -35,8 +35,10 @@ def run_t2i(args: argparse.Namespace) -> None:
         raise ValueError(f"-o must name a .png, .jpg or .webp file, got {args.output}")
     values = check_flags(args, T2ISettings, T2I_FLAGS)  # the size's multiple is its VAE's, checked once loaded
     stage = load_t2i(args.preset, args.weights, placement(args), loras(args))
-    image = stage(args.prompt, seed=args.seed, progress=not args.quiet, **values).images[0]
-    print(f"wrote {write_image(args.output, image)}")
+    out = stage(args.prompt, seed=args.seed, progress=not args.quiet, **values)
+    if any(out.flagged):
+        print("note: the pipeline's safety checker flagged the image and blacked it out", file=sys.stderr)
+    print(f"wrote {write_image(args.output, out.images[0])}")
 
 
 def check_prompt_and_video(args: argparse.Namespace) -> None:

@@ -238,7 +238,11 @@ class LatentVideoStage:
             if appearance_scale > 0:
                 with self.on_device(self.appearance):
                     tokens = self.appearance(image.to(self.device, next(self.appearance.parameters()).dtype))
-                tokens = torch.cat([tokens] * k).repeat_interleave(frames, 0)
+                    # the unguided branch: a CLIP encoder's zero embedding (as diffusers gives IP-Adapter's
+                    # negative branch); our own CNN encoder was trained with the image in every branch
+                    unguided = (self.appearance.unconditional(n) if k > 1 and hasattr(self.appearance, "unconditional")
+                                else tokens)
+                tokens = torch.cat([unguided] + [tokens] * (k - 1)).repeat_interleave(frames, 0)
             else:
                 tokens = torch.zeros(n * k * frames, self.appearance.num_tokens,
                                      self.text_encoder.dim, device=self.device)

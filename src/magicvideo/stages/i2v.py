@@ -33,6 +33,7 @@ from magicvideo.diffusion.video import noise_prior as lean_toward  # the call ha
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import (
+    BRANCH_FILE,
     AppearanceEncoder,
     AppearanceProjection,
     CLIPAppearanceEncoder,
@@ -45,7 +46,6 @@ from magicvideo.settings import I2VSettings
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 
-BRANCH_FILE = "branch.safetensors"
 TEXT_ATTENTION_FILE = "text_attention.safetensors"
 MOTION_TEXT_FILE = "motion_text.safetensors"
 MOTION_LORA_FILE = "motion_lora.safetensors"
@@ -145,17 +145,19 @@ class ImageToVideo(LatentVideoStage):
     def from_pretrained(cls, path: str | os.PathLike, unet: str | os.PathLike | None = None,
                         vae: str | os.PathLike | None = None, text_encoder: str | os.PathLike | None = None,
                         tokenizer: str | os.PathLike | None = None, scheduler: str | os.PathLike | None = None,
-                        torch_dtype: torch.dtype = torch.float32, loras: Sequence[LoraFile] = ()) -> ImageToVideo:
+                        torch_dtype: torch.dtype = torch.float32, loras: Sequence[LoraFile] = (),
+                        defaults: dict | None = None) -> ImageToVideo:
         """From a folder in the layout above. `unet`, `vae`, `text_encoder`, `tokenizer` and
         `scheduler` point elsewhere for components the folder does not repeat (the tiny preset
         shares stage 1's UNet and VAE; the sd15 preset takes them from its T2I pipeline folder).
         `torch_dtype`: the weights' precision in memory. `loras` (public or diffusers-format files,
         magicvideo.formats) are fused into the spatial UNet and a CLIP text encoder before the
-        motion modules go in, so they reach every frame, and stage 3 through the shared backbone."""
+        motion modules go in, so they reach every frame, and stage 3 through the shared backbone.
+        `defaults`: the settings its stage.json leaves out (a preset's own; else I2VSettings')."""
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
-        settings = json.loads((path / STAGE_FILE).read_text())
+        settings = {**(defaults or {}), **json.loads((path / STAGE_FILE).read_text())}
         max_tokens = settings.pop("max_tokens", 40)
         # a folder may name the UNet and VAE it was trained on, relative to itself (the shipped one does)
         named = {k: named_part(path, settings.pop(k), path / k) for k in ("unet", "vae") if k in settings}

@@ -43,6 +43,7 @@ EXTRACT_TARGETS = (r".*(to_q|to_k|to_v|to_out\.0|ff\.net\.(0\.proj|2)|proj_in|pr
 @dataclass
 class T2IOutput:
     images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
+    flagged: tuple[bool, ...] = ()  # a diffusers pipeline's safety checker, when on: which images it blacked out
 
 
 class TextToImage:
@@ -199,16 +200,22 @@ class DiffusersTextToImage:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-                        loras: Sequence[LoraFile] = (), **overrides) -> DiffusersTextToImage:
+                        loras: Sequence[LoraFile] = (), safety_checker: bool = False,
+                        **overrides) -> DiffusersTextToImage:
         """From a local pipeline folder; `loras` are fused into its UNet and text encoder
-        (magicvideo.formats); `overrides` (size, steps, guidance) change its defaults."""
+        (magicvideo.formats); `overrides` (size, steps, guidance) change its defaults. A folder's
+        safety checker is left out unless `safety_checker`; when it runs, the images it blacks out
+        are named in the output's `flagged`, not only blacked."""
         from diffusers import DiffusionPipeline
 
         path = Path(path)
         if not (path / "model_index.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        index = json.loads((path / "model_index.json").read_text())
+        off = {"safety_checker": None, "requires_safety_checker": False} if (
+            index.get("safety_checker") and not safety_checker) else {}
         pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                     dtype=torch_dtype or torch.float32)
+                                                     dtype=torch_dtype or torch.float32, **off)
         pipeline.set_progress_bar_config(disable=True)
         fuse_loras(pipeline, loras)
         stage = cls(pipeline)
@@ -241,6 +248,7 @@ class DiffusersTextToImage:
         check_size(s.size, s.size, self.pipeline.vae_scale_factor)
         generators = [torch.Generator().manual_seed(g) for g in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
-        images = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                               height=s.size, width=s.size, generator=generators, output_type="pt").images
-        return T2IOutput(images.float().cpu())
+        result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                               height=s.size, width=s.size, generator=generators, output_type="pt")
+        flagged = tuple(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or ()))
+        return T2IOutput(result.images.float().cpu(), flagged)

@@ -153,8 +153,9 @@ class VideoToVideo(LatentVideoStage):
         (path / STAGE_FILE).write_text(json.dumps(vars(self.settings), indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, i2v: ImageToVideo) -> VideoToVideo:
-        """From a folder written by `save_pretrained`, attached to the image-to-video stage `i2v`."""
+    def from_pretrained(cls, path: str | os.PathLike, i2v: ImageToVideo, defaults: dict | None = None) -> VideoToVideo:
+        """From a folder written by `save_pretrained`, attached to the image-to-video stage `i2v`.
+        `defaults`: the settings its stage.json leaves out (a preset's own; else V2VSettings')."""
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved video-to-video stage (no {STAGE_FILE})")
@@ -165,7 +166,7 @@ class VideoToVideo(LatentVideoStage):
         adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
         controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
                         if (path / "controlnet" / "config.json").is_file() else None)
-        settings = V2VSettings.from_dict(json.loads((path / STAGE_FILE).read_text()))
+        settings = V2VSettings.from_dict({**(defaults or {}), **json.loads((path / STAGE_FILE).read_text())})
         return cls.attach(i2v, adapter, controlnet, settings)
 
     def control(self, up: torch.Tensor, image: torch.Tensor, use_reference: bool = True) -> torch.Tensor:

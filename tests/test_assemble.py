@@ -1,0 +1,87 @@
+"""`magicvideo sd15 assemble`: the full-size folder from public files (tiny stand-ins in each
+format's real layout), then `generate --preset sd15` on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextModel
+
+from magicvideo.cli import main
+from magicvideo.presets.sd15 import write_random
+from tiny_components import animatediff_original, ip_adapter_weights, kohya_lora, small_sd15_shapes
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory):
+    """What a user's disk holds, in public formats: a diffusers base, AnimateDiff's original
+    motion-module file, ControlNet folders, an IP-Adapter file with its image encoder, a kohya LoRA."""
+    root = tmp_path_factory.mktemp("public")
+    small = write_random(root / "small", small_sd15_shapes(), dtype=torch.float32, progress=False)
+    unet = UNet2DConditionModel.from_pretrained(small / "t2i" / "unet")
+    adapter = MotionAdapter.from_pretrained(small / "i2v" / "motion_adapter")
+    save_file(animatediff_original(adapter), root / "mm_sd_v15_v2.safetensors")
+    save_file(ip_adapter_weights(unet, embed_dim=16, tokens=2), root / "ip-adapter_sd15.safetensors")
+    text = CLIPTextModel.from_pretrained(small / "t2i" / "text_encoder")
+    save_file(kohya_lora(unet, text), root / "style.safetensors")
+    return root, small
+
+
+def _assemble(public, out, *extra):
+    root, small = public
+    return main(["sd15", "assemble", str(out), "--base", str(small / "t2i"),
+                 "--motion-adapter", str(root / "mm_sd_v15_v2.safetensors"), *extra])
+
+
+def test_assembled_folder_runs_the_cascade(public, tmp_path, capsys):
+    root, small = public
+    out = tmp_path / "sd15"
+    assert _assemble(public, out, "--controlnet", str(small / "i2v" / "controlnet"),
+                     "--v2v-controlnet", str(small / "v2v" / "controlnet"),
+                     "--ip-adapter", str(root / "ip-adapter_sd15.safetensors"),
+                     "--image-encoder", str(small / "i2v" / "image_encoder"),
+                     "--lora", f"{root / 'style.safetensors'}:0.7") == 0
+    said = capsys.readouterr().out
+    assert "converted from mm_sd_v15_v2.safetensors" in said and "stage 2's (no --v2v-motion-adapter" in said
+    assert (out / "t2i").is_symlink() and (out / "i2v" / "appearance" / "branch.safetensors").is_file()
+    assert json.loads((out / "loras.json").read_text()) == [{"file": "loras/0_style.safetensors", "scale": 0.7}]
+    assert json.loads((out / "i2v" / "stage.json").read_text())["size"] == 512  # the full-size defaults
+    run = tmp_path / "run"
+    assert main(["generate", "a red ball", "--preset", "sd15", "--weights", str(out), "--out", str(run),
+                 "--frames", "3", "--t2i-size", "32", "--t2i-steps", "1", "--i2v-size", "32", "--i2v-steps", "1",
+                 "--v2v-size", "64", "--v2v-steps", "1", "--device", "cpu", "--quiet"]) == 0
+    assert (run / "final.mp4").is_file()
+    from magicvideo.presets import load_t2i
+
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_q"
+    fused = load_t2i("sd15", out).pipeline.unet.get_submodule(name).weight
+    base = UNet2DConditionModel.from_pretrained(small / "t2i" / "unet").get_submodule(name).weight
+    assert not torch.allclose(fused, base)  # the folder's LoRA is fused whenever it loads
+
+
+def test_assemble_says_what_is_left_out_and_checks_before_writing(public, tmp_path, capsys):
+    root, small = public
+    out = tmp_path / "bare"
+    assert _assemble(public, out) == 0
+    said = capsys.readouterr().out
+    assert "stage 2 runs without its ControlNet" in said and "without the appearance encoder" in said
+    capsys.readouterr()
+    for args, message in [
+        (["--ip-adapter", str(root / "ip-adapter_sd15.safetensors")], "go together"),
+        (["--controlnet", str(root / "nowhere")], "does not exist"),
+        (["--lora", str(root / "missing.safetensors")], "no LoRA file"),
+    ]:
+        again = tmp_path / "again"
+        assert _assemble(public, again, *args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not again.exists() and not list(tmp_path.glob(".again*"))
+    assert main(["sd15", "assemble", str(tmp_path / "x"), "--base", str(root / "style.safetensors"),
+                 "--motion-adapter", str(root / "mm_sd_v15_v2.safetensors")]) == 2
+    assert "single-file checkpoint" in capsys.readouterr().err
+    assert _assemble(public, out) == 2  # not over a folder that holds something
+    assert "not empty" in capsys.readouterr().err
