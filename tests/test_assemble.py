@@ -13,7 +13,14 @@ from transformers import CLIPTextModel
 
 from magicvideo.cli import main
 from magicvideo.presets.sd15 import write_random
-from tiny_components import animatediff_original, ip_adapter_weights, kohya_lora, small_sd15_shapes
+from tiny_components import (
+    animatediff_original,
+    ip_adapter_weights,
+    kohya_lora,
+    ldm_unet_state,
+    sd15_single_file,
+    small_sd15_shapes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,13 @@ def public(tmp_path_factory):
     save_file(ip_adapter_weights(unet, embed_dim=16, tokens=2), root / "ip-adapter_sd15.safetensors")
     text = CLIPTextModel.from_pretrained(small / "t2i" / "text_encoder")
     save_file(kohya_lora(unet, text), root / "style.safetensors")
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+    base = StableDiffusionPipeline.from_pretrained(small / "t2i")
+    save_file({k: v.contiguous() for k, v in sd15_single_file(base).items()}, root / "community_model.safetensors")
+    control = ControlNetModel.from_pretrained(small / "i2v" / "controlnet")
+    torch.save({f"control_model.{k}": v for k, v in ldm_unet_state(control.state_dict(), dict(control.config)).items()},
+               root / "control_v11f1e_sd15_tile.pth")
     return root, small
 
 
@@ -80,8 +94,31 @@ def test_assemble_says_what_is_left_out_and_checks_before_writing(public, tmp_pa
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
         assert not again.exists() and not list(tmp_path.glob(".again*"))
-    assert main(["sd15", "assemble", str(tmp_path / "x"), "--base", str(root / "style.safetensors"),
+    assert main(["sd15", "assemble", str(tmp_path / "x"), "--base", str(root / "community_model.safetensors"),
                  "--motion-adapter", str(root / "mm_sd_v15_v2.safetensors")]) == 2
-    assert "single-file checkpoint" in capsys.readouterr().err
+    assert "give --config DIR" in capsys.readouterr().err  # a single file holds no configs or tokenizer
+    assert not (tmp_path / "x").exists()
     assert _assemble(public, out) == 2  # not over a folder that holds something
     assert "not empty" in capsys.readouterr().err
+
+
+def test_single_file_base_and_controlnet_convert_to_the_same_weights(public, tmp_path, capsys):
+    from diffusers import ControlNetModel
+
+    root, small = public
+    out = tmp_path / "from_files"
+    assert main(["sd15", "assemble", str(out), "--base", str(root / "community_model.safetensors"),
+                 "--config", str(small / "t2i"), "--motion-adapter", str(root / "mm_sd_v15_v2.safetensors"),
+                 "--controlnet", str(root / "control_v11f1e_sd15_tile.pth")]) == 0
+    said = capsys.readouterr().out
+    assert "converted from community_model.safetensors" in said and "converted from control_v11f1e" in said
+    for part in ("unet", "vae", "text_encoder"):
+        folder = (out / "t2i" / part, small / "t2i" / part)
+        a, b = (json.loads((f / "config.json").read_text()) for f in folder)
+        from safetensors.torch import load_file
+
+        mine, theirs = (load_file(next(f.glob("*.safetensors"))) for f in folder)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs), part
+    mine = ControlNetModel.from_pretrained(out / "i2v" / "controlnet").state_dict()
+    theirs = ControlNetModel.from_pretrained(small / "i2v" / "controlnet").state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)

@@ -191,3 +191,97 @@ def ip_adapter_weights(unet, embed_dim: int = 16, tokens: int = 4, seed: int = 0
             for kind in ("to_k_ip", "to_v_ip"):
                 state[f"ip_adapter.{i}.{kind}.weight"] = torch.randn(attn.inner_dim, dim, generator=g) * 0.1
     return state
+
+
+# ------------------------------------------------------------------ original (LDM) single files
+_RESNET_TO_LDM = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
+                  ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
+
+
+def _ldm_resnet(rest: str) -> str:
+    for new, old in _RESNET_TO_LDM:
+        if rest.startswith(new + "."):
+            return old + rest[len(new):]
+    return rest
+
+
+def ldm_unet_state(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers UNet2DConditionModel's (or ControlNetModel's) weights under the original
+    LDM / CompVis names (`input_blocks.N.0.in_layers.0`, `middle_block.1`, `output_blocks.N.1`, ...),
+    as SD1.5 single files and ControlNet .pth files hold them: the inverse of diffusers'
+    convert_ldm_unet_checkpoint and convert_controlnet_checkpoint."""
+    import re
+
+    per = config["layers_per_block"] + 1
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "controlnet_mid_block": "middle_block_out.0", "controlnet_cond_embedding.conv_in": "input_hint_block.0",
+             "controlnet_cond_embedding.conv_out": "input_hint_block.14"}
+    up_has_attention = {i: any(k.startswith(f"up_blocks.{i}.attentions.") for k in state)
+                        for i in range(len(config.get("up_block_types", ())))}
+    out = {}
+    for key, value in state.items():
+        module, param = key.rsplit(".", 1)
+        if module in fixed:
+            out[f"{fixed[module]}.{param}"] = value
+            continue
+        if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions|downsamplers)\.(\d+)\.(.+)", key):
+            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            if kind == "downsamplers":
+                new = f"input_blocks.{1 + i * per + per - 1}.0.op.{rest.removeprefix('conv.')}"
+            else:
+                index = 1 + i * per + j
+                new = f"input_blocks.{index}.0.{_ldm_resnet(rest)}" if kind == "resnets" else \
+                    f"input_blocks.{index}.1.{rest}"
+        elif m := re.fullmatch(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            kind, j, rest = m[1], int(m[2]), m[3]
+            new = f"middle_block.{2 * j}.{_ldm_resnet(rest)}" if kind == "resnets" else f"middle_block.1.{rest}"
+        elif m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.+)", key):
+            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            if kind == "upsamplers":
+                new = f"output_blocks.{i * per + per - 1}.{2 if up_has_attention[i] else 1}.{rest}"
+            else:
+                new = f"output_blocks.{i * per + j}.0.{_ldm_resnet(rest)}" if kind == "resnets" else \
+                    f"output_blocks.{i * per + j}.1.{rest}"
+        elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(.+)", key):
+            new = f"zero_convs.{m[1]}.0.{m[2]}"
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)", key):
+            new = f"input_hint_block.{2 * (int(m[1]) + 1)}.{m[2]}"
+        else:
+            raise KeyError(f"no LDM name for {key}")
+        out[new] = value
+    return out
+
+
+def ldm_vae_state(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    """A diffusers AutoencoderKL's weights under the LDM names (`encoder.down.N.block.M`,
+    `mid.attn_1.q` as 1x1 convolutions, `decoder.up.N` numbered from the bottom)."""
+    import re
+
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for key, value in state.items():
+        new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
+        new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
+        if m := re.match(r"decoder\.up_blocks\.(\d+)\.(resnets|upsamplers\.0)\.(.*)", new):
+            block = levels - 1 - int(m[1])
+            new = f"decoder.up.{block}.block.{m[3]}" if m[2] == "resnets" else f"decoder.up.{block}.upsample.{m[3]}"
+        new = re.sub(r"mid_block\.resnets\.(\d)", lambda g: f"mid.block_{int(g[1]) + 1}", new)
+        if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", new):
+            new = f"{m[1]}.mid.attn_1.{attention[m[2]]}.{m[3]}"
+            if m[3] == "weight" and m[2] != "group_norm":
+                value = value[:, :, None, None]  # LDM's attention projections are 1x1 convolutions
+        out[new] = value
+    return out
+
+
+def sd15_single_file(pipe) -> dict[str, torch.Tensor]:
+    """A StableDiffusionPipeline as one original-format checkpoint (the A1111 / civitai format):
+    model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.text_model.*."""
+    unet = ldm_unet_state(pipe.unet.state_dict(), dict(pipe.unet.config))
+    vae = ldm_vae_state(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
+    text = {k.removeprefix("text_model."): v for k, v in pipe.text_encoder.state_dict().items()}
+    return ({f"model.diffusion_model.{k}": v for k, v in unet.items()}
+            | {f"first_stage_model.{k}": v for k, v in vae.items()}
+            | {f"cond_stage_model.transformer.text_model.{k}": v for k, v in text.items()})

@@ -28,9 +28,10 @@ from magicvideo.errors import WeightsError
 SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 
-def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_tensors(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """A checkpoint file's tensors: safetensors, else a torch pickle read with weights_only (no
-    code runs); a Lightning-style {"state_dict": ...} wrapper is opened."""
+    code runs); a Lightning-style {"state_dict": ...} wrapper is opened. `mmap`: a pickle's
+    tensors are mapped, not read (to look at names and dtypes); safetensors are read when used."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
@@ -41,7 +42,7 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         return load_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a pickle holding code, or not a pickle at all
         raise WeightsError(f"{path}: not a tensors-only checkpoint ({' '.join(str(err).split()[:12])})") from err
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -91,9 +92,81 @@ def load_motion_adapter(path: str | os.PathLike, torch_dtype: torch.dtype = torc
     state = read_tensors(path)
     config = motion_adapter_config(state)
     with tempfile.TemporaryDirectory() as folder:
-        MotionAdapter.from_config(config).save_config(folder)  # the local config from_single_file reads
+        _save_config(MotionAdapter, config, folder)  # the local config from_single_file reads
         adapter = MotionAdapter.from_single_file(state, config=folder, local_files_only=True, torch_dtype=torch_dtype)
     return adapter
+
+
+# ------------------------------------------------------------------ SD1.5 checkpoints and ControlNets
+def load_single_file_pipeline(path: str | os.PathLike, config: str | os.PathLike | None = None):
+    """A StableDiffusionPipeline from one original-format checkpoint (the A1111 / civitai format),
+    by diffusers' `from_single_file`, in the file's own precision and with no safety checker.
+    A single file holds no configs and no tokenizer: `config` is a diffusers SD1.5 folder to take
+    them from; without it diffusers looks in the local Hugging Face cache only."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(path)
+    dtype = _first_dtype(path, "model.diffusion_model.")
+    if dtype is None:
+        raise WeightsError(f"{path} is not a Stable Diffusion checkpoint (no model.diffusion_model weights)")
+    try:
+        return StableDiffusionPipeline.from_single_file(str(path), config=str(config) if config else None,
+                                                        local_files_only=True, torch_dtype=dtype,
+                                                        safety_checker=None, requires_safety_checker=False)
+    except (OSError, ValueError) as err:
+        if config:
+            raise WeightsError(f"{path} does not load with the configs of {config}: "
+                               f"{' '.join(str(err).split())[:200]}") from err
+        raise WeightsError(f"{path} holds no configs or tokenizer and none are cached here: give --config DIR, "
+                           "any diffusers SD1.5 folder (its model_index.json, configs and tokenizer/)") from err
+
+
+def _first_dtype(path: Path, prefix: str) -> torch.dtype | None:
+    """The dtype of a checkpoint's first tensor under `prefix` (None: it has none), reading that
+    tensor alone (diffusers reads the whole file after)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            key = next((k for k in f.keys() if k.startswith(prefix)), None)
+            return f.get_tensor(key).dtype if key else None
+    return next((v.dtype for k, v in read_tensors(path, mmap=True).items() if k.startswith(prefix)), None)
+
+
+def load_controlnet(path: str | os.PathLike, unet_config: dict, torch_dtype: torch.dtype | None = None):
+    """A ControlNetModel from a diffusers folder or an original single file (`control_v11p_sd15_*.pth`,
+    `.safetensors`: `input_hint_block`, `zero_convs` ...), converted by diffusers' `from_single_file`
+    with a config built from the base UNet's and the file's own conditioning layers."""
+    from accelerate import init_empty_weights
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    path = Path(path)
+    if path.is_dir():
+        return ControlNetModel.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
+    state = read_tensors(path)
+    prefix = "control_model." if any(k.startswith("control_model.") for k in state) else ""
+    hint = {int(k.split(".")[1]): v for k, v in ((k.removeprefix(prefix), v) for k, v in state.items())
+            if k.startswith("input_hint_block.") and k.endswith(".weight")}
+    if not hint or 0 not in hint:
+        raise WeightsError(f"{path} is not a ControlNet checkpoint (no input_hint_block weights)")
+    # the conditioning embedding: conv_in (0), pairs of convolutions (2, 4, ...), conv_out (14); a width
+    # change happens at 4k: those are its channels
+    channels = tuple(hint[i].shape[0] for i in sorted(hint) if i % 4 == 0 and i < max(hint))
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(unet_config)
+        config = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels,
+                                           conditioning_channels=hint[0].shape[1], load_weights_from_unet=False).config
+    with tempfile.TemporaryDirectory() as folder:
+        _save_config(ControlNetModel, config, folder)
+        return ControlNetModel.from_single_file(state, config=folder, local_files_only=True,
+                                                torch_dtype=torch_dtype or hint[0].dtype)
+
+
+def _save_config(cls, config, folder: str) -> None:
+    """Write `config` as the config.json of `cls` in `folder` (what from_single_file reads)."""
+    import json
+
+    (Path(folder) / "config.json").write_text(json.dumps({"_class_name": cls.__name__, **dict(config)}))
 
 
 # ------------------------------------------------------------------ LoRAs

@@ -17,7 +17,7 @@ def run_assemble(args: argparse.Namespace) -> None:
     parts = Parts(base=Path(args.base), motion_adapter=Path(args.motion_adapter),
                   v2v_motion_adapter=path(args.v2v_motion_adapter), controlnet=path(args.controlnet),
                   v2v_controlnet=path(args.v2v_controlnet), ip_adapter=path(args.ip_adapter),
-                  image_encoder=path(args.image_encoder), loras=loras(args))
+                  image_encoder=path(args.image_encoder), config=path(args.config), loras=loras(args))
     for line in assemble(args.out, parts, copy=args.copy):
         print(line)
     print(f"wrote {args.out}: magicvideo generate PROMPT --preset sd15 --weights {args.out}")
@@ -29,13 +29,17 @@ def add_parsers(sub) -> None:
     p = group.add_parser("assemble", help="write the sd15 weights folder from a base model, an AnimateDiff motion "
                          "module and the optional parts, each a diffusers folder or its public single file")
     p.add_argument("out", help="the folder to write (new or empty)")
-    p.add_argument("--base", required=True, help="a diffusers SD1.5-class pipeline folder (model_index.json)")
+    p.add_argument("--base", required=True, help="an SD1.5-class model: a diffusers pipeline folder, or one "
+                   "original-format checkpoint file (.safetensors / .ckpt, the A1111 / civitai format)")
+    p.add_argument("--config", help="with a single-file --base: a diffusers SD1.5 folder to take its configs and "
+                   "tokenizer from (default: the local Hugging Face cache, if it holds them)")
     p.add_argument("--motion-adapter", required=True, help="AnimateDiff's motion module: a diffusers MotionAdapter "
                    "folder or the original file (mm_sd_v15_v2.ckpt, v3_sd15_mm.ckpt, .safetensors)")
     p.add_argument("--v2v-motion-adapter", help="stage 3's own motion module (default: stage 2's)")
-    p.add_argument("--controlnet", help="stage 2's ControlNet on the reference RGB: a diffusers ControlNetModel "
-                   "folder with 3 input channels (e.g. control_v11f1e_sd15_tile); default: none")
-    p.add_argument("--v2v-controlnet", help="stage 3's ControlNet on frame + reference (6 channels); default: none")
+    p.add_argument("--controlnet", help="stage 2's ControlNet on the reference RGB, 3 input channels (e.g. "
+                   "control_v11f1e_sd15_tile): a diffusers folder or the original .pth / .safetensors; default: none")
+    p.add_argument("--v2v-controlnet", help="stage 3's ControlNet on frame + reference (6 channels), either format; "
+                   "default: none")
     p.add_argument("--ip-adapter", help="stage 2's appearance encoder: ip-adapter_sd15.safetensors (or .bin)")
     p.add_argument("--image-encoder", help="with --ip-adapter: the CLIPVisionModelWithProjection folder it was "
                    "trained with (IP-Adapter's models/image_encoder)")

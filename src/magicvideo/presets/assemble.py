@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from magicvideo.errors import WeightsError
-from magicvideo.formats import LoraFile, load_motion_adapter
+from magicvideo.formats import SINGLE_FILE, LoraFile, load_controlnet, load_motion_adapter
 
 LORAS_FILE = "loras.json"  # beside t2i/ i2v/ v2v/: LoRAs fused into stages 1 and 2 whenever the folder loads
 
@@ -26,11 +26,13 @@ LORAS_FILE = "loras.json"  # beside t2i/ i2v/ v2v/: LoRAs fused into stages 1 an
 class Parts:
     """What `assemble` is given: each a path to a diffusers folder or a public single file."""
 
-    base: Path  # a diffusers text-to-image pipeline folder (SD1.5-class)
+    base: Path  # a diffusers SD1.5-class pipeline folder, or one original-format checkpoint file
     motion_adapter: Path  # a MotionAdapter folder or AnimateDiff's original .ckpt / .safetensors
     v2v_motion_adapter: Path | None = None
-    controlnet: Path | None = None  # a ControlNetModel folder on RGB (3 channels), e.g. control_v11f1e_sd15_tile
-    v2v_controlnet: Path | None = None  # a ControlNetModel folder on frame + reference (6 channels)
+    # a ControlNetModel on RGB (3 channels), e.g. control_v11f1e_sd15_tile: a folder or the .pth / .safetensors
+    controlnet: Path | None = None
+    v2v_controlnet: Path | None = None  # the same on frame + reference (6 channels)
+    config: Path | None = None  # for a single-file base: a diffusers SD1.5 folder with its configs and tokenizer
     ip_adapter: Path | None = None  # ip-adapter_sd15.safetensors / .bin
     image_encoder: Path | None = None  # the CLIPVisionModelWithProjection folder IP-Adapter was trained with
     loras: list[LoraFile] = field(default_factory=list)
@@ -40,10 +42,12 @@ def check_parts(parts: Parts, out: Path) -> None:
     """Everything that can be said before anything is written: paths exist, pairs are complete."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty")
-    if not (parts.base / "model_index.json").is_file():
-        what = "a single-file checkpoint" if parts.base.is_file() else "not a diffusers pipeline folder"
-        raise WeightsError(f"--base {parts.base}: {what}; give a diffusers folder (model_index.json). A single "
-                           ".safetensors converts with diffusers' StableDiffusionPipeline.from_single_file")
+    if not (parts.base / "model_index.json").is_file() and not (parts.base.is_file()
+                                                                 and parts.base.suffix in SINGLE_FILE):
+        raise WeightsError(f"--base {parts.base}: neither a diffusers pipeline folder (model_index.json) nor a "
+                           f"checkpoint file ({', '.join(SINGLE_FILE)})")
+    if parts.config is not None and not (parts.config / "model_index.json").is_file():
+        raise WeightsError(f"--config {parts.config}: not a diffusers pipeline folder (no model_index.json)")
     for flag, path in (("--motion-adapter", parts.motion_adapter), ("--v2v-motion-adapter", parts.v2v_motion_adapter),
                        ("--controlnet", parts.controlnet), ("--v2v-controlnet", parts.v2v_controlnet),
                        ("--ip-adapter", parts.ip_adapter), ("--image-encoder", parts.image_encoder)):
@@ -51,7 +55,7 @@ def check_parts(parts: Parts, out: Path) -> None:
             raise FileNotFoundError(f"{flag} {path} does not exist")
     for flag, path in (("--controlnet", parts.controlnet), ("--v2v-controlnet", parts.v2v_controlnet),
                        ("--image-encoder", parts.image_encoder)):
-        if path is not None and not (path / "config.json").is_file():
+        if path is not None and path.is_dir() and not (path / "config.json").is_file():
             raise WeightsError(f"{flag} {path}: not a diffusers / transformers model folder (no config.json)")
     if (parts.ip_adapter is None) != (parts.image_encoder is None):
         raise ValueError("--ip-adapter and --image-encoder go together (the adapter reads that encoder's embedding)")
@@ -70,7 +74,7 @@ def _place(source: Path, target: Path, copy: bool) -> None:
 def assemble(out: str | os.PathLike, parts: Parts, copy: bool = False) -> list[str]:
     """Write the sd15 layout at `out` from `parts`, check it (configs only), and return what was
     done and left out, one line each. On any failure nothing is left at `out`."""
-    from magicvideo.formats import ip_adapter_appearance
+    from magicvideo.formats import ip_adapter_appearance, load_single_file_pipeline
     from magicvideo.presets.sd15 import FULL, check_folder
 
     out = Path(out)
@@ -79,9 +83,13 @@ def assemble(out: str | os.PathLike, parts: Parts, copy: bool = False) -> list[s
     work = out.with_name(f".{out.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
     try:
-        _place(parts.base, work / "t2i", copy)
-        notes.append(f"t2i: {parts.base}")
-        unet_config = json.loads((parts.base / "unet" / "config.json").read_text())
+        if parts.base.is_dir():
+            _place(parts.base, work / "t2i", copy)
+            notes.append(f"t2i: {parts.base}")
+        else:
+            load_single_file_pipeline(parts.base, parts.config).save_pretrained(work / "t2i")
+            notes.append(f"t2i: converted from {parts.base.name} (a single-file checkpoint)")
+        unet_config = json.loads((work / "t2i" / "unet" / "config.json").read_text())
         for stage, given, settings in (("i2v", parts.motion_adapter, FULL.i2v),
                                        ("v2v", parts.v2v_motion_adapter, FULL.v2v)):
             (work / stage).mkdir(parents=True)
@@ -100,9 +108,12 @@ def assemble(out: str | os.PathLike, parts: Parts, copy: bool = False) -> list[s
                                    ("v2v", parts.v2v_controlnet, "ControlNet on frame + reference")):
             if given is None:
                 notes.append(f"{stage}/controlnet: none, so stage {2 if stage == 'i2v' else 3} runs without its {what}")
-            else:
+            elif given.is_dir():
                 _place(given, work / stage / "controlnet", copy)
                 notes.append(f"{stage}/controlnet: {given}")
+            else:
+                load_controlnet(given, unet_config).save_pretrained(work / stage / "controlnet")
+                notes.append(f"{stage}/controlnet: converted from {given.name} (its original format)")
         if parts.ip_adapter is None:
             notes.append("i2v/appearance: none, so stage 2 runs without the appearance encoder (give --ip-adapter "
                          "and --image-encoder)")
