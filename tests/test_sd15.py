@@ -187,3 +187,21 @@ def test_a_stage_json_leaving_settings_out_gets_the_full_size_defaults_and_ifnet
     (copy / "i2v" / "stage.json").write_text('{"sise": 512}')
     with pytest.raises(ValueError, match="unknown I2VSettings setting 'sise'"):
         load_i2v("sd15", copy)
+
+
+def test_the_cascade_holds_one_unet_vae_and_text_encoder_when_stage_2_borrows_them(weights):
+    from magicvideo.pipeline import MagicVideoPipeline
+    from magicvideo.presets.sd15 import share_parts
+
+    separate = MagicVideoPipeline.from_preset("sd15", weights)
+    t2i, i2v = load_t2i("sd15", weights), load_i2v("sd15", weights)
+    before = t2i("a red ball", seed=0, steps=2, size=32).images
+    freed = share_parts(t2i, i2v, weights)
+    shared = t2i.pipeline
+    assert shared.vae is i2v.vae and shared.text_encoder is i2v.text_encoder.model
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    assert shared.unet.get_parameter(name) is i2v.unet.get_parameter(name)
+    unet_bytes = sum(p.numel() * p.element_size() for p in shared.unet.parameters())
+    assert freed >= unet_bytes  # the whole spatial UNet, plus the VAE and text encoder
+    torch.testing.assert_close(t2i("a red ball", seed=0, steps=2, size=32).images, before)  # the same images
+    assert separate.t2i.pipeline.vae is separate.i2v.vae  # from_preset shares them

@@ -231,6 +231,9 @@ class MagicVideoPipeline:
             sd15.check_folder(root)  # every stage's parts, before any weight loads
             t2i = load_t2i("sd15", root, placement, loras)
             i2v = load_i2v("sd15", root, placement, loras)
+            sd15.share_parts(t2i, i2v, root)  # one UNet, VAE and text encoder where both stages read t2i/'s
+            if placement.offload:
+                t2i.place(placement)  # the offload hooks again, on the modules stage 1 now holds
         else:
             t2i = load_t2i("tiny", own("t2i"), placement, loras)
             i2v = load_i2v("tiny", own("i2v"), placement, loras)

@@ -164,6 +164,39 @@ def assemble_i2v(root: str | os.PathLike, placement: Placement | None = None, lo
     return stage.place(placement)
 
 
+def share_parts(t2i, i2v, root: str | os.PathLike) -> int:
+    """Let stage 1 run on stage 2's copies of the parts stage 2 borrowed from t2i/ (same files,
+    same LoRAs), so the cascade holds one UNet, VAE and text encoder, not two: the VAE and text
+    encoder are the same modules, and every spatial UNet weight of stage 1 is the same tensor as
+    stage 2's (only where they are equal: a stage 2 fine-tuned on its own keeps its own).
+    Returns the bytes this frees."""
+    root = Path(root)
+    parts, pipe, freed = i2v_parts(root), t2i.pipeline, 0
+
+    def size(module: torch.nn.Module) -> int:
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    if parts["vae"] == root / "t2i" / "vae" and pipe.vae.dtype == i2v.vae.dtype:
+        freed += size(pipe.vae)
+        pipe.register_modules(vae=i2v.vae)
+    text = getattr(i2v.text_encoder, "model", None)
+    if (parts["text_encoder"] == root / "t2i" / "text_encoder" and text is not None
+            and text.dtype == pipe.text_encoder.dtype):
+        freed += size(pipe.text_encoder)
+        pipe.register_modules(text_encoder=text)
+    if parts["unet"] == root / "t2i" / "unet":
+        theirs = dict(i2v.unet.named_parameters())
+        for name, module in pipe.unet.named_modules():
+            for key, param in list(module._parameters.items()):
+                other = theirs.get(f"{name}.{key}" if name else key)
+                if (param is not None and other is not None and other.shape == param.shape
+                        and other.dtype == param.dtype and torch.equal(other.data, param.data)):
+                    module._parameters[key] = other
+                    freed += param.numel() * param.element_size()
+    gc.collect()
+    return freed
+
+
 # ------------------------------------------------------------------ random weights at the real shapes
 def stand_in_tokenizer():
     """A CLIP tokenizer with one token per printable character and no merges: the real CLIP
