@@ -110,7 +110,7 @@ def test_bad_runs_fail_before_any_stage_and_write_nothing(pipe, tmp_path):
     with pytest.raises(PromptError, match="empty"):
         pipe("  ", out=tmp_path / "empty", progress=False)
     with pytest.raises(ValueError, match="frames"):
-        pipe(PROMPT, out=tmp_path / "frames", frames=40, progress=False)
+        pipe(PROMPT, out=tmp_path / "frames", frames=2000, progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("mine")
     with pytest.raises(FileExistsError, match="--resume"):

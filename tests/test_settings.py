@@ -36,8 +36,8 @@ def test_merged_keeps_none_refuses_out_of_range_and_names_the_setting():
     assert s == I2VSettings(noise_prior=0.3)  # the stage's own settings are not changed by a call
     with pytest.raises(MagicVideoError, match=r"^noise prior must be in \[0, 1\), got 1.0$"):
         s.merged(noise_prior=1.0)
-    with pytest.raises(MagicVideoError, match=r"^frames must be in \[1, 32\], got 33$"):
-        s.merged(frames=33)
+    with pytest.raises(MagicVideoError, match=r"^frames must be in \[1, 1024\], got 1025$"):
+        s.merged(frames=1025)
     with pytest.raises(MagicVideoError, match=r"^steps must be at least 1, got 0$"):
         T2ISettings().merged(steps=0)
     with pytest.raises(MagicVideoError, match="back projection kernel must be one of bicubic, bilinear"):
@@ -71,8 +71,8 @@ def test_flags_are_made_from_the_fields_and_checked_in_the_flags_words():
 def test_the_cascade_checks_its_run_by_the_stages_rules():
     with pytest.raises(MagicVideoError, match=r"^v2v strength must be in \[0, 1\], got 1.5$"):
         check_settings(RunSettings(prompt="a red circle", v2v_strength=1.5), 8)
-    with pytest.raises(MagicVideoError, match=r"^frames must be in \[1, 32\], got 40$"):
-        check_settings(RunSettings(prompt="a red circle", frames=40), 8)
+    with pytest.raises(MagicVideoError, match=r"^frames must be in \[1, 1024\], got 2000$"):
+        check_settings(RunSettings(prompt="a red circle", frames=2000), 8)
     with pytest.raises(MagicVideoError, match=r"^i2v steps must be at least 1, got 0$"):
         check_settings(RunSettings(prompt="a red circle", i2v_steps=0), 8)
 

@@ -54,6 +54,8 @@ class RunSettings:
     image: str | None = None  # a reference image to animate instead of stage 1's
     stages: tuple[str, ...] = STAGES
     frames: int = 16  # keyframes
+    context_length: int | None = None  # stages 2-3's context windows (None: each stage's own setting)
+    context_stride: int | None = None
     times: int = 3  # frame-rate factor of interpolation: 8 fps keyframes -> 24 fps
     t2i_steps: int | None = None  # None: each stage's own default
     t2i_guidance: float | None = None
@@ -377,10 +379,12 @@ class MagicVideoPipeline:
         reference = held["t2i"].float() / 255
         if name == "i2v":
             return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,
-                            guidance=run.i2v_guidance, size=run.i2v_size, progress=progress).frames[0]
+                            guidance=run.i2v_guidance, size=run.i2v_size, progress=progress,
+                            context_length=run.context_length, context_stride=run.context_stride).frames[0]
         if name == "v2v":
             return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
-                            strength=run.v2v_strength, size=run.v2v_size, progress=progress).frames[0]
+                            strength=run.v2v_strength, size=run.v2v_size, progress=progress,
+                            context_length=run.context_length, context_stride=run.context_stride).frames[0]
         return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress).frames
 
     def _fps(self, name: str, run: RunSettings) -> float:

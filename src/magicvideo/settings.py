@@ -158,10 +158,19 @@ def _appearance_scale() -> Any:
     return setting(1.0, "weight of the appearance encoder's cross-attention (0 turns it off)", low=0)
 
 
+def _context_length() -> Any:
+    return setting(0, "frames the motion modules see at once: a longer clip is sampled in overlapping windows of "
+                   "this many, blended (0: the motion modules' own length)", low=0)
+
+
+def _context_stride() -> Any:
+    return setting(4, "frames between the starts of two context windows (less: more overlap, slower)", low=1)
+
+
 @dataclass
 class I2VSettings(Settings):
     size: int = setting(64, "keyframe side, a multiple of the stage's UNet and VAE", low=1)
-    frames: int = setting(16, "keyframes (the motion module's length bounds them)", low=1, high=32)
+    frames: int = setting(16, "keyframes (beyond the motion modules' length, in context windows)", low=1, high=1024)
     steps: int = setting(20, "sampler steps", low=1)
     guidance: float = setting(4.0, "classifier-free guidance scale on the text")
     noise_prior: float = setting(0.0, "latent noise prior strength: how far the starting noise leans toward the "
@@ -176,6 +185,8 @@ class I2VSettings(Settings):
     controlnet_scale: float = setting(1.0, "weight of the ControlNet's residuals (diffusers' "
                                       "controlnet_conditioning_scale)", low=0)
     fps: float = setting(8.0, "the keyframes' rate: that of the clips the motion module was trained on", low=1)
+    context_length: int = _context_length()
+    context_stride: int = _context_stride()
 
 
 KERNELS = ("bicubic", "bilinear")  # how back-projection upsamples its error
@@ -195,6 +206,8 @@ class V2VSettings(Settings):
     hold_threshold: float = setting(0.0, "keep the previous frame's detail where the input moved less than this "
                                     "(0-1 units, 4/255 = 0.0157; 0 turns it off): steadier backgrounds",
                                     low=0, high=1, flag="hold")
+    context_length: int = _context_length()
+    context_stride: int = _context_stride()
 
 
 @dataclass

@@ -14,7 +14,9 @@ from magicvideo.text import is_blank
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour", "lora")
+             "flavour", "lora", "context_length", "context_stride")
+
+CONTEXT_FLAGS = ("context_length", "context_stride")  # one clip length: stages 2 and 3 share them
 
 # each stage's settings that generate takes, prefixed with the stage's name (--i2v-steps)
 STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's"),
@@ -54,6 +56,7 @@ def run_generate(args: argparse.Namespace) -> None:
         for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
             check_flags(args, cls, names, prefix)
         check_value(I2VSettings, "frames", args.frames, "--frames")
+        context = check_flags(args, I2VSettings, CONTEXT_FLAGS)
         default = STAGES[1:] if args.image else STAGES
         stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
         run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
@@ -69,7 +72,7 @@ def run_generate(args: argparse.Namespace) -> None:
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                           dtype=where.dtype, image=args.image, stages=stages, loras=tuple(map(str, files)),
-                          **settings)
+                          **context, **settings)
         check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
         try:
@@ -92,7 +95,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
                    "(default: t2i,i2v,v2v,vfi)")
-    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation)")
+    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation; "
+                   "beyond the motion modules' length, in context windows)")
+    add_flags(p, I2VSettings, CONTEXT_FLAGS, what="stages 2 and 3's")
     for prefix, cls, names, what in STAGE_FLAGS:
         add_flags(p, cls, names, prefix=prefix, what=what)
     p.add_argument("--gif", action="store_true", help="also write final.gif")

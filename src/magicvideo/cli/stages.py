@@ -19,9 +19,9 @@ from magicvideo.text import is_blank
 # the settings each command takes as flags (named as the Settings fields, so the call takes them as given)
 T2I_FLAGS = ("steps", "guidance", "size")
 I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", "appearance_scale",
-             "motion_text_scale", "motion_guidance", "controlnet_scale", "size")
+             "motion_text_scale", "motion_guidance", "controlnet_scale", "size", "context_length", "context_stride")
 V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
-             "hold_threshold")
+             "hold_threshold", "context_length", "context_stride")
 VFI_FLAGS = ("times", "batch_size", "scene_cut")
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from magicvideo.device import Placement
 from magicvideo.diffusion.guidance import Guided
 from magicvideo.diffusion.schedule import sampler
+from magicvideo.diffusion.windows import windowed
 from magicvideo.latent import size_multiple
 from magicvideo.models.appearance import (
     AppearanceEncoder,
@@ -135,6 +136,15 @@ class LatentVideoStage:
             for m in models:
                 m.to("cpu")
 
+    def context(self, length: int, stride: int, frames: int) -> tuple[int, int]:
+        """The context window (length, stride) for a clip of `frames`: length 0 is the motion
+        modules' own; a stride longer than the window would leave frames out."""
+        length = length or self.unet.config.motion_max_seq_length
+        if frames > length and stride > length:
+            raise ValueError(f"context stride {stride} is longer than the context length {length}: frames "
+                             "between windows would be left out")
+        return length, stride
+
     def encode_prompt(self, prompt: str | list[str]) -> PromptEmbedding:
         with self.on_device(self.text_encoder.model):
             return self.text_encoder(prompt).to("cpu")
@@ -202,7 +212,8 @@ class LatentVideoStage:
                 appearance_scale: float, control: torch.Tensor | None, start: torch.Tensor | None = None,
                 strength: float = 1.0, progress: bool = False, desc: str = "denoise",
                 negative: PromptEmbedding | None = None, contrast: PromptEmbedding | None = None,
-                contrast_scale: float = 0.0, control_scale: float = 1.0) -> torch.Tensor:
+                contrast_scale: float = 0.0, control_scale: float = 1.0, context_length: int = 0,
+                context_stride: int = 4) -> torch.Tensor:
         """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
         latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
@@ -211,7 +222,9 @@ class LatentVideoStage:
         from (one per clip; default the empty prompt). contrast, contrast_scale: a third branch,
         `pred += contrast_scale * (pred_cond - pred_contrast)`, which amplifies only what the prompt
         says beyond `contrast` (its motion, where contrast is its still version). control_scale: what
-        the ControlNet's residuals are multiplied by."""
+        the ControlNet's residuals are multiplied by. context_length, context_stride: clips longer
+        than context_length frames (0: the motion modules' own length) are predicted in windows of it,
+        `context_stride` apart, blended (diffusion.windows); shorter clips are one window."""
         n, frames = noise.shape[0], noise.shape[2]
         scheduler = sampler(self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
@@ -224,8 +237,13 @@ class LatentVideoStage:
                 return start
             latents = scheduler.add_noise(start.to(self.device), noise.to(self.device), timesteps[:1])
         latents = latents.to(self.device, torch.float32)
-        guide = Guided(lambda x, t: self._predict(x, t, text, tokens, control, control_scale), guidance,
-                       contrast_scale if contrast is not None else 0.0)
+        length, context_stride = self.context(context_length, context_stride, frames)
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return windowed(lambda x, **rows: self._predict(x, t, **rows, control_scale=control_scale), x,
+                            {"text": text, "tokens": tokens, "control": control}, length, context_stride)
+
+        guide = Guided(predict, guidance, contrast_scale if contrast is not None else 0.0)
         if guide.branches > 1 and negative is None:
             with self.on_device(self.text_encoder.model):
                 negative = self.text_encoder.empty(n)

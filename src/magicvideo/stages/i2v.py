@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
 from magicvideo.diffusion.video import LatentVideoStage
 from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
+from magicvideo.diffusion.windows import free_noise
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import (
@@ -210,8 +211,8 @@ class ImageToVideo(LatentVideoStage):
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
                  motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
                  negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None,
-                 controlnet_scale: float | None = None,
-                 still_prompt: str | list[str] | None = None) -> I2VOutput:
+                 controlnet_scale: float | None = None, still_prompt: str | list[str] | None = None,
+                 context_length: int | None = None, context_stride: int | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size`. Every
         setting left None is the stage's (I2VSettings says what each does and its range).
         negative_prompt: what classifier-free guidance steers away from, one for all prompts or one
@@ -225,7 +226,9 @@ class ImageToVideo(LatentVideoStage):
         s = self.settings.merged(frames=frames, steps=steps, guidance=guidance, noise_prior=noise_prior,
                                  noise_prior_decay=noise_prior_decay, appearance_scale=appearance_scale,
                                  motion_guidance=motion_guidance, controlnet_scale=controlnet_scale, size=size,
-                                 motion_text_scale=motion_text_scale)
+                                 motion_text_scale=motion_text_scale, context_length=context_length,
+                                 context_stride=context_stride)
+        context = self.context(s.context_length, s.context_stride, s.frames)  # checked before any work
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
@@ -260,13 +263,16 @@ class ImageToVideo(LatentVideoStage):
         control, ref_latent = self.encode_reference(image, s.size)
         # 4. Seeded noise, leaning toward the reference's latent
         h = s.size // vae_factor(self.vae)
-        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, s.frames, h, h))
+        seeds = seed_list(seed, n)
+        noise = initial_noise(seeds, (self.vae.config.latent_channels, s.frames, h, h))
+        noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         latents = lean_toward(noise, ref_latent.cpu(), s.noise_prior, s.noise_prior_decay)
         # 5. Denoise, guided, every frame conditioned on the reference; 6. decode
         cn = control.repeat_interleave(s.frames, 0) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, latents, s.steps, s.guidance, s.appearance_scale, cn, progress=progress,
                                desc="image-to-video", negative=negative, contrast=contrast,
-                               contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale)
+                               contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale,
+                               context_length=context[0], context_stride=context[1])
         return I2VOutput(self.decode(latents))
 
 

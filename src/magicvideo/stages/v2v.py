@@ -32,6 +32,7 @@ from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNet
 
 from magicvideo.diffusion.schedule import initial_noise, seed_list
 from magicvideo.diffusion.video import LatentVideoStage, resize_reference
+from magicvideo.diffusion.windows import free_noise
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
 from magicvideo.settings import KERNELS, V2VSettings
@@ -183,14 +184,16 @@ class VideoToVideo(LatentVideoStage):
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
                  hold_threshold: float | None = None, back_projection_kernel: str | None = None,
-                 progress: bool = False) -> V2VOutput:
+                 progress: bool = False, context_length: int | None = None,
+                 context_stride: int | None = None) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). Every setting left None is the stage's (V2VSettings says what
         each does and its range): strength 0 is the upsample through the VAE, then back-projection."""
         # 1. Settings: the call's, else the stage's, checked before any work
         s = self.settings.merged(steps=steps, strength=strength, guidance=guidance, appearance_scale=appearance_scale,
                                  back_projection=back_projection, size=size, hold_threshold=hold_threshold,
-                                 back_projection_kernel=back_projection_kernel)
+                                 back_projection_kernel=back_projection_kernel, context_length=context_length,
+                                 context_stride=context_stride)
         video = video.unsqueeze(0) if video.ndim == 4 else video
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if video.ndim != 5 or video.shape[1] != 3:
@@ -201,6 +204,7 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {s.size}")
         if video.shape[-1] > s.size or video.shape[-2] != video.shape[-1]:
             raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
+        context = self.context(s.context_length, s.context_stride, video.shape[2])
         # 2. The prompt, encoded once
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
@@ -211,11 +215,14 @@ class VideoToVideo(LatentVideoStage):
         frames, latent = video.shape[2], s.size // vae_factor(self.vae)
         up = upsample(video, s.size)
         start = self.encode(up)
-        noise = initial_noise(seed_list(seed, n), (self.vae.config.latent_channels, frames, latent, latent))
+        seeds = seed_list(seed, n)
+        noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, latent, latent))
+        noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         # 4. Denoise the last `strength` of the schedule; 5. decode, hold still detail, back-project
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, s.steps, s.guidance, s.appearance_scale, cn, start=start,
-                               strength=s.strength, progress=progress, desc="video-to-video")
+                               strength=s.strength, progress=progress, desc="video-to-video",
+                               context_length=context[0], context_stride=context[1])
         out = hold_still_detail(self.decode(latents), video.float(), s.hold_threshold)
         if not s.back_projection:
             return V2VOutput(out)
