@@ -16,7 +16,8 @@ ROOT = Path(magicvideo.__file__).parent
 LAB = ("magicvideo.world", "magicvideo.judge", "magicvideo.training", "magicvideo.study")
 GENERATION = ("magicvideo.pipeline", "magicvideo.presets", "magicvideo.stages", "magicvideo.diffusion",
               "magicvideo.models", "magicvideo.text", "magicvideo.media", "magicvideo.device", "magicvideo.errors",
-              "magicvideo.latent", "magicvideo.runlock", "magicvideo.formats", "magicvideo.settings")
+              "magicvideo.latent", "magicvideo.runlock", "magicvideo.formats", "magicvideo.settings",
+              "magicvideo.travel")
 
 
 def module_names() -> list[str]:

@@ -35,6 +35,7 @@ from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
 from magicvideo.text import is_blank
+from magicvideo.travel import PromptSchedule
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 FILES = {"t2i": "reference.png", "i2v": "keyframes.mp4", "v2v": "hires.mp4", "vfi": "final.mp4"}
@@ -46,7 +47,7 @@ SETTINGS = "settings.json"  # in .state/: the settings a run began with
 class RunSettings:
     """Everything that decides the output; written to the manifest and read back by resume."""
 
-    prompt: str
+    prompt: str  # with a prompt schedule: its frame-0 prompt (the reference image's)
     seed: int = 0
     preset: str = "tiny"
     weights: str | None = None  # tiny: a folder of any of t2i/ i2v/ v2v/ vfi/; sd15: the layout's folder
@@ -54,6 +55,7 @@ class RunSettings:
     image: str | None = None  # a reference image to animate instead of stage 1's
     stages: tuple[str, ...] = STAGES
     frames: int = 16  # keyframes
+    prompt_schedule: str | None = None  # prompt travel for stages 2-3, "0: ... | 24: ..." (travel.py)
     context_length: int | None = None  # stages 2-3's context windows (None: each stage's own setting)
     context_stride: int | None = None
     times: int = 3  # frame-rate factor of interpolation: 8 fps keyframes -> 24 fps
@@ -287,6 +289,10 @@ class MagicVideoPipeline:
             raise ValueError(f"the run names the LoRAs {list(run.loras)}, this pipeline fused "
                              f"{[str(lora) for lora in self.loras]}")
         self.text_encoder.check([run.prompt])
+        if run.prompt_schedule:
+            schedule = PromptSchedule.parse(run.prompt_schedule)
+            schedule.check(run.frames)
+            self.text_encoder.check(schedule.prompts)
         stages = check_settings(run, self.i2v.size_multiple())
         if run.t2i_size is not None and "t2i" in stages:
             factor = vae_factor(self.t2i.pipeline.vae if hasattr(self.t2i, "pipeline") else self.t2i.vae)
@@ -335,6 +341,7 @@ class MagicVideoPipeline:
                 tmp.write_text(json.dumps(manifest["settings"], indent=2) + "\n")
             self._save_manifest(run_dir, manifest)  # from here on the folder is a run that resumes
         cond = self.i2v.encode_prompt(run.prompt)
+        travel = PromptSchedule.parse(run.prompt_schedule) if run.prompt_schedule else None
         held: dict[str, torch.Tensor] = {}  # uint8 outputs of the stages so far
         paths: dict[str, Path] = {}
         if image is not None:
@@ -351,7 +358,7 @@ class MagicVideoPipeline:
             if progress:
                 print(f"stage {i + 1}/{len(stages)} {name}", file=sys.stderr)
             began = time.perf_counter()
-            result = _quantise(self._stage(name, run, cond, held, progress))
+            result = _quantise(self._stage(name, run, travel if travel and name != "t2i" else cond, held, progress))
             held[name] = result
             with atomic_path(state / f"{name}.safetensors") as tmp:
                 save_file({"frames": result.contiguous()}, tmp)

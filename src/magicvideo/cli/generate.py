@@ -14,7 +14,7 @@ from magicvideo.text import is_blank
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour", "lora", "context_length", "context_stride")
+             "flavour", "lora", "context_length", "context_stride", "prompt_schedule")
 
 CONTEXT_FLAGS = ("context_length", "context_stride")  # one clip length: stages 2 and 3 share them
 
@@ -51,6 +51,12 @@ def run_generate(args: argparse.Namespace) -> None:
             raise ValueError(f"--resume keeps the run's own settings; leave out --{given[0].replace('_', '-')}")
         out = MagicVideoPipeline.resume(args.resume, progress=progress, placement=placement(args))
     else:
+        if args.prompt_schedule:
+            from magicvideo.travel import PromptSchedule
+
+            schedule = PromptSchedule.parse(args.prompt_schedule)
+            schedule.check(args.frames)
+            args.prompt = args.prompt if args.prompt is not None else schedule.prompts[0]
         if args.prompt is None or is_blank(args.prompt):
             raise PromptError("the prompt is empty")
         for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
@@ -72,7 +78,7 @@ def run_generate(args: argparse.Namespace) -> None:
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                           dtype=where.dtype, image=args.image, stages=stages, loras=tuple(map(str, files)),
-                          **context, **settings)
+                          prompt_schedule=args.prompt_schedule, **context, **settings)
         check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
         try:
@@ -89,6 +95,10 @@ def run_generate(args: argparse.Namespace) -> None:
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="the cascade: a prompt becomes a smooth video (t2i, i2v, v2v, vfi)")
     p.add_argument("prompt", nargs="?", help="what the video shows (not needed with --resume)")
+    p.add_argument("--prompt-schedule", metavar="SCHEDULE", help="prompt travel for the keyframes: "
+                   "'0: a red star moving left | 24: a red star spinning' (or a .json file of frame: prompt), "
+                   "interpolated between the frames named; the reference image is made from the prompt (default: "
+                   "frame 0's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; its finished stages are kept")

@@ -45,7 +45,7 @@ def check_prompt_and_video(args: argparse.Namespace) -> None:
     """What i2v and v2v both need of their arguments: a prompt, and a video file to write."""
     from magicvideo.media import VIDEO_SUFFIXES
 
-    if is_blank(args.prompt):
+    if args.prompt is None or is_blank(args.prompt):
         raise PromptError("the prompt is empty")
     if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"-o must name a video file ({', '.join(VIDEO_SUFFIXES)}), got {args.output}")
@@ -54,9 +54,18 @@ def check_prompt_and_video(args: argparse.Namespace) -> None:
 def run_i2v(args: argparse.Namespace) -> None:
     from magicvideo.media import read_image, write_video
     from magicvideo.presets import load_i2v
+    from magicvideo.travel import PromptSchedule
 
+    schedule = None
+    if args.prompt_schedule:
+        if args.prompt is not None:
+            raise ValueError("give a prompt or --prompt-schedule, not both")
+        schedule = PromptSchedule.parse(args.prompt_schedule)
+        args.prompt = schedule.prompts[0]
     check_prompt_and_video(args)
     values = check_flags(args, I2VSettings, I2V_FLAGS)
+    if schedule is not None:
+        schedule.check(values.get("frames") or I2VSettings().frames)
     if args.motion_guidance and args.still_prompt is None:
         raise ValueError("--motion-guidance contrasts the prompt with its still version: give --still-prompt, the "
                          "same words with the motion said as none (e.g. 'a dog stands on a lawn')")
@@ -73,7 +82,8 @@ def run_i2v(args: argparse.Namespace) -> None:
     if image.shape[-2:] != (size, size):
         print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
               file=sys.stderr)
-    frames = stage(args.prompt, image, seed=args.seed, progress=not args.quiet, use_controlnet=not args.no_controlnet,
+    frames = stage(schedule or args.prompt, image, seed=args.seed, progress=not args.quiet,
+                   use_controlnet=not args.no_controlnet,
                    negative_prompt=args.negative_prompt, still_prompt=args.still_prompt,
                    **dict(values, size=size)).frames[0]
     fps = stage.settings.fps
@@ -165,7 +175,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=run_t2i)
 
     p = sub.add_parser("i2v", help="stage 2: a prompt and a reference image become low-res keyframes")
-    p.add_argument("prompt")
+    p.add_argument("prompt", nargs="?", help="what the keyframes show (or --prompt-schedule)")
+    p.add_argument("--prompt-schedule", metavar="SCHEDULE", help="prompt travel instead of one prompt: "
+                   "'0: a red star moving left | 12: a red star spinning' (or a .json file of frame: prompt)")
     p.add_argument("--image", required=True, help="reference image (resized to the stage's size, 64x64 for tiny)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument("--seed", type=int, default=0)

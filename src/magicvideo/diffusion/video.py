@@ -219,7 +219,8 @@ class LatentVideoStage:
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
         as diffusers' img2img). image: (n, 3, H, W) references for the appearance encoder; control:
         (n*F, C, H', W') per-frame ControlNet input, or None. negative: what guidance steers away
-        from (one per clip; default the empty prompt). contrast, contrast_scale: a third branch,
+        from (one per clip; default the empty prompt). `cond` may hold one embedding per frame of
+        each clip (n * F rows, prompt travel) instead of one per clip. contrast, contrast_scale: a third branch,
         `pred += contrast_scale * (pred_cond - pred_contrast)`, which amplifies only what the prompt
         says beyond `contrast` (its motion, where contrast is its still version). control_scale: what
         the ControlNet's residuals are multiplied by. context_length, context_stride: clips longer
@@ -249,7 +250,10 @@ class LatentVideoStage:
                 negative = self.text_encoder.empty(n)
         k = guide.branches  # the inputs below are laid out branch-major, n clips each
         branches = {1: [cond], 2: [negative, cond], 3: [negative, contrast, cond]}[k]
-        text = PromptEmbedding.cat([b.to("cpu") for b in branches]).to(self.device).repeat(frames).hidden
+        def per_frame(e: PromptEmbedding) -> torch.Tensor:  # a clip's prompt on each of its frames, or already so
+            return e.hidden if len(e) == n * frames else e.repeat(frames).hidden
+
+        text = torch.cat([per_frame(b.to("cpu")) for b in branches]).to(self.device)
         tokens = None
         if self.appearance is not None:
             set_appearance_scale(self.unet, appearance_scale)

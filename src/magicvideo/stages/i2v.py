@@ -46,6 +46,7 @@ from magicvideo.models.motion_text import attach_motion_text, motion_text_proces
 from magicvideo.settings import I2VSettings
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
+from magicvideo.travel import PromptSchedule
 
 TEXT_ATTENTION_FILE = "text_attention.safetensors"
 MOTION_TEXT_FILE = "motion_text.safetensors"
@@ -205,7 +206,8 @@ class ImageToVideo(LatentVideoStage):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str] | PromptEmbedding, image: torch.Tensor, seed: int | list[int] = 0,
+    def __call__(self, prompt: str | list[str] | PromptEmbedding | PromptSchedule, image: torch.Tensor,
+                 seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior: float | None = None, appearance_scale: float | None = None,
                  use_controlnet: bool = True, size: int | None = None, progress: bool = False,
@@ -221,7 +223,8 @@ class ImageToVideo(LatentVideoStage):
         the motion said as none ("a dog runs across a lawn" -> "a dog stands on a lawn"),
         `pred += m (pred_prompt - pred_still)`: it amplifies what the caption says about motion
         alone, where classifier-free guidance amplifies all of it; a UNet pass more per step.
-        controlnet_scale 0 is no ControlNet. Returns (B, 3, frames, size, size)."""
+        controlnet_scale 0 is no ControlNet. A PromptSchedule (prompt travel) gives one clip whose
+        frames read their scheduled prompts. Returns (B, 3, frames, size, size)."""
         # 1. Settings: the call's, else the stage's, checked before any work
         s = self.settings.merged(frames=frames, steps=steps, guidance=guidance, noise_prior=noise_prior,
                                  noise_prior_decay=noise_prior_decay, appearance_scale=appearance_scale,
@@ -242,8 +245,12 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError("motion guidance contrasts the prompt with its still version: give still_prompt "
                              "(--still-prompt), the same words with the motion said as none")
         # 2. The prompts, encoded once: the prompt, its negative, its still version
-        cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
-        n = len(cond)
+        if isinstance(prompt, PromptSchedule):
+            with self.on_device(self.text_encoder.model):
+                cond, n = prompt.embed(self.text_encoder, s.frames).to("cpu"), 1
+        else:
+            cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
+            n = len(cond)
         contrast = None
         if s.motion_guidance:
             stills = [still_prompt] * n if isinstance(still_prompt, str) else list(still_prompt)

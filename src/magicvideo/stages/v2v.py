@@ -39,6 +39,7 @@ from magicvideo.settings import KERNELS, V2VSettings
 from magicvideo.stages.i2v import ImageToVideo, save_motion_adapter
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder
 from magicvideo.text import PromptEmbedding
+from magicvideo.travel import PromptSchedule
 
 
 @dataclass
@@ -179,7 +180,8 @@ class VideoToVideo(LatentVideoStage):
         return torch.cat([frames, ref.to(frames).repeat_interleave(f, 0)], dim=1)
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str] | PromptEmbedding, video: torch.Tensor, image: torch.Tensor,
+    def __call__(self, prompt: str | list[str] | PromptEmbedding | PromptSchedule, video: torch.Tensor,
+                 image: torch.Tensor,
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
@@ -206,8 +208,12 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
         context = self.context(s.context_length, s.context_stride, video.shape[2])
         # 2. The prompt, encoded once
-        cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
-        n = len(cond)
+        if isinstance(prompt, PromptSchedule):  # prompt travel: one clip, a prompt per frame
+            with self.on_device(self.text_encoder.model):
+                cond, n = prompt.embed(self.text_encoder, video.shape[2]).to("cpu"), 1
+        else:
+            cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
+            n = len(cond)
         if video.shape[0] != n or image.shape[0] not in (1, n):
             raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
