@@ -205,3 +205,19 @@ def test_the_cascade_holds_one_unet_vae_and_text_encoder_when_stage_2_borrows_th
     assert freed >= unet_bytes  # the whole spatial UNet, plus the VAE and text encoder
     torch.testing.assert_close(t2i("a red ball", seed=0, steps=2, size=32).images, before)  # the same images
     assert separate.t2i.pipeline.vae is separate.i2v.vae  # from_preset shares them
+
+
+def test_a_folder_of_fp16_variant_files_only_loads(weights, tmp_path):
+    """A hub download with variant="fp16" leaves diffusion_pytorch_model.fp16.safetensors and no
+    plain file: the layout check passes it, and the loaders must ask for the variant."""
+    from magicvideo.stages.parts import variant
+
+    folder = shutil.copytree(weights, tmp_path / "fp16")
+    for f in list(folder.rglob("*.safetensors")):
+        if f.parent.name != "appearance" or f.name != "branch.safetensors":
+            f.rename(f.with_name(f.name.replace(".safetensors", ".fp16.safetensors")))
+    assert variant(folder / "t2i" / "unet") == {"variant": "fp16"} and variant(weights / "t2i" / "unet") == {}
+    check_folder(folder)
+    assert load_t2i("sd15", folder)("a red ball", steps=1, size=32).images.shape == (1, 3, 32, 32)
+    stage = load_i2v("sd15", folder)
+    assert load_v2v("sd15", folder, i2v=stage).settings.size == 64

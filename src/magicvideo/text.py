@@ -176,8 +176,11 @@ class CLIPTextEncoder(TextEncoder):
                         torch_dtype: torch.dtype = torch.float32) -> CLIPTextEncoder:
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        from magicvideo.stages.parts import variant
+
         for folder in (model_folder, tokenizer_folder):
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"text encoder folder {folder} does not exist")
         return cls(CLIPTokenizer.from_pretrained(tokenizer_folder),
-                   CLIPTextModel.from_pretrained(model_folder, dtype=torch_dtype, use_safetensors=True))
+                   CLIPTextModel.from_pretrained(model_folder, dtype=torch_dtype, use_safetensors=True,
+                                                 **variant(Path(model_folder))))

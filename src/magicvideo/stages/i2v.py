@@ -44,7 +44,7 @@ from magicvideo.models.lora import without_lora
 from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors, set_motion_text_scale
 from magicvideo.settings import I2VSettings
-from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part
+from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part, variant
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 from magicvideo.travel import PromptSchedule
 
@@ -169,9 +169,9 @@ class ImageToVideo(LatentVideoStage):
         for name, folder in parts.items():
             check_weights_folder(folder, name)
         dtype = {"torch_dtype": torch_dtype, "use_safetensors": True}  # never a pickle
-        unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype)
-        adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype)
-        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
+        unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype, **variant(parts["unet"]))
+        adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype, **variant(parts["motion_adapter"]))
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype, **variant(path / "controlnet"))
                       if (path / "controlnet" / "config.json").is_file() else None)
         text = Path(text_encoder) if text_encoder else path / "text_encoder"
         if text.is_dir():
@@ -183,7 +183,8 @@ class ImageToVideo(LatentVideoStage):
         schedule = Path(scheduler) if scheduler else path / "scheduler"
         schedule_config = (json.loads((schedule / "scheduler_config.json").read_text())
                            if (schedule / "scheduler_config.json").is_file() else None)
-        stage = cls.inflate(unet2d, AutoencoderKL.from_pretrained(parts["vae"], **dtype), text_model, adapter,
+        vae_model = AutoencoderKL.from_pretrained(parts["vae"], **dtype, **variant(parts["vae"]))
+        stage = cls.inflate(unet2d, vae_model, text_model, adapter,
                             _load_appearance(path, torch_dtype), controlnet, I2VSettings.from_dict(settings),
                             schedule_config)
         if stage.appearance is not None:
@@ -290,8 +291,9 @@ def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIP
     if (path / "image_encoder" / "config.json").is_file():
         from transformers import CLIPVisionModelWithProjection
 
-        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True)
+        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True,
+                                                          **variant(path / "appearance"))
         encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype,
-                                                                use_safetensors=True)
+                                                                use_safetensors=True, **variant(path / "image_encoder"))
         return CLIPAppearanceEncoder(encoder, projection)
     return AppearanceEncoder.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True)

@@ -21,3 +21,14 @@ def check_weights_folder(folder: Path, name: str) -> None:
         raise FileNotFoundError(f"missing {name} weights: no {folder / 'config.json'}")
     if not any(folder.glob("*.safetensors")):
         raise FileNotFoundError(f"missing {name} weights: no .safetensors file in {folder} (only safetensors are read)")
+
+
+def variant(folder: Path) -> dict[str, str]:
+    """{"variant": "fp16"} for a folder that holds only variant weight files
+    (`diffusion_pytorch_model.fp16.safetensors`, as a hub download with `variant="fp16"` leaves
+    it), which diffusers and transformers load only when told; {} otherwise."""
+    names = [p.name for p in Path(folder).glob("*.safetensors")
+             if p.name.startswith(("diffusion_pytorch_model.", "model."))]  # (not our own files beside them)
+    plain = [n for n in names if n.count(".") == 1]
+    tagged = {n.split(".")[-2] for n in names if n.count(".") == 2}
+    return {"variant": tagged.pop()} if names and not plain and len(tagged) == 1 else {}

@@ -26,7 +26,7 @@ from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.settings import T2ISettings
-from magicvideo.stages.parts import STAGE_FILE, named_part
+from magicvideo.stages.parts import STAGE_FILE, named_part, variant
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder, unet_text_inputs
 
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
@@ -215,7 +215,8 @@ class DiffusersTextToImage:
         off = {"safety_checker": None, "requires_safety_checker": False} if (
             index.get("safety_checker") and not safety_checker) else {}
         pipeline = DiffusionPipeline.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                     dtype=torch_dtype or torch.float32, **off)
+                                                     dtype=torch_dtype or torch.float32, **off,
+                                                     **variant(path / "unet"))  # a folder of fp16 files only
         pipeline.set_progress_bar_config(disable=True)
         fuse_loras(pipeline, loras)
         stage = cls(pipeline)

@@ -37,7 +37,7 @@ from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
 from magicvideo.settings import KERNELS, V2VSettings
 from magicvideo.stages.i2v import ImageToVideo, save_motion_adapter
-from magicvideo.stages.parts import STAGE_FILE, check_weights_folder
+from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, variant
 from magicvideo.text import PromptEmbedding
 from magicvideo.travel import PromptSchedule
 
@@ -165,8 +165,8 @@ class VideoToVideo(LatentVideoStage):
         if (path / "controlnet").is_dir():
             check_weights_folder(path / "controlnet", "controlnet")
         dtype = {"torch_dtype": i2v.unet.dtype, "use_safetensors": True}  # never a pickle
-        adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype)
-        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype)
+        adapter = MotionAdapter.from_pretrained(path / "motion_adapter", **dtype, **variant(path / "motion_adapter"))
+        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype, **variant(path / "controlnet"))
                         if (path / "controlnet" / "config.json").is_file() else None)
         settings = V2VSettings.from_dict({**(defaults or {}), **json.loads((path / STAGE_FILE).read_text())})
         return cls.attach(i2v, adapter, controlnet, settings)
