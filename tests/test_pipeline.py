@@ -272,3 +272,16 @@ def test_ctrl_c_while_a_video_is_written_exits_130_and_the_run_resumes(straight,
     assert not list(run.glob(".*.partial*"))
     assert _generate_until(["--resume", str(run), "--quiet"], None) == 0
     assert _files(run) == _files(straight)
+
+
+def test_a_final_rate_makes_the_frames_it_needs_and_resumes(pipe, tmp_path):
+    out = pipe(PROMPT, seed=1, out=tmp_path / "run", frames=3, fps=20, progress=False)
+    # 3 keyframes at 8 fps last 2 gaps of 1/8 s: at 20 fps that is floor(2 * 20 / 8) + 1 = 6 frames
+    assert out.frames.shape == (3, 6, 64, 64)
+    video, fps = read_video(tmp_path / "run" / "final.mp4")
+    assert video.shape[1] == 6 and fps == 20
+    run = read_run(tmp_path / "run")
+    assert (run.fps, run.key_fps) == (20, 8.0)
+    assert pipe.run(run, tmp_path / "run", progress=False, resume=True).frames.shape == (3, 6, 64, 64)
+    with pytest.raises(ValueError, match="fps must be positive"):
+        pipe(PROMPT, out=tmp_path / "bad", frames=3, fps=0, progress=False)

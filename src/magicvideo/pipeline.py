@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
+from magicvideo.stages.vfi import output_frames
 from magicvideo.text import is_blank
 from magicvideo.travel import PromptSchedule
 
@@ -59,6 +61,8 @@ class RunSettings:
     context_length: int | None = None  # stages 2-3's context windows (None: each stage's own setting)
     context_stride: int | None = None
     times: int = 3  # frame-rate factor of interpolation: 8 fps keyframes -> 24 fps
+    fps: float | None = None  # the final video's rate instead (any: interpolation makes what it needs)
+    key_fps: float | None = None  # with fps: the keyframes' rate, recorded when the run begins (stage 2's)
     t2i_steps: int | None = None  # None: each stage's own default
     t2i_guidance: float | None = None
     i2v_steps: int | None = None
@@ -156,7 +160,16 @@ def read_state(path: Path, name: str) -> torch.Tensor:
 
 def stage_frames(name: str, run: RunSettings) -> int | None:
     """How many frames a stage's output has under `run` (None: stage 1's image)."""
+    if name == "vfi" and run.fps:
+        return output_frames(run.frames, vfi_rate(run))
     return {"i2v": run.frames, "v2v": run.frames, "vfi": (run.frames - 1) * run.times + 1}.get(name)
+
+
+def vfi_rate(run: RunSettings) -> Fraction | None:
+    """Interpolation's output frames per keyframe for a run with `fps` (None: `times` decides)."""
+    if not run.fps:
+        return None
+    return Fraction(run.fps).limit_denominator(100_000) / Fraction(run.key_fps).limit_denominator(100_000)
 
 
 def check_resumable(run_dir: Path, run: RunSettings) -> None:
@@ -184,6 +197,8 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
     check_value(I2VSettings, "frames", run.frames)
     check_value(VFISettings, "times", run.times)
+    if run.fps is not None and not run.fps > 0:
+        raise ValueError(f"fps must be positive, got {run.fps}")
     for stage, cls in (("t2i", T2ISettings), ("i2v", I2VSettings), ("v2v", V2VSettings)):
         for f in dataclasses.fields(RunSettings):
             if f.name.startswith(stage + "_"):
@@ -309,6 +324,8 @@ class MagicVideoPipeline:
             lock: RunLock | None = None) -> PipelineOutput:
         """Run (or with `resume`, finish) `run` in `run_dir`, holding the folder's lock throughout
         (`lock`: one taken already, as the CLI does before loading models; released here)."""
+        if run.fps and run.key_fps is None:  # what the resume check counts VFI's frames with
+            run = dataclasses.replace(run, key_fps=self.i2v.settings.fps)
         kept = run_dir / FILES["t2i"]
         if resume and run.image and kept.is_file():
             # the copy the run made of its --image, not the outside file, which may be gone or changed
@@ -392,11 +409,13 @@ class MagicVideoPipeline:
             return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
                             strength=run.v2v_strength, size=run.v2v_size, progress=progress,
                             context_length=run.context_length, context_stride=run.context_stride).frames[0]
-        return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress).frames
+        return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress, rate=vfi_rate(run)).frames
 
     def _fps(self, name: str, run: RunSettings) -> float:
         fps = self.i2v.settings.fps  # the keyframes' rate: the clips the motion module learnt from
-        return fps * run.times if name == "vfi" else fps
+        if name == "vfi":
+            return run.fps or fps * run.times
+        return fps
 
     def _write(self, name: str, frames: torch.Tensor, run_dir: Path, run: RunSettings) -> Path:
         path = run_dir / FILES[name]

@@ -198,9 +198,10 @@ class FrameInterpolator:
             yield previous
 
     def __call__(self, video: torch.Tensor, times: int | None = None, batch_size: int | None = None,
-                 progress: bool = False) -> VFIOutput:
+                 progress: bool = False, rate: float | Fraction | None = None) -> VFIOutput:
         """video (B, 3, F, H, W) or (3, F, H, W) in [0, 1] -> (B, 3, (F - 1) * times + 1, H, W);
-        times and batch_size default to the stage's settings."""
+        times and batch_size default to the stage's settings. `rate`: output frames per input
+        frame instead of `times`, any positive number (`output_frames` says how many)."""
         # 1. Check inputs
         single = video.ndim == 4
         video = video.unsqueeze(0) if single else video
@@ -209,7 +210,7 @@ class FrameInterpolator:
         s = self.settings.merged(times=times, batch_size=batch_size)  # checked before any work
         # 2. Each clip streamed through, gaps in batches
         clips = [torch.stack(list(self.stream(tqdm(clip.unbind(1), desc=f"interpolate ({self.method})",
-                                                   disable=not progress), s.times, s.batch_size)), 1)
+                                                   disable=not progress), s.times, s.batch_size, rate)), 1)
                  for clip in video]
         out = torch.stack(clips).to(video.dtype)
         return VFIOutput(out[0] if single else out)
