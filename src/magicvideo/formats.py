@@ -5,6 +5,11 @@ and always with a local config (never a hub call).
   (`mm_sd_v15_v2.ckpt`, `v3_sd15_mm.ckpt`, or a .safetensors of the same keys). diffusers'
   `MotionAdapter.from_single_file` converts it; the config it needs is read off the file's own
   tensors (`motion_adapter_config`), so nothing is fetched.
+- SD1.5 checkpoints and ControlNets in one original-format file (the A1111 / civitai format,
+  `control_v11*.pth`): diffusers' `from_single_file`, with a diffusers folder's configs and
+  tokenizer for the checkpoint (a single file holds neither) and a config built from the base
+  UNet's for the ControlNet.
+- IP-Adapter (`ip-adapter_sd15.safetensors`): converted to stage 2's appearance branch.
 - LoRAs: kohya / A1111 files (`lora_unet_...`, `lora_te_...`) and diffusers / peft ones
   (`unet.` / `text_encoder.` keys), read by diffusers' `load_lora_weights`, which converts the
   former, and fused into the weights at the scale given (`FILE:SCALE`), so a LoRA costs nothing
