@@ -237,3 +237,21 @@ def test_the_safety_checker_is_off_unless_asked_and_says_what_it_blacks_out(tmp_
     on = DiffusersTextToImage.from_pretrained(tmp_path / "with_checker", safety_checker=True)
     out = on("a red ball", steps=1, size=32)
     assert out.flagged == (True,) and out.images.abs().max() == 0  # blacked, and said so
+
+
+def test_an_ip_adapter_bin_of_nested_dicts_reads_as_its_safetensors(sd, tmp_path):
+    from safetensors.torch import load_file
+
+    from magicvideo.formats import ip_adapter_appearance
+    from magicvideo.models.appearance import BRANCH_FILE
+    from tiny_components import ip_adapter_weights
+
+    flat = ip_adapter_weights(sd.unet)
+    nested = {part: {k.removeprefix(part + "."): v for k, v in flat.items() if k.startswith(part + ".")}
+              for part in ("image_proj", "ip_adapter")}
+    torch.save(nested, tmp_path / "ip-adapter_sd15.bin")
+    save_file(flat, tmp_path / "ip-adapter_sd15.safetensors")
+    a = ip_adapter_appearance(tmp_path / "ip-adapter_sd15.bin", dict(sd.unet.config), tmp_path / "a")
+    b = ip_adapter_appearance(tmp_path / "ip-adapter_sd15.safetensors", dict(sd.unet.config), tmp_path / "b")
+    mine, theirs = load_file(a / BRANCH_FILE), load_file(b / BRANCH_FILE)
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)

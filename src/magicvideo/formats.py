@@ -20,6 +20,7 @@ Only tensors are read: safetensors, or `torch.load(weights_only=True)` for .ckpt
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -35,8 +36,10 @@ SINGLE_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 def read_tensors(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """A checkpoint file's tensors: safetensors, else a torch pickle read with weights_only (no
-    code runs); a Lightning-style {"state_dict": ...} wrapper is opened. `mmap`: a pickle's
-    tensors are mapped, not read (to look at names and dtypes); safetensors are read when used."""
+    code runs); a Lightning-style {"state_dict": ...} wrapper is opened, and one level of nested
+    dicts (IP-Adapter's .bin: {"image_proj": {...}, "ip_adapter": {...}}) is flattened to dotted
+    names, as its .safetensors has them. `mmap`: a pickle's tensors are mapped, not read (to look
+    at names and dtypes)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
@@ -52,6 +55,11 @@ def read_tensors(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch
         raise WeightsError(f"{path}: not a tensors-only checkpoint ({' '.join(str(err).split()[:12])})") from err
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if isinstance(state, dict):
+        flat = {}
+        for key, value in state.items():
+            flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+        state = flat
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: not a state dict of tensors")
     return state
@@ -169,8 +177,6 @@ def load_controlnet(path: str | os.PathLike, unet_config: dict, torch_dtype: tor
 
 def _save_config(cls, config, folder: str) -> None:
     """Write `config` as the config.json of `cls` in `folder` (what from_single_file reads)."""
-    import json
-
     (Path(folder) / "config.json").write_text(json.dumps({"_class_name": cls.__name__, **dict(config)}))
 
 
@@ -220,7 +226,8 @@ def fuse_loras(host, loras: list[LoraFile] | tuple[LoraFile, ...]) -> None:
 
     for i, lora in enumerate(loras):
         lora.check()
-        state, _ = StableDiffusionPipeline.lora_state_dict(str(lora.path))
+        raw = read_tensors(lora.path)  # read once; diffusers' converters pop from what they are given
+        state, _ = StableDiffusionPipeline.lora_state_dict(dict(raw))
         wanted = {part: _layer_count(state, part) for part in ("unet", "text_encoder")}
         if not any(wanted.values()):
             raise WeightsError(f"{lora.path}: no LoRA weights for a UNet or text encoder in it")
@@ -228,7 +235,7 @@ def fuse_loras(host, loras: list[LoraFile] | tuple[LoraFile, ...]) -> None:
             raise WeightsError(f"{lora.path} updates a CLIP text encoder, which this stage does not have")
         name = f"lora_{i}"
         try:
-            host.load_lora_weights(str(lora.path), adapter_name=name)
+            host.load_lora_weights(dict(raw), adapter_name=name)
         except (ValueError, RuntimeError, KeyError) as err:  # peft: no target module, or a shape that differs
             why = " ".join(str(err).split())[:200]
             raise WeightsError(f"{lora.path} does not fit this stage's UNet: {why}") from err
@@ -264,17 +271,6 @@ def lora_host(unet, text_encoder=None):
 
 
 # ------------------------------------------------------------------ IP-Adapter
-def _nested(state: dict) -> dict[str, torch.Tensor]:
-    """IP-Adapter's .bin holds {"image_proj": {...}, "ip_adapter": {...}}; its .safetensors the same, flat."""
-    flat = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str | os.PathLike) -> Path:
     """IP-Adapter's `ip-adapter_sd15.safetensors` (or .bin) as stage 2's appearance/ folder: its
     image projection is our AppearanceProjection (a linear layer to N tokens, then LayerNorm),
@@ -289,7 +285,7 @@ def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str |
     from magicvideo.models.appearance import BRANCH_FILE, AppearanceProjection
 
     path, out = Path(path), Path(out)
-    state = _nested(read_tensors(path) if path.suffix == ".safetensors" else _read_nested(path))
+    state = read_tensors(path)
     if any(k.startswith("image_proj.") and ("latents" in k or "proj_in" in k) for k in state):
         raise WeightsError(f"{path} is an IP-Adapter Plus (a Resampler over the image encoder's hidden states); "
                            "only the plain IP-Adapter (ip-adapter_sd15) is read")
@@ -319,10 +315,3 @@ def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str |
     projection.to(weight.dtype).save_pretrained(out)
     save_file(branch, out / BRANCH_FILE)
     return out
-
-
-def _read_nested(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(f"{path}: not a tensors-only checkpoint ({' '.join(str(err).split()[:12])})") from err

@@ -169,7 +169,7 @@ def vfi_rate(run: RunSettings) -> Fraction | None:
     """Interpolation's output frames per keyframe for a run with `fps` (None: `times` decides)."""
     if not run.fps:
         return None
-    return Fraction(run.fps).limit_denominator(100_000) / Fraction(run.key_fps).limit_denominator(100_000)
+    return Fraction(run.fps) / Fraction(run.key_fps)  # (made exact by output_frames and the interpolator)
 
 
 def check_resumable(run_dir: Path, run: RunSettings) -> None:

@@ -64,8 +64,6 @@ def run_i2v(args: argparse.Namespace) -> None:
         args.prompt = schedule.prompts[0]
     check_prompt_and_video(args)
     values = check_flags(args, I2VSettings, I2V_FLAGS)
-    if schedule is not None:
-        schedule.check(values.get("frames") or I2VSettings().frames)
     if args.motion_guidance and args.still_prompt is None:
         raise ValueError("--motion-guidance contrasts the prompt with its still version: give --still-prompt, the "
                          "same words with the motion said as none (e.g. 'a dog stands on a lawn')")
