@@ -138,6 +138,10 @@ def _cli(*args):
     ([PROMPT, "--seed", str(2**64)], "2^63"),
     ([PROMPT, "--seed", "-1"], "2^63"),
     ([PROMPT, "--out", "FILE"], "is a file"),
+    ([PROMPT, "--frames", "4", "--seconds", "1"], "give --frames or --seconds, not both"),
+    ([PROMPT, "--fps", "30", "--times", "2"], "give --fps or --times, not both"),
+    ([PROMPT, "--seconds", "0"], "--seconds must be in (0, 1000]"),
+    ([PROMPT, "--times", "0"], "--times"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "broken.png").write_bytes(b"not an image")
@@ -285,3 +289,23 @@ def test_a_final_rate_makes_the_frames_it_needs_and_resumes(pipe, tmp_path):
     assert pipe.run(run, tmp_path / "run", progress=False, resume=True).frames.shape == (3, 6, 64, 64)
     with pytest.raises(ValueError, match="fps must be positive"):
         pipe(PROMPT, out=tmp_path / "bad", frames=3, fps=0, progress=False)
+
+
+def test_keyframes_come_from_the_stage_or_the_length(pipe, tmp_path):
+    """No frames given: stage 2's own count (what its stage.json says), not a default of the caller's;
+    seconds: that length at the keyframes' rate, recorded so the run resumes with the same count."""
+    import dataclasses
+
+    own = pipe.i2v.settings
+    pipe.i2v.settings = dataclasses.replace(own, frames=3)
+    try:
+        out = pipe(PROMPT, out=tmp_path / "own", stages=("t2i", "i2v"), progress=False)
+        assert out.frames.shape[1] == 3 and read_run(tmp_path / "own").frames == 3
+    finally:
+        pipe.i2v.settings = own
+    out = pipe(PROMPT, out=tmp_path / "len", stages=("t2i", "i2v"), seconds=0.25, progress=False)
+    run = read_run(tmp_path / "len")
+    assert out.frames.shape[1] == 3 and (run.frames, run.seconds, run.key_fps) == (3, 0.25, 8.0)  # 0.25 s x 8 + 1
+    assert pipe.run(run, tmp_path / "len", progress=False, resume=True).frames.shape[1] == 3
+    with pytest.raises(ValueError, match="not both"):
+        pipe(PROMPT, out=tmp_path / "both", frames=5, seconds=0.25, progress=False)

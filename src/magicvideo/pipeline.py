@@ -56,7 +56,8 @@ class RunSettings:
     dtype: str = "fp32"
     image: str | None = None  # a reference image to animate instead of stage 1's
     stages: tuple[str, ...] = STAGES
-    frames: int = 16  # keyframes
+    frames: int | None = None  # keyframes (None: from seconds, else stage 2's own setting)
+    seconds: float | None = None  # the video's length instead: keyframes = seconds x their rate + 1
     prompt_schedule: str | None = None  # prompt travel for stages 2-3, "0: ... | 24: ..." (travel.py)
     context_length: int | None = None  # stages 2-3's context windows (None: each stage's own setting)
     context_stride: int | None = None
@@ -195,7 +196,10 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     stages = check_stages(run.stages, run.image)
     check_seed(run.seed)
     # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
-    check_value(I2VSettings, "frames", run.frames)
+    if run.frames is not None:
+        check_value(I2VSettings, "frames", run.frames)
+    if run.seconds is not None and not run.seconds > 0:
+        raise ValueError(f"seconds must be positive, got {run.seconds}")
     check_value(VFISettings, "times", run.times)
     if run.fps is not None and not run.fps > 0:
         raise ValueError(f"fps must be positive, got {run.fps}")
@@ -296,6 +300,21 @@ class MagicVideoPipeline:
             raise
         return pipe.run(run, Path(run_dir), progress=progress, resume=True, lock=lock)
 
+    def resolved(self, run: RunSettings) -> RunSettings:
+        """`run` with what the stages decide made explicit, so the manifest records it and a resume
+        counts frames without them: the keyframes (from `seconds` at the keyframes' rate, else stage
+        2's own count) and, where a rate or length is asked for, the keyframes' rate."""
+        if (run.fps or run.seconds) and run.key_fps is None:
+            run = dataclasses.replace(run, key_fps=self.i2v.settings.fps)
+        frames = run.frames or self.i2v.settings.frames
+        if run.seconds is not None:
+            check_settings(run, self.i2v.size_multiple())  # a bad length fails in its own words
+            frames = round(run.seconds * run.key_fps) + 1
+            if run.frames is not None and run.frames != frames:  # (a resumed run has both, and they agree)
+                raise ValueError(f"give frames or seconds, not both ({run.seconds:g} s at {run.key_fps:g} fps "
+                                 f"are {frames} keyframes)")
+        return dataclasses.replace(run, frames=frames)
+
     def check(self, run: RunSettings) -> tuple[tuple[str, ...], torch.Tensor | None]:
         """Everything that can be wrong with a run, before any stage runs."""
         if is_blank(run.prompt):
@@ -324,8 +343,7 @@ class MagicVideoPipeline:
             lock: RunLock | None = None) -> PipelineOutput:
         """Run (or with `resume`, finish) `run` in `run_dir`, holding the folder's lock throughout
         (`lock`: one taken already, as the CLI does before loading models; released here)."""
-        if run.fps and run.key_fps is None:  # what the resume check counts VFI's frames with
-            run = dataclasses.replace(run, key_fps=self.i2v.settings.fps)
+        run = self.resolved(run)
         kept = run_dir / FILES["t2i"]
         if resume and run.image and kept.is_file():
             # the copy the run made of its --image, not the outside file, which may be gone or changed

@@ -8,11 +8,12 @@ from magicvideo.cli.common import add_lora, add_placement, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
-from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, add_flags, check_flags, check_value
+from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, add_flags, check_flags, check_value
 from magicvideo.text import is_blank
 
 # generate's flags that decide a run (a resumed run keeps its manifest's; where to run it may change)
-RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "seconds", "fps", "times", "t2i_steps", "t2i_guidance",
+             "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
              "flavour", "lora", "context_length", "context_stride", "prompt_schedule")
 
@@ -55,13 +56,14 @@ def run_generate(args: argparse.Namespace) -> None:
             from magicvideo.travel import PromptSchedule
 
             schedule = PromptSchedule.parse(args.prompt_schedule)
-            schedule.check(args.frames)
+            if args.frames is not None:  # (else the count is stage 2's or the length's, checked once known)
+                schedule.check(args.frames)
             args.prompt = args.prompt if args.prompt is not None else schedule.prompts[0]
         if args.prompt is None or is_blank(args.prompt):
             raise PromptError("the prompt is empty")
         for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
             check_flags(args, cls, names, prefix)
-        check_value(I2VSettings, "frames", args.frames, "--frames")
+        length = check_length(args)
         context = check_flags(args, I2VSettings, CONTEXT_FLAGS)
         default = STAGES[1:] if args.image else STAGES
         stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
@@ -71,14 +73,14 @@ def run_generate(args: argparse.Namespace) -> None:
         if args.image:
             read_image(args.image)  # an unreadable image fails before any model loads
         files = loras(args)
-        settings = {k: getattr(args, k) for k in ("frames", "t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+        settings = {k: getattr(args, k) for k in ("t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
                                                   "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
                                                   "gif", "flavour")}
         where = placement(args)
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                           dtype=where.dtype, image=args.image, stages=stages, loras=tuple(map(str, files)),
-                          prompt_schedule=args.prompt_schedule, **context, **settings)
+                          prompt_schedule=args.prompt_schedule, **length, **context, **settings)
         check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
         try:
@@ -90,6 +92,23 @@ def run_generate(args: argparse.Namespace) -> None:
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
+
+
+def check_length(args: argparse.Namespace) -> dict:
+    """The run's length and rate flags, checked in their own words: keyframes or seconds, and the
+    final rate or interpolation's factor, one of each pair at most."""
+    for a, b in (("frames", "seconds"), ("fps", "times")):
+        if getattr(args, a) is not None and getattr(args, b) is not None:
+            raise ValueError(f"give --{a} or --{b}, not both")
+    if args.frames is not None:
+        check_value(I2VSettings, "frames", args.frames, "--frames")
+    if args.times is not None:
+        check_value(VFISettings, "times", args.times, "--times")
+    for name in ("seconds", "fps"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= 1000:
+            raise ValueError(f"--{name} must be in (0, 1000], got {value:g}")
+    return {k: getattr(args, k) for k in ("frames", "seconds", "fps", "times") if getattr(args, k) is not None}
 
 
 def add_parsers(sub) -> None:
@@ -105,8 +124,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
                    "(default: t2i,i2v,v2v,vfi)")
-    p.add_argument("--frames", type=int, default=16, help="keyframes (default 16: 46 frames after interpolation; "
-                   "beyond the motion modules' length, in context windows)")
+    p.add_argument("--frames", type=int, help="keyframes (default: stage 2's, 16 on both presets: 46 frames "
+                   "after interpolation; beyond the motion modules' length, in context windows)")
+    p.add_argument("--seconds", type=float, help="the video's length instead of --frames: keyframes = seconds x "
+                   "their rate (stage 2's, 8 fps) + 1")
+    p.add_argument("--fps", type=float, help="the final video's rate, any (interpolation makes the frames it "
+                   "needs; the length is kept); instead of --times")
+    p.add_argument("--times", type=int, help="interpolation's factor: times - 1 new frames in every gap "
+                   "(default 3: 8 fps keyframes become 24 fps)")
     add_flags(p, I2VSettings, CONTEXT_FLAGS, what="stages 2 and 3's")
     for prefix, cls, names, what in STAGE_FLAGS:
         add_flags(p, cls, names, prefix=prefix, what=what)
