@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from magicvideo.media import MediaError, load_frames, read_video, write_image, write_video
+from magicvideo.media import MediaError, fit_square, load_frames, read_video, write_image, write_video
 from magicvideo.world import render_clip
 
 
@@ -102,3 +102,17 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path):
         with pytest.raises(MediaError, match=message) as err:
             load_frames(path)
         assert "\n" not in str(err.value)
+
+
+def test_fit_square_crops_pads_or_leaves_the_image():
+    image = torch.rand(3, 40, 64)
+    crop = fit_square(image, "crop")
+    assert crop.shape == (3, 40, 40) and torch.equal(crop, image[:, :, 12:52])  # the centre square
+    pad = fit_square(image, "pad")
+    assert pad.shape == (3, 64, 64) and torch.equal(pad[:, 12:52], image)
+    assert pad[:, :12].abs().sum() == 0 and pad[:, 52:].abs().sum() == 0  # black bars above and below
+    assert fit_square(image, "stretch") is image
+    square = torch.rand(3, 32, 32)
+    assert all(torch.equal(fit_square(square, fit), square) for fit in ("crop", "pad", "stretch"))
+    with pytest.raises(ValueError, match="fit must be one of crop, pad, stretch"):
+        fit_square(image, "squash")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import ControlNetModel, MotionAdapter
 
-from magicvideo.media import read_video, write_image
+from magicvideo.media import read_image, read_video, write_image
 from magicvideo.pipeline import MagicVideoPipeline, RunSettings, check_stages, read_run
 from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo
@@ -87,6 +87,10 @@ def test_stop_early_and_animate_a_given_image(pipe, tmp_path):
     out = pipe(PROMPT, image=tmp_path / "mine.png", out=tmp_path / "mine", frames=2, progress=False)
     manifest = json.loads((tmp_path / "mine" / "manifest.json").read_text())
     assert "t2i" not in manifest["stages"] and (tmp_path / "mine" / "final.mp4").is_file()
+    write_image(tmp_path / "wide.png", torch.rand(3, 48, 80))  # not square: cropped, not squashed
+    pipe(PROMPT, image=tmp_path / "wide.png", out=tmp_path / "wide", stages=("i2v",), frames=2, progress=False)
+    kept = read_image(tmp_path / "wide" / "reference.png")
+    assert torch.equal(kept, read_image(tmp_path / "wide.png")[:, :, 16:64])
 
 
 @pytest.mark.parametrize("stages, image, message", [

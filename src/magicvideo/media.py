@@ -232,6 +232,29 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
+FITS = ("crop", "pad", "stretch")  # how a non-square image becomes a square one: fit_square
+
+
+def fit_square(image: torch.Tensor, fit: str = "crop") -> torch.Tensor:
+    """A (3, H, W) image made square for the square stages: `crop` keeps its centre square (the
+    shorter side), `pad` letterboxes it on black (the longer side), `stretch` leaves it to be
+    resized out of shape. A square image comes back as it is."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    h, w = image.shape[-2:]
+    if h == w or fit == "stretch":
+        return image
+    if fit == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return image[..., top : top + side, left : left + side].clone()
+    side = max(h, w)
+    out = image.new_zeros((*image.shape[:-2], side, side))
+    top, left = (side - h) // 2, (side - w) // 2
+    out[..., top : top + h, left : left + w] = image
+    return out
+
+
 def write_image(path: str | os.PathLike, image: torch.Tensor) -> Path:
     """Write a (3, H, W) image in [0, 1] (png, or whatever the suffix says)."""
     if image.ndim != 3 or image.shape[0] != 3:

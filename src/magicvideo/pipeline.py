@@ -32,7 +32,7 @@ from magicvideo.diffusion.schedule import check_seed
 from magicvideo.errors import PromptError
 from magicvideo.formats import LoraFile
 from magicvideo.latent import vae_factor
-from magicvideo.media import atomic_path, read_image, write_image, write_video
+from magicvideo.media import FITS, atomic_path, fit_square, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
 from magicvideo.stages.vfi import output_frames
@@ -55,6 +55,7 @@ class RunSettings:
     weights: str | None = None  # tiny: a folder of any of t2i/ i2v/ v2v/ vfi/; sd15: the layout's folder
     dtype: str = "fp32"
     image: str | None = None  # a reference image to animate instead of stage 1's
+    fit: str = "crop"  # how a non-square image is made square (media.fit_square): crop, pad or stretch
     stages: tuple[str, ...] = STAGES
     frames: int | None = None  # keyframes (None: from seconds, else stage 2's own setting)
     seconds: float | None = None  # the video's length instead: keyframes = seconds x their rate + 1
@@ -195,6 +196,8 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     UNet, `size_multiple`); returns the stages to run."""
     stages = check_stages(run.stages, run.image)
     check_seed(run.seed)
+    if run.fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {run.fit!r}")
     # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
     if run.frames is not None:
         check_value(I2VSettings, "frames", run.frames)
@@ -337,7 +340,7 @@ class MagicVideoPipeline:
         v2v_size = run.v2v_size or self.v2v.settings.size
         if "v2v" in stages and v2v_size < i2v_size:
             raise ValueError(f"v2v size {v2v_size} is below the i2v size {i2v_size}")
-        return stages, read_image(run.image) if run.image else None
+        return stages, fit_square(read_image(run.image), run.fit) if run.image else None
 
     def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False,
             lock: RunLock | None = None) -> PipelineOutput:

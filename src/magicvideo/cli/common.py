@@ -51,3 +51,26 @@ def loras(args: argparse.Namespace) -> list:
     for lora in files:
         lora.check()
     return files
+
+
+def add_fit(p: argparse.ArgumentParser) -> None:
+    from magicvideo.media import FITS
+
+    p.add_argument("--fit", choices=FITS, default="crop", help="how a non-square reference image becomes the "
+                   "stages' square: crop (its centre square; default), pad (letterboxed on black) or stretch")
+
+
+def fitted_image(args: argparse.Namespace):
+    """The --image, read (an unreadable file fails here, before any model loads) and made square by
+    --fit, saying so when that changed it."""
+    import sys
+
+    from magicvideo.media import fit_square, read_image
+
+    image = read_image(args.image)
+    h, w = image.shape[-2:]
+    if h != w:
+        done = {"crop": "cropped to its centre square", "pad": "padded to a square on black",
+                "stretch": "stretched to a square"}[args.fit]
+        print(f"note: the reference image is {w}x{h}; {done} (--fit)", file=sys.stderr)
+    return fit_square(image, args.fit)

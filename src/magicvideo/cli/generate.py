@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from magicvideo.cli.common import add_lora, add_placement, loras, placement
+from magicvideo.cli.common import add_fit, add_lora, add_placement, fitted_image, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -15,7 +15,7 @@ from magicvideo.text import is_blank
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "seconds", "fps", "times", "t2i_steps", "t2i_guidance",
              "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour", "lora", "context_length", "context_stride", "prompt_schedule")
+             "flavour", "lora", "context_length", "context_stride", "prompt_schedule", "fit")
 
 CONTEXT_FLAGS = ("context_length", "context_stride")  # one clip length: stages 2 and 3 share them
 
@@ -28,7 +28,6 @@ STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's")
 def run_generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from magicvideo.media import read_image
     from magicvideo.pipeline import (
         STAGES,
         MagicVideoPipeline,
@@ -71,7 +70,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
         if args.image:
-            read_image(args.image)  # an unreadable image fails before any model loads
+            fitted_image(args)  # an unreadable image fails before any model loads
         files = loras(args)
         settings = {k: getattr(args, k) for k in ("t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
                                                   "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
@@ -79,7 +78,8 @@ def run_generate(args: argparse.Namespace) -> None:
         where = placement(args)
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
-                          dtype=where.dtype, image=args.image, stages=stages, loras=tuple(map(str, files)),
+                          dtype=where.dtype, image=args.image, fit=args.fit, stages=stages,
+                          loras=tuple(map(str, files)),
                           prompt_schedule=args.prompt_schedule, **length, **context, **settings)
         check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
@@ -122,6 +122,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; its finished stages are kept")
     p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
+    add_fit(p)
     p.add_argument("--stages", help="comma-separated stages to run, in order, e.g. t2i,i2v to stop early "
                    "(default: t2i,i2v,v2v,vfi)")
     p.add_argument("--frames", type=int, help="keyframes (default: stage 2's, 16 on both presets: 46 frames "

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from magicvideo.cli.common import add_lora, add_placement, check_size, loras, placement
+from magicvideo.cli.common import add_fit, add_lora, add_placement, check_size, fitted_image, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -52,7 +52,7 @@ def check_prompt_and_video(args: argparse.Namespace) -> None:
 
 
 def run_i2v(args: argparse.Namespace) -> None:
-    from magicvideo.media import read_image, write_video
+    from magicvideo.media import write_video
     from magicvideo.presets import load_i2v
     from magicvideo.travel import PromptSchedule
 
@@ -71,15 +71,12 @@ def run_i2v(args: argparse.Namespace) -> None:
         raise PromptError("the still prompt is empty")
     if args.negative_prompt is not None and is_blank(args.negative_prompt):
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
-    image = read_image(args.image)  # an unreadable image fails before any model loads
+    image = fitted_image(args)  # an unreadable image fails before any model loads
     check_size(args)
     stage = load_i2v(args.preset, args.weights, placement(args), loras(args))
     size = args.size or stage.settings.size
     if size % stage.size_multiple():
         raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
-    if image.shape[-2:] != (size, size):
-        print(f"note: the reference image is {image.shape[2]}x{image.shape[1]}; resized to {size}x{size}",
-              file=sys.stderr)
     frames = stage(schedule or args.prompt, image, seed=args.seed, progress=not args.quiet,
                    use_controlnet=not args.no_controlnet,
                    negative_prompt=args.negative_prompt, still_prompt=args.still_prompt,
@@ -177,6 +174,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt-schedule", metavar="SCHEDULE", help="prompt travel instead of one prompt: "
                    "'0: a red star moving left | 12: a red star spinning' (or a .json file of frame: prompt)")
     p.add_argument("--image", required=True, help="reference image (resized to the stage's size, 64x64 for tiny)")
+    add_fit(p)
     p.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     p.add_argument("--seed", type=int, default=0)
     add_flags(p, I2VSettings, I2V_FLAGS)
