@@ -133,7 +133,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, me
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.png").exists()
 
 
-def test_cli_writes_keyframes_and_says_it_resized(text, tmp_path, capsys):
+def test_cli_writes_keyframes_and_says_how_it_fitted_the_image(text, tmp_path, capsys):
     from magicvideo.media import read_video, write_image
 
     tiny_i2v(text).save_pretrained(tmp_path / "i2v")
@@ -141,9 +141,14 @@ def test_cli_writes_keyframes_and_says_it_resized(text, tmp_path, capsys):
     assert _cli("i2v", "a yellow square sliding right", "--image", str(tmp_path / "ref.png"), "-o",
                 str(tmp_path / "k.mp4"), "--frames", "4", "--weights", str(tmp_path / "i2v"), "--quiet") == 0
     out = capsys.readouterr()
-    assert "resized to 32x32" in out.err and "4 keyframes" in out.out
+    assert "is 40x50; cropped to a square (--fit)" in out.err and "4 keyframes at 32x32" in out.out
     video, fps = read_video(tmp_path / "k.mp4")
     assert video.shape == (3, 4, 32, 32) and fps == 8
+    assert _cli("i2v", "a yellow square sliding right", "--image", str(tmp_path / "ref.png"), "-o",
+                str(tmp_path / "w.mp4"), "--frames", "2", "--width", "64", "--height", "32", "--fit", "pad",
+                "--weights", str(tmp_path / "i2v"), "--quiet") == 0
+    assert "padded on black to the frames' 64:32" in capsys.readouterr().err
+    assert read_video(tmp_path / "w.mp4")[0].shape == (3, 2, 32, 64)
 
 
 def test_full_size_layout_with_clip_text_and_image_encoders_round_trips(tmp_path):

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from magicvideo.media import MediaError, fit_square, load_frames, read_video, write_image, write_video
+from magicvideo.media import MediaError, fit_shape, load_frames, read_video, write_image, write_video
 from magicvideo.world import render_clip
 
 
@@ -104,15 +104,17 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path):
         assert "\n" not in str(err.value)
 
 
-def test_fit_square_crops_pads_or_leaves_the_image():
+def test_fit_shape_crops_pads_or_leaves_the_image():
     image = torch.rand(3, 40, 64)
-    crop = fit_square(image, "crop")
+    crop = fit_shape(image, 32, 32, "crop")
     assert crop.shape == (3, 40, 40) and torch.equal(crop, image[:, :, 12:52])  # the centre square
-    pad = fit_square(image, "pad")
+    pad = fit_shape(image, 32, 32, "pad")
     assert pad.shape == (3, 64, 64) and torch.equal(pad[:, 12:52], image)
     assert pad[:, :12].abs().sum() == 0 and pad[:, 52:].abs().sum() == 0  # black bars above and below
-    assert fit_square(image, "stretch") is image
-    square = torch.rand(3, 32, 32)
-    assert all(torch.equal(fit_square(square, fit), square) for fit in ("crop", "pad", "stretch"))
+    assert fit_shape(image, 32, 32, "stretch") is image
+    assert torch.equal(fit_shape(image, 20, 32, "crop"), image)  # already the frame's aspect
+    tall = fit_shape(image, 64, 32, "crop")  # a 1:2 frame from a wide image: its centre 20 x 40
+    assert tall.shape == (3, 40, 20) and torch.equal(tall, image[:, :, 22:42])
+    assert fit_shape(image, 16, 64, "pad").shape == (3, 40, 160)
     with pytest.raises(ValueError, match="fit must be one of crop, pad, stretch"):
-        fit_square(image, "squash")
+        fit_shape(image, 32, 32, "squash")

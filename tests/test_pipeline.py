@@ -146,6 +146,7 @@ def _cli(*args):
     ([PROMPT, "--fps", "30", "--times", "2"], "give --fps or --times, not both"),
     ([PROMPT, "--seconds", "0"], "--seconds must be in (0, 1000]"),
     ([PROMPT, "--times", "0"], "--times"),
+    ([PROMPT, "--width", "64"], "--width and --height together"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "broken.png").write_bytes(b"not an image")
@@ -313,3 +314,20 @@ def test_keyframes_come_from_the_stage_or_the_length(pipe, tmp_path):
     assert pipe.run(run, tmp_path / "len", progress=False, resume=True).frames.shape[1] == 3
     with pytest.raises(ValueError, match="not both"):
         pipe(PROMPT, out=tmp_path / "both", frames=5, seconds=0.25, progress=False)
+
+
+def test_a_wide_video_scales_every_stage_from_the_last(pipe, tmp_path):
+    """width x height is stage 3's frame; stages 1 and 2 keep their sides' ratio to it (here 64:32:64),
+    and a given reference is cropped to the keyframes' shape, not squashed."""
+    out = pipe(PROMPT, out=tmp_path / "wide", frames=2, width=128, height=64, progress=False)
+    assert out.frames.shape == (3, 4, 64, 128)
+    assert read_image(tmp_path / "wide" / "reference.png").shape == (3, 64, 128)
+    keys, _ = read_video(tmp_path / "wide" / "keyframes.mp4")
+    assert keys.shape == (3, 2, 32, 64)
+    write_image(tmp_path / "square.png", torch.rand(3, 64, 64))
+    pipe(PROMPT, image=tmp_path / "square.png", out=tmp_path / "mine", stages=("i2v",), frames=2, width=128,
+         height=64, progress=False)
+    kept = read_image(tmp_path / "mine" / "reference.png")
+    assert torch.equal(kept, read_image(tmp_path / "square.png")[:, 16:48])  # its centre 2:1 band
+    with pytest.raises(ValueError, match="multiple of"):
+        pipe(PROMPT, out=tmp_path / "odd", frames=2, width=120, height=64, progress=False)

@@ -142,6 +142,20 @@ def test_generate_runs_the_full_size_path_end_to_end_and_resumes(weights, tmp_pa
     assert (out / "final.mp4").read_bytes() == before
 
 
+def test_generate_makes_a_wide_video_at_full_size(weights, tmp_path):
+    """--width/--height: stage 3's frames that size, stages 1-2 at the folder's ratio of sides."""
+    from magicvideo.media import read_image, read_video
+
+    out = tmp_path / "wide"
+    assert _cli("generate", "a red ball", "--preset", "sd15", "--weights", str(weights), "--out", str(out),
+                "--frames", "2", "--width", "128", "--height", "64", "--t2i-steps", "1", "--i2v-steps", "1",
+                "--v2v-steps", "1", "--device", "cpu", "--quiet") == 0
+    keys, _ = read_video(out / "keyframes.mp4")
+    video, _ = read_video(out / "final.mp4")
+    assert read_image(out / "reference.png").shape == (3, 64, 128) and keys.shape[-2:] == (32, 64)  # 64:32:64
+    assert video.shape == (3, 4, 64, 128)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "sd15"], "needs --weights"),
     (["--preset", "sd15", "--weights", "{broken}"], "i2v/motion_adapter: missing"),

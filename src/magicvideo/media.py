@@ -232,25 +232,26 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
-FITS = ("crop", "pad", "stretch")  # how a non-square image becomes a square one: fit_square
+FITS = ("crop", "pad", "stretch")  # how an image takes the frames' shape: fit_shape
 
 
-def fit_square(image: torch.Tensor, fit: str = "crop") -> torch.Tensor:
-    """A (3, H, W) image made square for the square stages: `crop` keeps its centre square (the
-    shorter side), `pad` letterboxes it on black (the longer side), `stretch` leaves it to be
-    resized out of shape. A square image comes back as it is."""
+def fit_shape(image: torch.Tensor, height: int, width: int, fit: str = "crop") -> torch.Tensor:
+    """A (3, H, W) image given the aspect of a height x width frame, at its own resolution (the
+    stage resizes it): `crop` keeps its centre part of that aspect, `pad` letterboxes it on black,
+    `stretch` leaves it to be resized out of shape. An image of that aspect comes back as it is."""
     if fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
     h, w = image.shape[-2:]
-    if h == w or fit == "stretch":
+    if h * width == w * height or fit == "stretch":
         return image
+    wide = w * height > h * width  # wider than the frame: crop its sides, or pad above and below
     if fit == "crop":
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        return image[..., top : top + side, left : left + side].clone()
-    side = max(h, w)
-    out = image.new_zeros((*image.shape[:-2], side, side))
-    top, left = (side - h) // 2, (side - w) // 2
+        ch, cw = (h, round(h * width / height)) if wide else (round(w * height / width), w)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return image[..., top : top + ch, left : left + cw].clone()
+    ph, pw = (round(w * height / width), w) if wide else (h, round(h * width / height))
+    out = image.new_zeros((*image.shape[:-2], ph, pw))
+    top, left = (ph - h) // 2, (pw - w) // 2
     out[..., top : top + h, left : left + w] = image
     return out
 

@@ -32,7 +32,7 @@ from magicvideo.diffusion.schedule import check_seed
 from magicvideo.errors import PromptError
 from magicvideo.formats import LoraFile
 from magicvideo.latent import vae_factor
-from magicvideo.media import FITS, atomic_path, fit_square, read_image, write_image, write_video
+from magicvideo.media import FITS, atomic_path, fit_shape, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
 from magicvideo.stages.vfi import output_frames
@@ -71,6 +71,8 @@ class RunSettings:
     i2v_guidance: float | None = None
     v2v_steps: int | None = None
     v2v_strength: float | None = None
+    width: int | None = None  # the full-resolution frames' (stage 3's); stages 1-2 scale from it (frame_sizes)
+    height: int | None = None  # (both or neither; None: each stage's square size)
     t2i_size: int | None = None  # None: each stage's own size
     i2v_size: int | None = None
     v2v_size: int | None = None
@@ -198,6 +200,12 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     check_seed(run.seed)
     if run.fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {run.fit!r}")
+    if (run.width is None) != (run.height is None):
+        raise ValueError("give width and height together (or neither, for each stage's square size)")
+    for name in ("width", "height"):
+        value = getattr(run, name)
+        if value is not None and (value <= 0 or value % multiple):
+            raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value}")
     # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
     if run.frames is not None:
         check_value(I2VSettings, "frames", run.frames)
@@ -331,16 +339,19 @@ class MagicVideoPipeline:
             schedule.check(run.frames)
             self.text_encoder.check(schedule.prompts)
         stages = check_settings(run, self.i2v.size_multiple())
-        if run.t2i_size is not None and "t2i" in stages:
-            factor = vae_factor(self.t2i.pipeline.vae if hasattr(self.t2i, "pipeline") else self.t2i.vae)
-            if run.t2i_size % factor:
-                raise ValueError(f"t2i size must be a positive multiple of {factor} (its VAE's factor), "
-                                 f"got {run.t2i_size}")
-        i2v_size = run.i2v_size or self.i2v.settings.size
-        v2v_size = run.v2v_size or self.v2v.settings.size
-        if "v2v" in stages and v2v_size < i2v_size:
-            raise ValueError(f"v2v size {v2v_size} is below the i2v size {i2v_size}")
-        return stages, fit_square(read_image(run.image), run.fit) if run.image else None
+        sizes = self.frame_sizes(run)  # (sides that do not scale evenly fail here)
+        factor = vae_factor(self.t2i.pipeline.vae if hasattr(self.t2i, "pipeline") else self.t2i.vae)
+        if "t2i" in stages and any(side % factor for side in sizes["t2i"]):
+            raise ValueError(f"t2i size must be a positive multiple of {factor} (its VAE's factor), "
+                             f"got {'x'.join(map(str, sizes['t2i'][::-1]))}")
+        multiple = self.i2v.size_multiple()
+        for name in ("i2v", "v2v"):
+            if name in stages and any(side % multiple for side in sizes[name]):
+                raise ValueError(f"stage {name}'s frames would be {sizes[name][1]}x{sizes[name][0]}: its sides must "
+                                 f"be multiples of {multiple} for this UNet")
+        if "v2v" in stages and any(a < b for a, b in zip(sizes["v2v"], sizes["i2v"], strict=True)):
+            raise ValueError(f"v2v size {sizes['v2v'][0]} is below the i2v size {sizes['i2v'][0]}")
+        return stages, fit_shape(read_image(run.image), *sizes["i2v"], run.fit) if run.image else None
 
     def run(self, run: RunSettings, run_dir: Path, progress: bool = True, resume: bool = False,
             lock: RunLock | None = None) -> PipelineOutput:
@@ -415,20 +426,23 @@ class MagicVideoPipeline:
             from magicvideo.stages.t2i import DiffusersTextToImage
 
             prompt = run.prompt if isinstance(self.t2i, DiffusersTextToImage) else cond
-            out = self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, size=run.t2i_size,
-                           progress=progress)
+            height, width = self.frame_sizes(run)["t2i"]
+            out = self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, height=height,
+                           width=width, progress=progress)
             if any(out.flagged):
                 print("note: the stage-1 pipeline's safety checker flagged the reference and blacked it out",
                       file=sys.stderr)
             return out.images[0]
         reference = held["t2i"].float() / 255
         if name == "i2v":
+            height, width = self.frame_sizes(run)["i2v"]
             return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,
-                            guidance=run.i2v_guidance, size=run.i2v_size, progress=progress,
+                            guidance=run.i2v_guidance, height=height, width=width, progress=progress,
                             context_length=run.context_length, context_stride=run.context_stride).frames[0]
         if name == "v2v":
+            height, width = self.frame_sizes(run)["v2v"]
             return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
-                            strength=run.v2v_strength, size=run.v2v_size, progress=progress,
+                            strength=run.v2v_strength, height=height, width=width, progress=progress,
                             context_length=run.context_length, context_stride=run.context_stride).frames[0]
         return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress, rate=vfi_rate(run)).frames
 
@@ -444,13 +458,30 @@ class MagicVideoPipeline:
             return write_image(path, frames.float() / 255)
         return write_video(path, frames.float() / 255, self._fps(name, run), run.flavour)
 
+    def frame_sizes(self, run: RunSettings) -> dict[str, tuple[int, int]]:
+        """(height, width) of each stage's frames under `run` (interpolation's are stage 3's): each
+        stage's square size, or with `width` and `height`, stage 3's frames that size and stages
+        1-2's scaled from them by the ratio of their sides (sd15: keyframes at half, the reference
+        as large as them)."""
+        sides = {"t2i": run.t2i_size or self.t2i.settings.size, "i2v": run.i2v_size or self.i2v.settings.size,
+                 "v2v": run.v2v_size or self.v2v.settings.size}
+        if run.width is None:
+            sizes = {name: (side, side) for name, side in sides.items()}
+            return dict(sizes, vfi=sizes["v2v"])
+        sizes = {"v2v": (run.height, run.width)}
+        for name, over in (("i2v", "v2v"), ("t2i", "i2v")):
+            ratio = Fraction(sides[name], sides[over])
+            scaled = tuple(side * ratio for side in sizes[over])
+            if any(side.denominator != 1 for side in scaled):
+                raise ValueError(f"{run.width}x{run.height} scales to {float(scaled[1]):g}x{float(scaled[0]):g} at "
+                                 f"stage {name} (its side {sides[name]} to {sides[over]}): give sides that divide")
+            sizes[name] = tuple(int(side) for side in scaled)
+        return dict(sizes, vfi=sizes["v2v"])
+
     def _expected_shape(self, name: str, run: RunSettings) -> tuple[int, ...]:
         """The shape of a stage's uint8 output under this run's settings."""
-        if name == "t2i":
-            side = run.t2i_size or self.t2i.settings.size
-            return (3, side, side)
-        side = (run.i2v_size or self.i2v.settings.size) if name == "i2v" else (run.v2v_size or self.v2v.settings.size)
-        return (3, stage_frames(name, run), side, side)
+        size = self.frame_sizes(run)[name]
+        return (3, *size) if name == "t2i" else (3, stage_frames(name, run), *size)
 
     def _load_state(self, path: Path, name: str, run: RunSettings) -> torch.Tensor:
         frames = read_state(path, name)

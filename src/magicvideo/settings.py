@@ -45,11 +45,11 @@ class Rule:
 
 
 def setting(default: Any, help: str, low: float | None = None, high: float | None = None, open_high: bool = False,
-            choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
-    """A Settings field: its default, a help line, its range or choices, and (where the CLI's
-    flag is shorter than the field's name) the flag."""
+            choices: tuple[str, ...] | None = None, flag: str | None = None, kind: type | None = None) -> Any:
+    """A Settings field: its default, a help line, its range or choices, (where the CLI's flag is
+    shorter than the field's name) the flag, and (where the default is None) the value's type."""
     return field(default=default, metadata={"help": help, "rule": Rule(low, high, open_high), "choices": choices,
-                                            "flag": flag})
+                                            "flag": flag, "type": kind})
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:
@@ -111,7 +111,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, names: list[str] | tup
     loaded stage's value), or with `what` None, the field's own default."""
     for name in names:
         f = _field(cls, name)
-        kind = type(f.default)
+        kind = f.metadata.get("type") or type(f.default)
         if kind is bool:
             raise TypeError(f"{cls.__name__}.{name}: a yes/no setting needs a store_true flag, not add_flags")
         bounds = f.metadata["rule"].describe() if "rule" in f.metadata else ""
@@ -145,9 +145,22 @@ DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 
 
+def _side(name: str) -> Any:
+    # the frame's sides where they differ (a non-square video at full size); a function, as each
+    # sized stage has its own pair of fields
+    return setting(None, f"frame {name}, for a frame that is not square (default: size)", low=1, kind=int)
+
+
+def frame_size(settings: Any) -> tuple[int, int]:
+    """(height, width) of a sized stage's frames: its `height` and `width` where set, else `size`."""
+    return settings.height or settings.size, settings.width or settings.size
+
+
 @dataclass
 class T2ISettings(Settings):
     size: int = setting(128, "image side, a multiple of its VAE's factor", low=1)
+    width: int | None = _side("width")
+    height: int | None = _side("height")
     steps: int = setting(DEFAULT_STEPS, "sampler steps", low=1)
     guidance: float = setting(DEFAULT_GUIDANCE, "classifier-free guidance scale (1 or less: none, one UNet pass a "
                               "step)")
@@ -170,6 +183,8 @@ def _context_stride() -> Any:
 @dataclass
 class I2VSettings(Settings):
     size: int = setting(64, "keyframe side, a multiple of the stage's UNet and VAE", low=1)
+    width: int | None = _side("width")
+    height: int | None = _side("height")
     frames: int = setting(16, "keyframes (beyond the motion modules' length, in context windows)", low=1, high=1024)
     steps: int = setting(20, "sampler steps", low=1)
     guidance: float = setting(4.0, "classifier-free guidance scale on the text")
@@ -195,6 +210,8 @@ KERNELS = ("bicubic", "bilinear")  # how back-projection upsamples its error
 @dataclass
 class V2VSettings(Settings):
     size: int = setting(128, "output side, a multiple of the stage's UNet and VAE", low=1)
+    width: int | None = _side("width")
+    height: int | None = _side("height")
     steps: int = setting(20, "sampler steps of the full schedule", low=1)
     strength: float = setting(0.5, "how much of the denoising schedule runs from the upsampled input (0: "
                               "upsample, VAE and back-projection only)", low=0, high=1)

@@ -56,21 +56,21 @@ def loras(args: argparse.Namespace) -> list:
 def add_fit(p: argparse.ArgumentParser) -> None:
     from magicvideo.media import FITS
 
-    p.add_argument("--fit", choices=FITS, default="crop", help="how a non-square reference image becomes the "
-                   "stages' square: crop (its centre square; default), pad (letterboxed on black) or stretch")
+    p.add_argument("--fit", choices=FITS, default="crop", help="how a reference image of another shape than the "
+                   "frames takes theirs: crop (its centre part; default), pad (letterboxed on black) or stretch")
 
 
-def fitted_image(args: argparse.Namespace):
-    """The --image, read (an unreadable file fails here, before any model loads) and made square by
-    --fit, saying so when that changed it."""
+def fitted_image(args: argparse.Namespace, height: int = 1, width: int = 1):
+    """The --image, read (an unreadable file fails here, before any model loads) and given the
+    aspect of height x width frames (default square) by --fit, saying so when that changed it."""
     import sys
 
-    from magicvideo.media import fit_square, read_image
+    from magicvideo.media import fit_shape, read_image
 
     image = read_image(args.image)
     h, w = image.shape[-2:]
-    if h != w:
-        done = {"crop": "cropped to its centre square", "pad": "padded to a square on black",
-                "stretch": "stretched to a square"}[args.fit]
-        print(f"note: the reference image is {w}x{h}; {done} (--fit)", file=sys.stderr)
-    return fit_square(image, args.fit)
+    if h * width != w * height:
+        done = {"crop": "cropped to", "pad": "padded on black to", "stretch": "stretched to"}[args.fit]
+        shape = "a square" if height == width else f"the frames' {width}:{height}"
+        print(f"note: the reference image is {w}x{h}; {done} {shape} (--fit)", file=sys.stderr)
+    return fit_shape(image, height, width, args.fit)

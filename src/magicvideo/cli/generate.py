@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from magicvideo.cli.common import add_fit, add_lora, add_placement, fitted_image, loras, placement
 from magicvideo.errors import PromptError
@@ -15,7 +16,7 @@ from magicvideo.text import is_blank
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "seconds", "fps", "times", "t2i_steps", "t2i_guidance",
              "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour", "lora", "context_length", "context_stride", "prompt_schedule", "fit")
+             "flavour", "lora", "context_length", "context_stride", "prompt_schedule", "fit", "width", "height")
 
 CONTEXT_FLAGS = ("context_length", "context_stride")  # one clip length: stages 2 and 3 share them
 
@@ -69,12 +70,15 @@ def run_generate(args: argparse.Namespace) -> None:
         run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
-        if args.image:
-            fitted_image(args)  # an unreadable image fails before any model loads
+        if args.image:  # an unreadable image fails before any model loads
+            fitted_image(args, args.height or 1, args.width or 1)
+        if args.preset == "tiny" and args.width != args.height:
+            print("note: the tiny preset's world is square; its stages run on other shapes, but never learnt them",
+                  file=sys.stderr)
         files = loras(args)
         settings = {k: getattr(args, k) for k in ("t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
                                                   "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
-                                                  "gif", "flavour")}
+                                                  "gif", "flavour", "width", "height")}
         where = placement(args)
         weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
         run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
@@ -95,11 +99,13 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def check_length(args: argparse.Namespace) -> dict:
-    """The run's length and rate flags, checked in their own words: keyframes or seconds, and the
-    final rate or interpolation's factor, one of each pair at most."""
+    """The run's length, rate and shape flags, checked in their own words: keyframes or seconds,
+    the final rate or interpolation's factor (one of each pair at most), width and height together."""
     for a, b in (("frames", "seconds"), ("fps", "times")):
         if getattr(args, a) is not None and getattr(args, b) is not None:
             raise ValueError(f"give --{a} or --{b}, not both")
+    if (args.width is None) != (args.height is None):
+        raise ValueError("give --width and --height together (or neither, for each stage's square size)")
     if args.frames is not None:
         check_value(I2VSettings, "frames", args.frames, "--frames")
     if args.times is not None:
@@ -133,6 +139,9 @@ def add_parsers(sub) -> None:
                    "needs; the length is kept); instead of --times")
     p.add_argument("--times", type=int, help="interpolation's factor: times - 1 new frames in every gap "
                    "(default 3: 8 fps keyframes become 24 fps)")
+    p.add_argument("--width", type=int, help="the video's width, with --height (full size: multiples of 64 for "
+                   "sd15's keyframes at half); stages 1-2 keep the ratio of their sides (default: each stage's square)")
+    p.add_argument("--height", type=int, help="the video's height, with --width")
     add_flags(p, I2VSettings, CONTEXT_FLAGS, what="stages 2 and 3's")
     for prefix, cls, names, what in STAGE_FLAGS:
         add_flags(p, cls, names, prefix=prefix, what=what)

@@ -5,6 +5,7 @@ rules before any model loads."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,16 +13,26 @@ from magicvideo.cli.common import add_fit, add_lora, add_placement, check_size, 
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
-from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, add_flags, check_flags, check_value
+from magicvideo.settings import (
+    I2VSettings,
+    T2ISettings,
+    V2VSettings,
+    VFISettings,
+    add_flags,
+    check_flags,
+    check_value,
+    frame_size,
+)
 from magicvideo.stages.vfi import METHODS
 from magicvideo.text import is_blank
 
 # the settings each command takes as flags (named as the Settings fields, so the call takes them as given)
-T2I_FLAGS = ("steps", "guidance", "size")
+T2I_FLAGS = ("steps", "guidance", "size", "width", "height")
 I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", "appearance_scale",
-             "motion_text_scale", "motion_guidance", "controlnet_scale", "size", "context_length", "context_stride")
+             "motion_text_scale", "motion_guidance", "controlnet_scale", "size", "width", "height", "context_length",
+             "context_stride")
 V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
-             "hold_threshold", "context_length", "context_stride")
+             "width", "height", "hold_threshold", "context_length", "context_stride")
 VFI_FLAGS = ("times", "batch_size", "scene_cut")
 
 
@@ -39,6 +50,12 @@ def run_t2i(args: argparse.Namespace) -> None:
     if any(out.flagged):
         print("note: the pipeline's safety checker flagged the image and blacked it out", file=sys.stderr)
     print(f"wrote {write_image(args.output, out.images[0])}")
+
+
+def check_frame_flags(args: argparse.Namespace) -> None:
+    """--width and --height come together, beside --size or instead of it."""
+    if (args.width is None) != (args.height is None):
+        raise ValueError("give --width and --height together (or neither, for --size's square)")
 
 
 def check_prompt_and_video(args: argparse.Namespace) -> None:
@@ -71,19 +88,20 @@ def run_i2v(args: argparse.Namespace) -> None:
         raise PromptError("the still prompt is empty")
     if args.negative_prompt is not None and is_blank(args.negative_prompt):
         raise PromptError("the negative prompt is empty (leave --negative-prompt out for the default)")
-    image = fitted_image(args)  # an unreadable image fails before any model loads
+    check_frame_flags(args)
+    image = fitted_image(args, args.height or 1, args.width or 1)  # an unreadable image fails before models load
     check_size(args)
     stage = load_i2v(args.preset, args.weights, placement(args), loras(args))
-    size = args.size or stage.settings.size
-    if size % stage.size_multiple():
-        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
+    values.setdefault("size", args.size or stage.settings.size)
+    height, width = frame_size(dataclasses.replace(stage.settings, **values))
+    stage.check_frame(height, width)
     frames = stage(schedule or args.prompt, image, seed=args.seed, progress=not args.quiet,
                    use_controlnet=not args.no_controlnet,
                    negative_prompt=args.negative_prompt, still_prompt=args.still_prompt,
-                   **dict(values, size=size)).frames[0]
+                   **values).frames[0]
     fps = stage.settings.fps
     write_video(args.output, frames, fps, args.flavour)
-    print(f"wrote {frames.shape[1]} keyframes at {size}x{size}, {fps:g} fps: {args.output}")
+    print(f"wrote {frames.shape[1]} keyframes at {width}x{height}, {fps:g} fps: {args.output}")
 
 
 def run_v2v(args: argparse.Namespace) -> None:
@@ -91,6 +109,7 @@ def run_v2v(args: argparse.Namespace) -> None:
     from magicvideo.presets import load_i2v, load_v2v, v2v_folder
 
     check_prompt_and_video(args)
+    check_frame_flags(args)
     values = check_flags(args, V2VSettings, V2V_FLAGS)
     video, fps = read_video(args.input)  # unreadable inputs fail before any model loads
     image = read_image(args.image)
@@ -103,15 +122,18 @@ def run_v2v(args: argparse.Namespace) -> None:
         folder = v2v_folder(args.preset, args.weights)
         stage = load_v2v(args.preset, folder, i2v=load_i2v(args.preset, args.i2v_weights, placement(args)))
     size = args.size or stage.settings.size
-    if size % stage.size_multiple():
-        raise ValueError(f"--size must be a multiple of {stage.size_multiple()} for this UNet, got {size}")
-    if video.shape[-1] != video.shape[-2] or video.shape[-1] > size:
-        raise ValueError(f"the input frames are {video.shape[-1]}x{video.shape[-2]}; expected square frames of at "
-                         f"most {size}x{size}")
+    h, w = video.shape[-2:]
+    if args.width is None and h != w:  # the input's shape, its longer side the stage's size
+        values.update(height=h * size // max(h, w), width=w * size // max(h, w))
+    height, width = frame_size(dataclasses.replace(stage.settings, **dict(values, size=size)))
+    stage.check_frame(height, width)
+    if h > height or w > width or h * width != w * height:
+        raise ValueError(f"the input frames are {w}x{h}; expected frames of {width}x{height}'s shape and at most "
+                         "that size")
     frames = stage(args.prompt, video, image, seed=args.seed, use_controlnet=not args.no_controlnet,
                    progress=not args.quiet, **dict(values, size=size)).frames[0]
     write_video(args.output, frames, fps, args.flavour)
-    print(f"wrote {frames.shape[1]} frames at {size}x{size}, {fps:g} fps: {args.output}")
+    print(f"wrote {frames.shape[1]} frames at {width}x{height}, {fps:g} fps: {args.output}")
 
 
 def run_interpolate(args: argparse.Namespace) -> None:

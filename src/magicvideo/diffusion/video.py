@@ -50,11 +50,13 @@ def noise_prior(noise: torch.Tensor, reference: torch.Tensor, strength: float, d
     return s * reference.unsqueeze(2) + (1 - s**2).sqrt() * noise
 
 
-def resize_reference(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, 3, size, size), antialiased bilinear (unchanged when already that size)."""
-    if image.shape[-2:] == (size, size):
+def resize_reference(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, h, w) for size (h, w) or a side, antialiased bilinear (unchanged when
+    already that size)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(image.shape[-2:]) == size:
         return image
-    return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
@@ -159,8 +161,16 @@ class LatentVideoStage:
         """Frame sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
         return size_multiple(self.spatial_config, self.vae)
 
-    def encode_reference(self, image: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The reference at the frames' size (B, 3, size, size) and its scaled latent."""
+    def check_frame(self, height: int, width: int) -> None:
+        """Refuse frame sides that are not multiples of `size_multiple`, in one line."""
+        m = self.size_multiple()
+        for name, side in (("height", height), ("width", width)):
+            if side % m:
+                raise ValueError(f"{name if height != width else 'size'} must be a multiple of {m} for this UNet, "
+                                 f"got {side}")
+
+    def encode_reference(self, image: torch.Tensor, size: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference at the frames' size (B, 3, h, w) and its scaled latent."""
         image = resize_reference(image, size)
         with self.on_device(self.vae):
             x = image.to(self.device, self.vae.dtype) * 2 - 1

@@ -43,7 +43,7 @@ from magicvideo.models.appearance import (
 from magicvideo.models.lora import without_lora
 from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors, set_motion_text_scale
-from magicvideo.settings import I2VSettings
+from magicvideo.settings import I2VSettings, frame_size
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part, variant
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 from magicvideo.travel import PromptSchedule
@@ -211,12 +211,14 @@ class ImageToVideo(LatentVideoStage):
                  seed: int | list[int] = 0,
                  frames: int | None = None, steps: int | None = None, guidance: float | None = None,
                  noise_prior: float | None = None, appearance_scale: float | None = None,
-                 use_controlnet: bool = True, size: int | None = None, progress: bool = False,
+                 use_controlnet: bool = True, size: int | None = None, width: int | None = None,
+                 height: int | None = None, progress: bool = False,
                  motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
                  negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None,
                  controlnet_scale: float | None = None, still_prompt: str | list[str] | None = None,
                  context_length: int | None = None, context_stride: int | None = None) -> I2VOutput:
-        """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to `size`. Every
+        """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to the frames' size
+        (`size`, or `height` x `width`; give it that aspect first, media.fit_shape). Every
         setting left None is the stage's (I2VSettings says what each does and its range).
         negative_prompt: what classifier-free guidance steers away from, one for all prompts or one
         each (default: the empty prompt). motion_guidance m, with still_prompt (one for all prompts
@@ -225,19 +227,20 @@ class ImageToVideo(LatentVideoStage):
         `pred += m (pred_prompt - pred_still)`: it amplifies what the caption says about motion
         alone, where classifier-free guidance amplifies all of it; a UNet pass more per step.
         controlnet_scale 0 is no ControlNet. A PromptSchedule (prompt travel) gives one clip whose
-        frames read their scheduled prompts. Returns (B, 3, frames, size, size)."""
+        frames read their scheduled prompts. Returns (B, 3, frames, height, width)."""
         # 1. Settings: the call's, else the stage's, checked before any work
         s = self.settings.merged(frames=frames, steps=steps, guidance=guidance, noise_prior=noise_prior,
                                  noise_prior_decay=noise_prior_decay, appearance_scale=appearance_scale,
                                  motion_guidance=motion_guidance, controlnet_scale=controlnet_scale, size=size,
+                                 width=width, height=height,
                                  motion_text_scale=motion_text_scale, context_length=context_length,
                                  context_stride=context_stride)
         context = self.context(s.context_length, s.context_stride, s.frames)  # checked before any work
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-        if s.size % self.size_multiple():
-            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {s.size}")
+        frame = frame_size(s)
+        self.check_frame(*frame)
         if motion_text_processors(self.unet):
             set_motion_text_scale(self.unet, s.motion_text_scale)
         elif motion_text_scale is not None:
@@ -268,11 +271,11 @@ class ImageToVideo(LatentVideoStage):
             raise ValueError(f"got {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
         # 3. The reference: the ControlNet's input and its latent, for the noise prior
-        control, ref_latent = self.encode_reference(image, s.size)
+        control, ref_latent = self.encode_reference(image, frame)
         # 4. Seeded noise, leaning toward the reference's latent
-        h = s.size // vae_factor(self.vae)
+        h, w = (side // vae_factor(self.vae) for side in frame)
         seeds = seed_list(seed, n)
-        noise = initial_noise(seeds, (self.vae.config.latent_channels, s.frames, h, h))
+        noise = initial_noise(seeds, (self.vae.config.latent_channels, s.frames, h, w))
         noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         latents = lean_toward(noise, ref_latent.cpu(), s.noise_prior, s.noise_prior_decay)
         # 5. Denoise, guided, every frame conditioned on the reference; 6. decode

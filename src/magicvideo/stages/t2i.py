@@ -25,7 +25,7 @@ from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
-from magicvideo.settings import T2ISettings
+from magicvideo.settings import T2ISettings, frame_size
 from magicvideo.stages.parts import STAGE_FILE, named_part, variant
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder, unet_text_inputs
 
@@ -125,13 +125,14 @@ class TextToImage:
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | PromptEmbedding, seed: int | list[int] = 0,
                  steps: int | None = None, guidance: float | None = None, size: int | None = None,
-                 progress: bool = False) -> T2IOutput:
-        """Images for one prompt or a batch (or an embedding from `encode_prompt`). guidance <= 1
-        samples without classifier-free guidance (one UNet pass per step)."""
+                 width: int | None = None, height: int | None = None, progress: bool = False) -> T2IOutput:
+        """Images for one prompt or a batch (or an embedding from `encode_prompt`), `size` square or
+        `height` x `width`. guidance <= 1 samples without classifier-free guidance (one UNet pass
+        per step)."""
         # 1. Settings: the call's, else the stage's; checked before any work
-        s = self.settings.merged(steps=steps, guidance=guidance, size=size)
-        steps, guidance, size = s.steps, s.guidance, s.size
-        check_size(size, size, vae_factor(self.vae))  # diffusers' UNet takes any latent size
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height)
+        steps, guidance, (height, width) = s.steps, s.guidance, frame_size(s)
+        check_size(height, width, vae_factor(self.vae))  # diffusers' UNet takes any latent size
         # 2. The prompt, encoded once; the empty prompt beside it for guidance
         cond = prompt if isinstance(prompt, PromptEmbedding) else self.encode_prompt(prompt)
         n = len(cond)
@@ -139,8 +140,8 @@ class TextToImage:
         context = PromptEmbedding.cat([self.text_encoder.empty(n), cond]) if guidance > 1.0 else cond
         context = context.to(self.device)
         # 3. Seeded noise on the VAE's latent grid
-        h = size // vae_factor(self.vae)
-        latents = initial_noise(seeds, (self.unet.config.in_channels, h, h)).to(self.device)
+        f = vae_factor(self.vae)
+        latents = initial_noise(seeds, (self.unet.config.in_channels, height // f, width // f)).to(self.device)
         # 4. Denoise: DPM-Solver++ steps on the guided prediction
         text = {"encoder_hidden_states": context.hidden, **unet_text_inputs(self.unet, context.hidden)}
         guide = Guided(lambda x, t: self.unet(x, t, **text).sample, guidance)
@@ -239,17 +240,19 @@ class DiffusersTextToImage:
         self.pipeline.save_pretrained(path)
 
     def __call__(self, prompt: str | list[str], seed: int | list[int] = 0, steps: int | None = None,
-                 guidance: float | None = None, size: int | None = None, progress: bool = False) -> T2IOutput:
+                 guidance: float | None = None, size: int | None = None, width: int | None = None,
+                 height: int | None = None, progress: bool = False) -> T2IOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if any(not p.strip() for p in prompts):
             from magicvideo.errors import PromptError
 
             raise PromptError("the prompt is empty")
-        s = self.settings.merged(steps=steps, guidance=guidance, size=size)
-        check_size(s.size, s.size, self.pipeline.vae_scale_factor)
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height)
+        height, width = frame_size(s)
+        check_size(height, width, self.pipeline.vae_scale_factor)
         generators = [torch.Generator().manual_seed(g) for g in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
         result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                               height=s.size, width=s.size, generator=generators, output_type="pt")
+                               height=height, width=width, generator=generators, output_type="pt")
         flagged = tuple(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or ()))
         return T2IOutput(result.images.float().cpu(), flagged)

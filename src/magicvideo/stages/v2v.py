@@ -35,7 +35,7 @@ from magicvideo.diffusion.video import LatentVideoStage, resize_reference
 from magicvideo.diffusion.windows import free_noise
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
-from magicvideo.settings import KERNELS, V2VSettings
+from magicvideo.settings import KERNELS, V2VSettings, frame_size
 from magicvideo.stages.i2v import ImageToVideo, save_motion_adapter
 from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, variant
 from magicvideo.text import PromptEmbedding
@@ -47,12 +47,13 @@ class V2VOutput:
     frames: torch.Tensor  # (B, 3, F, H, W) float32 in [0, 1]
 
 
-def upsample(video: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, F, h, w) -> (B, 3, F, size, size), bicubic, clamped to [0, 1]."""
+def upsample(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, 3, F, h, w) -> (B, 3, F, H, W) for size (H, W) or a side, bicubic, clamped to [0, 1]."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     b, _, f, h, w = video.shape
     flat = video.transpose(1, 2).reshape(b * f, 3, h, w).float()
-    up = F.interpolate(flat, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    return up.reshape(b, f, 3, size, size).transpose(1, 2)
+    up = F.interpolate(flat, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return up.reshape(b, f, 3, *size).transpose(1, 2)
 
 
 def check_kernel(kernel: str) -> None:
@@ -70,13 +71,13 @@ def back_project(frames: torch.Tensor, low: torch.Tensor, iterations: int = 1, k
     moving edge, so less of them lands on the still background (flicker;
     benchmarks/results/v2v_hold.md)."""
     check_kernel(kernel)
-    b, _, f, big, _ = frames.shape
-    x = frames.transpose(1, 2).reshape(b * f, 3, big, big).float()
+    b, _, f, *big = frames.shape
+    x = frames.transpose(1, 2).reshape(b * f, 3, *big).float()
     lo = low.transpose(1, 2).reshape(b * f, 3, *low.shape[-2:]).float()
     for _ in range(iterations):
         error = lo - F.interpolate(x, size=lo.shape[-2:], mode="area")
-        x = (x + F.interpolate(error, size=(big, big), mode=kernel, align_corners=False)).clamp(0, 1)
-    return x.reshape(b, f, 3, big, big).transpose(1, 2)
+        x = (x + F.interpolate(error, size=big, mode=kernel, align_corners=False)).clamp(0, 1)
+    return x.reshape(b, f, 3, *big).transpose(1, 2)
 
 
 def hold_still_detail(frames: torch.Tensor, low: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -172,11 +173,11 @@ class VideoToVideo(LatentVideoStage):
         return cls.attach(i2v, adapter, controlnet, settings)
 
     def control(self, up: torch.Tensor, image: torch.Tensor, use_reference: bool = True) -> torch.Tensor:
-        """The ControlNet's per-frame input (B*F, 6, S, S): the upsampled frame and the reference
+        """The ControlNet's per-frame input (B*F, 6, H, W): the upsampled frame and the reference
         (zeros when `use_reference` is False, as trained with reference dropout)."""
-        b, _, f, size, _ = up.shape
-        ref = resize_reference(image, size) if use_reference else torch.zeros(b, 3, size, size)
-        frames = up.transpose(1, 2).reshape(b * f, 3, size, size)
+        b, _, f, *size = up.shape
+        ref = resize_reference(image, tuple(size)) if use_reference else torch.zeros(b, 3, *size)
+        frames = up.transpose(1, 2).reshape(b * f, 3, *size)
         return torch.cat([frames, ref.to(frames).repeat_interleave(f, 0)], dim=1)
 
     @torch.no_grad()
@@ -185,15 +186,17 @@ class VideoToVideo(LatentVideoStage):
                  seed: int | list[int] = 0, steps: int | None = None, strength: float | None = None,
                  guidance: float | None = None, appearance_scale: float | None = None, use_controlnet: bool = True,
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
-                 hold_threshold: float | None = None, back_projection_kernel: str | None = None,
-                 progress: bool = False, context_length: int | None = None,
+                 width: int | None = None, height: int | None = None, hold_threshold: float | None = None,
+                 back_projection_kernel: str | None = None, progress: bool = False, context_length: int | None = None,
                  context_stride: int | None = None) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). Every setting left None is the stage's (V2VSettings says what
-        each does and its range): strength 0 is the upsample through the VAE, then back-projection."""
+        each does and its range): strength 0 is the upsample through the VAE, then back-projection.
+        The output is `size` square, or `height` x `width`: the input's aspect, at least its size."""
         # 1. Settings: the call's, else the stage's, checked before any work
         s = self.settings.merged(steps=steps, strength=strength, guidance=guidance, appearance_scale=appearance_scale,
-                                 back_projection=back_projection, size=size, hold_threshold=hold_threshold,
+                                 back_projection=back_projection, size=size, width=width, height=height,
+                                 hold_threshold=hold_threshold,
                                  back_projection_kernel=back_projection_kernel, context_length=context_length,
                                  context_stride=context_stride)
         video = video.unsqueeze(0) if video.ndim == 4 else video
@@ -202,10 +205,12 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"expected low-res frames (3, F, h, w) or (B, 3, F, h, w), got {tuple(video.shape)}")
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a reference image (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
-        if s.size % self.size_multiple():
-            raise ValueError(f"size must be a multiple of {self.size_multiple()} for this UNet, got {s.size}")
-        if video.shape[-1] > s.size or video.shape[-2] != video.shape[-1]:
-            raise ValueError(f"expected square frames of at most {s.size} px, got {tuple(video.shape[-2:])}")
+        big = frame_size(s)
+        self.check_frame(*big)
+        h, w = video.shape[-2:]
+        if h > big[0] or w > big[1] or h * big[1] != w * big[0]:
+            raise ValueError(f"expected frames of at most {big[0]}x{big[1]} (height x width) and of that aspect, "
+                             f"got {h}x{w}")
         context = self.context(s.context_length, s.context_stride, video.shape[2])
         # 2. The prompt, encoded once
         if isinstance(prompt, PromptSchedule):  # prompt travel: one clip, a prompt per frame
@@ -218,11 +223,11 @@ class VideoToVideo(LatentVideoStage):
             raise ValueError(f"got {video.shape[0]} videos and {image.shape[0]} reference images for {n} prompts")
         image = image.expand(n, -1, -1, -1).float()
         # 3. The input upsampled and encoded: where the shortened schedule starts
-        frames, latent = video.shape[2], s.size // vae_factor(self.vae)
-        up = upsample(video, s.size)
+        frames, latent = video.shape[2], [side // vae_factor(self.vae) for side in big]
+        up = upsample(video, big)
         start = self.encode(up)
         seeds = seed_list(seed, n)
-        noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, latent, latent))
+        noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, *latent))
         noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         # 4. Denoise the last `strength` of the schedule; 5. decode, hold still detail, back-project
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
