@@ -55,7 +55,7 @@ class RunSettings:
     weights: str | None = None  # tiny: a folder of any of t2i/ i2v/ v2v/ vfi/; sd15: the layout's folder
     dtype: str = "fp32"
     image: str | None = None  # a reference image to animate instead of stage 1's
-    fit: str = "crop"  # how a non-square image is made square (media.fit_square): crop, pad or stretch
+    fit: str = "crop"  # how an image of another shape takes the keyframes' (media.fit_shape): crop, pad, stretch
     stages: tuple[str, ...] = STAGES
     frames: int | None = None  # keyframes (None: from seconds, else stage 2's own setting)
     seconds: float | None = None  # the video's length instead: keyframes = seconds x their rate + 1
