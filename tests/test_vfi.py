@@ -49,6 +49,28 @@ def test_ifnet_interpolates_a_panned_photo_at_any_t(ifnet):
         assert psnr(out, truth) > psnr(blend, truth) + 6, t
 
 
+def test_ifnet_pads_only_to_what_its_blocks_divide_and_takes_rifes_scale(ifnet, monkeypatch):
+    """Sides are padded to 32 at scale 1 (4 x the coarsest block's 8), to 64 at 0.5: 96x96 goes
+    through as it is, and a coarser scale still pans the photo better than blending."""
+    import torch.nn.functional as F
+
+    padded = []
+    real_pad = F.pad
+    monkeypatch.setattr(F, "pad", lambda x, pad, **kw: padded.append(pad) or real_pad(x, pad, **kw))
+    photo = _photo()
+    img0, img1 = photo[None, :, 100:196, 100:196], photo[None, :, 100:196, 108:204]
+    truth, blend = photo[None, :, 100:196, 104:200], (img0 + img1) / 2
+    with torch.no_grad():
+        full = ifnet(img0, img1, 0.5).frame
+        assert padded == []  # 96 is a multiple of 32
+        coarse = ifnet(img0, img1, 0.5, scale=0.5).frame
+    assert padded == [(0, 32, 0, 32)] * 2  # to 128, a multiple of 64
+    assert full.shape == coarse.shape == img0.shape
+    assert psnr(coarse, truth) > psnr(blend, truth) + 6 and psnr(full, truth) > psnr(blend, truth) + 6
+    with pytest.raises(ValueError, match="scale must be one of 0.25, 0.5, 1, 2, 4"):
+        ifnet(img0, img1, 0.5, scale=0.3)
+
+
 def test_ifnet_beats_blending_on_world_clips(ifnet):
     video = render_clip(draw_clip(11, "heldout", 3).scene, 128, 24, 10)  # a circle moving up
     img0, img1 = video[:, [0, 3, 6]].transpose(0, 1), video[:, [3, 6, 9]].transpose(0, 1)

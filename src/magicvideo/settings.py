@@ -45,7 +45,7 @@ class Rule:
 
 
 def setting(default: Any, help: str, low: float | None = None, high: float | None = None, open_high: bool = False,
-            choices: tuple[str, ...] | None = None, flag: str | None = None, kind: type | None = None) -> Any:
+            choices: tuple | None = None, flag: str | None = None, kind: type | None = None) -> Any:
     """A Settings field: its default, a help line, its range or choices, (where the CLI's flag is
     shorter than the field's name) the flag, and (where the default is None) the value's type."""
     return field(default=default, metadata={"help": help, "rule": Rule(low, high, open_high), "choices": choices,
@@ -62,7 +62,8 @@ def _field(cls: type, name: str) -> dataclasses.Field:
 def _check_field(f: dataclasses.Field, value: Any, label: str) -> None:
     choices = f.metadata.get("choices")
     if choices and value is not None and value not in choices:
-        raise MagicVideoError(f"{label} must be one of {', '.join(choices)}, got {value!r}")
+        named = ", ".join(f"{c:g}" if isinstance(c, float) else str(c) for c in choices)
+        raise MagicVideoError(f"{label} must be one of {named}, got {value!r}")
     if "rule" in f.metadata:
         f.metadata["rule"].check(label, value)
 
@@ -232,5 +233,8 @@ class VFISettings(Settings):
     times: int = setting(3, "frame-rate factor: times - 1 new frames in every gap", low=1)
     batch_size: int = setting(8, "new frames per model call (lower: less memory)", low=1)
     # 3x the largest reading of camera motion and world motion measured (benchmarks/vfi_scene_cuts.py)
+    # RIFE's `scale`: its blocks estimate the flows from 1/8 to full resolution, times this
+    flow_scale: float = setting(1.0, "the resolution IFNet estimates flows at (RIFE's scale: 0.5 for 4K frames or "
+                                "fast motion, 2 for small frames)", choices=(0.25, 0.5, 1.0, 2.0, 4.0))
     scene_cut: float = setting(0.28, "a gap whose frames' colour histograms differ by more than this is a scene "
                                "cut: its new frames repeat the nearer frame (0: no detection)", low=0, high=1)

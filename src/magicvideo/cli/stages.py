@@ -33,7 +33,7 @@ I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", 
              "context_stride")
 V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
              "width", "height", "hold_threshold", "context_length", "context_stride")
-VFI_FLAGS = ("times", "batch_size", "scene_cut")
+VFI_FLAGS = ("times", "batch_size", "scene_cut", "flow_scale")
 
 
 def run_t2i(args: argparse.Namespace) -> None:

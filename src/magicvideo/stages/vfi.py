@@ -120,8 +120,10 @@ class FrameInterpolator:
         self.edsc.save_pretrained(path)
 
     @torch.no_grad()
-    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Frames at times t (N,) in (0, 1) between img0 and img1, (N, 3, H, W) in [0, 1]."""
+    def interpolate(self, img0: torch.Tensor, img1: torch.Tensor, t: torch.Tensor,
+                    flow_scale: float | None = None) -> torch.Tensor:
+        """Frames at times t (N,) in (0, 1) between img0 and img1, (N, 3, H, W) in [0, 1];
+        flow_scale: IFNet's (default the stage's setting)."""
         t = t.to(img0.dtype).view(-1, 1, 1, 1)
         if self.method == "repeat":
             return img0.clone()
@@ -133,7 +135,7 @@ class FrameInterpolator:
             w1 = backward_warp(img1, -(1 - t) * f10)
             return ((1 - t) * w0 + t * w1).clamp(0, 1)
         img0, img1, tt = img0.to(self.device), img1.to(self.device), t.view(-1).to(self.device)
-        prior = self.ifnet(img0, img1, tt)
+        prior = self.ifnet(img0, img1, tt, scale=flow_scale or self.settings.flow_scale)
         if self.method == "ifnet":
             return prior.frame.cpu()
         h, w = img0.shape[-2:]
@@ -144,7 +146,8 @@ class FrameInterpolator:
         return out[..., :h, :w].clamp(0, 1).cpu()
 
     def stream(self, frames: Iterable[torch.Tensor], times: int | None = None, batch_size: int | None = None,
-               rate: float | Fraction | None = None, scene_cut: float | None = None) -> Iterator[torch.Tensor]:
+               rate: float | Fraction | None = None, scene_cut: float | None = None,
+               flow_scale: float | None = None) -> Iterator[torch.Tensor]:
         """Frames (3, H, W) in [0, 1], one at a time, -> the video at `rate` output frames per input
         frame (out fps / in fps, any positive number; default `times`), keeping its duration:
         output frame k shows the instant k / rate in input frames, the input frame itself where that
@@ -152,7 +155,7 @@ class FrameInterpolator:
         gaps are held, so memory does not grow with the video's length. A gap whose two frames
         differ by more than `scene_cut` (`scene_change`; default the stage's, 0: off) is a cut: its
         instants show the nearer frame, not a blend of two scenes."""
-        s = self.settings.merged(times=times, batch_size=batch_size, scene_cut=scene_cut)
+        s = self.settings.merged(times=times, batch_size=batch_size, scene_cut=scene_cut, flow_scale=flow_scale)
         ratio = Fraction(s.times) if rate is None else Fraction(rate).limit_denominator(100_000)
         if ratio <= 0:
             raise ValueError(f"the rate must be positive, got {rate}")
@@ -166,7 +169,7 @@ class FrameInterpolator:
                 chunk = jobs[start : start + s.batch_size]
                 out = self.interpolate(torch.stack([held[g][0] for g, _ in chunk]),
                                        torch.stack([held[g][1] for g, _ in chunk]),
-                                       torch.tensor([float(t) for _, t in chunk]))
+                                       torch.tensor([float(t) for _, t in chunk]), s.flow_scale)
                 made.update(zip(chunk, out.unbind(0)))
             for g, (frame0, frame1, instants, cut) in enumerate(held):
                 for t in instants:
