@@ -231,7 +231,8 @@ class V2VSettings(Settings):
 @dataclass
 class VFISettings(Settings):
     times: int = setting(3, "frame-rate factor: times - 1 new frames in every gap", low=1)
-    batch_size: int = setting(8, "new frames per model call (lower: less memory)", low=1)
+    batch_size: int = setting(8, "new frames per model call, fewer for large frames (2 at 1080p; lower: less "
+                              "memory)", low=1)
     # 3x the largest reading of camera motion and world motion measured (benchmarks/vfi_scene_cuts.py)
     # RIFE's `scale`: its blocks estimate the flows from 1/8 to full resolution, times this
     flow_scale: float = setting(1.0, "the resolution IFNet estimates flows at (RIFE's scale: 0.5 for 4K frames or "

@@ -10,6 +10,7 @@ Methods, from the trivial to ours:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a meth
     from magicvideo.models.ifnet import IFNet
 
 METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
+MAX_PIXELS = 2**22  # new frames a model call makes, times their pixels: 2 frames of 1080p (4.2 Mpx)
 
 
 @dataclass
@@ -152,7 +154,8 @@ class FrameInterpolator:
         frame (out fps / in fps, any positive number; default `times`), keeping its duration:
         output frame k shows the instant k / rate in input frames, the input frame itself where that
         falls on one, else a frame made between its two neighbours. At most `batch_size` new frames'
-        gaps are held, so memory does not grow with the video's length. A gap whose two frames
+        gaps are held (and fewer for large frames: at most MAX_PIXELS a model call), so memory does
+        not grow with the video's length. A gap whose two frames
         differ by more than `scene_cut` (`scene_change`; default the stage's, 0: off) is a cut: its
         instants show the nearer frame, not a blend of two scenes."""
         s = self.settings.merged(times=times, batch_size=batch_size, scene_cut=scene_cut, flow_scale=flow_scale)
@@ -183,7 +186,9 @@ class FrameInterpolator:
 
         previous, gap = None, 0
         for frame in frames:
-            if previous is not None:
+            if previous is None:  # large frames: fewer a call (2 at 1080p, measured 1.99 GiB peak against 5.67 at 8)
+                s = dataclasses.replace(s, batch_size=max(1, min(s.batch_size, MAX_PIXELS // frame[0].numel())))
+            else:
                 if frame.shape != previous.shape:
                     raise ValueError(f"frames change size mid-stream: {tuple(previous.shape)}, then "
                                      f"{tuple(frame.shape)}")
