@@ -235,12 +235,16 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
 FITS = ("crop", "pad", "stretch")  # how an image takes the frames' shape: fit_shape
 
 
+def check_fit(fit: str) -> None:
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+
+
 def fit_shape(image: torch.Tensor, height: int, width: int, fit: str = "crop") -> torch.Tensor:
     """A (3, H, W) image given the aspect of a height x width frame, at its own resolution (the
     stage resizes it): `crop` keeps its centre part of that aspect, `pad` letterboxes it on black,
     `stretch` leaves it to be resized out of shape. An image of that aspect comes back as it is."""
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    check_fit(fit)
     h, w = image.shape[-2:]
     if h * width == w * height or fit == "stretch":
         return image

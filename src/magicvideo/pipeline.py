@@ -32,7 +32,7 @@ from magicvideo.diffusion.schedule import check_seed
 from magicvideo.errors import PromptError
 from magicvideo.formats import LoraFile
 from magicvideo.latent import vae_factor
-from magicvideo.media import FITS, atomic_path, fit_shape, read_image, write_image, write_video
+from magicvideo.media import atomic_path, check_fit, fit_shape, read_image, write_image, write_video
 from magicvideo.runlock import RunLock
 from magicvideo.settings import I2VSettings, T2ISettings, V2VSettings, VFISettings, check_value
 from magicvideo.stages.vfi import output_frames
@@ -198,8 +198,7 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
     UNet, `size_multiple`); returns the stages to run."""
     stages = check_stages(run.stages, run.image)
     check_seed(run.seed)
-    if run.fit not in FITS:
-        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {run.fit!r}")
+    check_fit(run.fit)
     if (run.width is None) != (run.height is None):
         raise ValueError("give width and height together (or neither, for each stage's square size)")
     for name in ("width", "height"):
@@ -207,8 +206,7 @@ def check_settings(run: RunSettings, multiple: int) -> tuple[str, ...]:
         if value is not None and (value <= 0 or value % multiple):
             raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value}")
     # each value against its stage's setting's rule (magicvideo.settings): one rule, however it is set
-    if run.frames is not None:
-        check_value(I2VSettings, "frames", run.frames)
+    check_value(I2VSettings, "frames", run.frames)  # (None: stage 2's own, or from seconds)
     if run.seconds is not None and not run.seconds > 0:
         raise ValueError(f"seconds must be positive, got {run.seconds}")
     check_value(VFISettings, "times", run.times)
@@ -344,11 +342,9 @@ class MagicVideoPipeline:
         if "t2i" in stages and any(side % factor for side in sizes["t2i"]):
             raise ValueError(f"t2i size must be a positive multiple of {factor} (its VAE's factor), "
                              f"got {'x'.join(map(str, sizes['t2i'][::-1]))}")
-        multiple = self.i2v.size_multiple()
         for name in ("i2v", "v2v"):
-            if name in stages and any(side % multiple for side in sizes[name]):
-                raise ValueError(f"stage {name}'s frames would be {sizes[name][1]}x{sizes[name][0]}: its sides must "
-                                 f"be multiples of {multiple} for this UNet")
+            if name in stages:
+                self.i2v.check_frame(*sizes[name])  # (stage 3 shares stage 2's UNet and VAE)
         if "v2v" in stages and any(a < b for a, b in zip(sizes["v2v"], sizes["i2v"], strict=True)):
             raise ValueError(f"v2v size {sizes['v2v'][0]} is below the i2v size {sizes['i2v'][0]}")
         return stages, fit_shape(read_image(run.image), *sizes["i2v"], run.fit) if run.image else None

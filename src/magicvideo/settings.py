@@ -228,14 +228,17 @@ class V2VSettings(Settings):
     context_stride: int = _context_stride()
 
 
+FLOW_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # RIFE's `scale` choices (models.ifnet reads them from here)
+
+
 @dataclass
 class VFISettings(Settings):
     times: int = setting(3, "frame-rate factor: times - 1 new frames in every gap", low=1)
     batch_size: int = setting(8, "new frames per model call, fewer for large frames (2 at 1080p; lower: less "
                               "memory)", low=1)
-    # 3x the largest reading of camera motion and world motion measured (benchmarks/vfi_scene_cuts.py)
     # RIFE's `scale`: its blocks estimate the flows from 1/8 to full resolution, times this
     flow_scale: float = setting(1.0, "the resolution IFNet estimates flows at (RIFE's scale: 0.5 for 4K frames or "
-                                "fast motion, 2 for small frames)", choices=(0.25, 0.5, 1.0, 2.0, 4.0))
+                                "fast motion, 2 for small frames)", choices=FLOW_SCALES)
+    # 3x the largest reading of camera motion and world motion measured (benchmarks/vfi_scene_cuts.py)
     scene_cut: float = setting(0.28, "a gap whose frames' colour histograms differ by more than this is a scene "
                                "cut: its new frames repeat the nearer frame (0: no detection)", low=0, high=1)

@@ -53,6 +53,12 @@ def loras(args: argparse.Namespace) -> list:
     return files
 
 
+def check_frame_flags(args: argparse.Namespace) -> None:
+    """--width and --height come together (or neither, for the square size)."""
+    if (args.width is None) != (args.height is None):
+        raise ValueError("give --width and --height together (or neither, for a square size)")
+
+
 def add_fit(p: argparse.ArgumentParser) -> None:
     from magicvideo.media import FITS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from magicvideo.cli.common import add_fit, add_lora, add_placement, fitted_image, loras, placement
+from magicvideo.cli.common import add_fit, add_lora, add_placement, check_frame_flags, fitted_image, loras, placement
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -104,12 +104,9 @@ def check_length(args: argparse.Namespace) -> dict:
     for a, b in (("frames", "seconds"), ("fps", "times")):
         if getattr(args, a) is not None and getattr(args, b) is not None:
             raise ValueError(f"give --{a} or --{b}, not both")
-    if (args.width is None) != (args.height is None):
-        raise ValueError("give --width and --height together (or neither, for each stage's square size)")
-    if args.frames is not None:
-        check_value(I2VSettings, "frames", args.frames, "--frames")
-    if args.times is not None:
-        check_value(VFISettings, "times", args.times, "--times")
+    check_frame_flags(args)
+    check_value(I2VSettings, "frames", args.frames, "--frames")
+    check_value(VFISettings, "times", args.times, "--times")
     for name in ("seconds", "fps"):
         value = getattr(args, name)
         if value is not None and not 0 < value <= 1000:

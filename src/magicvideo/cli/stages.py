@@ -9,7 +9,16 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from magicvideo.cli.common import add_fit, add_lora, add_placement, check_size, fitted_image, loras, placement
+from magicvideo.cli.common import (
+    add_fit,
+    add_lora,
+    add_placement,
+    check_frame_flags,
+    check_size,
+    fitted_image,
+    loras,
+    placement,
+)
 from magicvideo.errors import PromptError
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
@@ -50,12 +59,6 @@ def run_t2i(args: argparse.Namespace) -> None:
     if any(out.flagged):
         print("note: the pipeline's safety checker flagged the image and blacked it out", file=sys.stderr)
     print(f"wrote {write_image(args.output, out.images[0])}")
-
-
-def check_frame_flags(args: argparse.Namespace) -> None:
-    """--width and --height come together, beside --size or instead of it."""
-    if (args.width is None) != (args.height is None):
-        raise ValueError("give --width and --height together (or neither, for --size's square)")
 
 
 def check_prompt_and_video(args: argparse.Namespace) -> None:

