@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
 from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
 from torch import nn
 from tqdm import tqdm
@@ -31,7 +30,7 @@ from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.training.loop import LoopSettings, run_loop, training_state
 from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
@@ -152,7 +151,7 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
     firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
     jobs = [(config.seed, start, min(start + chunk, config.clips), config.frames, config.size)
             for start in range(0, config.clips, chunk)]
-    vae = vae.to(PartialState().device)
+    vae = vae.to(training_state().device)
     with tqdm(total=config.clips, desc="encode train keyframes", disable=not progress) as bar:
         for (_, start, stop, _, _), frames in zip(jobs, in_workers(_draw_keyframes, jobs, config.workers),
                                                    strict=True):
@@ -222,14 +221,17 @@ def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tenso
 
 def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    state = training_state()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     fp32 = {"torch_dtype": torch.float32}
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_UNET_VAE, **fp32).eval()
-    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
-    cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
-    cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(state.device)
+    with state.local_main_process_first():  # one process per machine makes the caches, the others read them
+        cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
+        cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
     text.to("cpu")
     if config.init:
         stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
@@ -241,6 +243,8 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     scheduler = noise_scheduler()
     result = run_loop(out / "state", modules, config, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train i2v", progress)
+    if not state.is_main_process:
+        return out / "final"
     stage.save_pretrained(out / "final")
     write_card(out / "final", "Image-to-video stage (tiny)", command, config, {}, result.steps, result.seconds,
                notes="Spatial UNet and VAE: the shipped tiny stage-1 weights, frozen.")

@@ -1,8 +1,14 @@
 """The loop every single-model trainer runs: deterministic batches, AdamW with warm-up, EMA,
-atomic checkpoints and resume after a kill, on accelerate (CPU, one GPU or many).
+atomic checkpoints and resume after a kill, on accelerate (CPU, one GPU or many, one machine
+or several: `accelerate launch` starts the processes, this loop shares the work).
 
 A trainer supplies two functions: `batch(step)`, which must depend only on the step (so a
-resumed run sees the same data as an uninterrupted one), and `loss(model, batch)`.
+resumed run sees the same data as an uninterrupted one), and `loss(model, batch)`, a mean over
+the batch's items. `batch(step)` draws the global batch, the same in every process; each
+process trains on its own equal slice of it (`shard`) and accelerate averages the gradients, so
+a run's weights depend on its config, not on how many processes ran it, and a run resumes with
+any process count that divides its batch. Only the main process writes (checkpoints, EMA
+snapshots, logs, the progress bar).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.utils import parse_flag_from_env
 from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm import tqdm
@@ -65,6 +72,85 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def shard(batch: Any, index: int, count: int) -> Any:
+    """Process `index`'s share of a global batch among `count`: every tensor's first dimension
+    (the batch's items) cut in `count` equal parts; other values pass through."""
+    if count == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        n = batch.shape[0] if batch.dim() else 0
+        if n % count:
+            raise ValueError(f"a batch of {n} items does not split evenly over {count} processes: "
+                             f"make batch_size (and image_batch_size) a multiple of {count}")
+        return batch[index * n // count : (index + 1) * n // count]
+    if isinstance(batch, dict):
+        return {k: shard(v, index, count) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(shard(v, index, count) for v in batch)
+    return batch
+
+
+class Objective(torch.nn.Module):
+    """A model and its loss as one module. Why: a distributed wrapper (DDP) synchronises the
+    gradients of what runs inside its forward, and trainers call their models in their own ways
+    (a VAE's encode and decode, a stage's predict), so the loss itself is the forward."""
+
+    def __init__(self, model: torch.nn.Module, loss: Callable[[torch.nn.Module, Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss(self.model, batch)
+
+
+def training_state() -> PartialState:
+    """accelerate's state of this process, made once. Why not plain PartialState(): accelerate
+    joins CPU processes only when told the run is on the CPU (its own CPU launcher is mpirun), so
+    processes that torchrun or `accelerate launch --multi_gpu` start on a machine with no GPU
+    would each train alone; here they join one gloo group. ACCELERATE_USE_CPU=true forces the
+    CPU where a GPU is."""
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
+    return PartialState(cpu=cpu)
+
+
+def check_batches(config: Any) -> None:
+    """Before any work: the batches a config draws (`batch_size`, and stage 2's `image_batch_size`
+    when it draws image batches) must split evenly over the processes running it."""
+    count = training_state().num_processes
+    sizes = {"batch_size": config.batch_size}
+    if getattr(config, "image_every", 0) > 0:
+        sizes["image_batch_size"] = config.image_batch_size
+    for name, size in sizes.items():
+        if size % count:
+            raise ValueError(f"{name} {size} does not split evenly over {count} processes: the batch is the "
+                             f"global one, make it a multiple of {count}")
+
+
+def accelerator_for_training() -> Accelerator:
+    training_state()
+    # some trainable parts sit out some steps (stage 2's motion modules on image batches)
+    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def agree(accelerator: Accelerator, value: float, what: str) -> None:
+    """Every process must hold the same `value` (a resumed step): else one of them did not see
+    the run's checkpoint, and the processes would train out of step."""
+    if accelerator.num_processes == 1:
+        return
+    seen = accelerator.gather(torch.tensor([float(value)], device=accelerator.device)).tolist()
+    if len(set(seen)) > 1:
+        raise RuntimeError(f"the processes disagree on the {what} ({seen}): every machine must see the run's "
+                           "output folder (put --out on storage they share)")
+
+
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True in every process when `flag` is True in any (so all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+
+
 def run_loop(
     out: str | Path,
     model: torch.nn.Module,
@@ -78,10 +164,12 @@ def run_loop(
     """Train `model` (its trainable parameters) to `settings.steps`, resuming from `out` if a
     checkpoint is there. Returns the model holding the EMA weights."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    accelerator = accelerator_for_training()
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if settings.mixed_precision not in ("no", "bf16"):
         raise ValueError(f"mixed_precision must be 'no' or 'bf16', not {settings.mixed_precision!r}")
-    accelerator = Accelerator()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.99), weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(settings.warmup, 1)))
@@ -94,37 +182,40 @@ def run_loop(
         sched.load_state_dict(state["sched"])
         ema.load_state_dict(state["ema"])
         step, elapsed = state["step"], state["elapsed"]
-        print(f"resuming {desc} at step {step}", file=sys.stderr)
+        if main:
+            print(f"resuming {desc} at step {step}", file=sys.stderr)
+    agree(accelerator, step, "step to resume from")
     model.train()
-    model, opt = accelerator.prepare(model, opt)
+    objective, opt = accelerator.prepare(Objective(model, loss), opt)
     ema.to(accelerator.device)
     if accelerator.device.type == "cuda":  # small models: TF32 matmuls lose nothing we can measure
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     def checkpoint() -> None:
-        save_checkpoint(out, {"model": accelerator.unwrap_model(model).state_dict(), "opt": opt.state_dict(),
+        save_checkpoint(out, {"model": model.state_dict(), "opt": opt.state_dict(),
                               "sched": sched.state_dict(), "ema": ema.state_dict(),
                               "step": step, "elapsed": elapsed})
         if on_checkpoint is not None:
             on_checkpoint(step)
 
     def snapshot() -> None:
-        names = [n for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad]
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
         state = {n: s.detach().half().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)}
         (out / SNAPSHOTS).mkdir(exist_ok=True)
         with atomic_path(out / SNAPSHOTS / f"step_{step:07d}.safetensors") as tmp:
             save_file(state, tmp)
 
-    bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not progress)
+    bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not (progress and main))
     started = time.perf_counter() - elapsed
     running = 0.0
     while step < settings.steps:
-        # randomness inside the model (posterior samples, dropout) is a function of the step too
+        # randomness inside the model (dropout) is a function of the step too
         torch.manual_seed(settings.seed * 1_000_003 + step + 1)
+        mine = shard(batch(step), accelerator.process_index, accelerator.num_processes)
         # torch's autocast, not accelerate's: its state is per process and one test process runs many loops;
         # around the whole loss, as trainers call their modules in their own ways
         with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=settings.mixed_precision == "bf16"):
-            value = loss(model, to_device(batch(step), accelerator.device))
+            value = objective(to_device(mine, accelerator.device))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(value)
         if settings.grad_clip:
@@ -135,20 +226,24 @@ def run_loop(
         step += 1
         elapsed = time.perf_counter() - started
         bar.update(1)
-        running += value.item()
+        running += accelerator.reduce(value.detach(), "mean").item() if accelerator.num_processes > 1 else value.item()
         if step % settings.log_every == 0:
-            print(f"{desc} step {step}: loss {running / settings.log_every:.5f}", file=sys.stderr, flush=True)
+            if main:
+                print(f"{desc} step {step}: loss {running / settings.log_every:.5f}", file=sys.stderr, flush=True)
             running = 0.0
-        if settings.snapshot_every and step % settings.snapshot_every == 0:
+        if main and settings.snapshot_every and step % settings.snapshot_every == 0:
             snapshot()
-        out_of_time = settings.max_minutes > 0 and elapsed > settings.max_minutes * 60
-        if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
+        # the main process's clock decides, so every process stops at the same step
+        out_of_time = any_process(accelerator, main and settings.max_minutes > 0
+                                  and elapsed > settings.max_minutes * 60)
+        if main and (step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time):
             checkpoint()
         if out_of_time:
-            print(f"{desc}: stopping at step {step}, past max_minutes={settings.max_minutes}", file=sys.stderr)
+            if main:
+                print(f"{desc}: stopping at step {step}, past max_minutes={settings.max_minutes}", file=sys.stderr)
             break
     bar.close()
-    final = accelerator.unwrap_model(model)
+    accelerator.wait_for_everyone()  # the last checkpoint is on disk before any process moves on
     ema.copy_to(params)
-    final.eval()
-    return LoopResult(final, step, elapsed)
+    model.eval()
+    return LoopResult(model, step, elapsed)

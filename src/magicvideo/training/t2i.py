@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
@@ -30,7 +29,7 @@ from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i
 from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.training.loop import LoopSettings, run_loop, training_state
 from magicvideo.world import WorldImages, render_masks
 
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
@@ -129,7 +128,7 @@ def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = T
     chunk = 64
     jobs = [(config.seed, start, min(start + chunk, config.samples), config.size)
             for start in range(0, config.samples, chunk)]
-    vae = vae.to(PartialState().device)
+    vae = vae.to(training_state().device)
     with tqdm(total=config.samples, desc="encode train images", disable=not progress) as bar:
         for (_, start, stop, _), images in zip(jobs, in_workers(_draw_images, jobs, config.workers), strict=True):
             images = torch.from_numpy(images).to(vae.device)
@@ -170,18 +169,21 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     from magicvideo.judge.t2i import evaluate_t2i
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    state = training_state()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     init = config.init or (str(TINY_UNET) if config.lora else "")
     # each UNet goes with the VAE it was trained on: the shipped UNet with the 8x one
     vae_dir = config.vae or (TINY_UNET_VAE if init and Path(init).resolve() == TINY_UNET else TINY_VAE)
     vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
-    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(PartialState().device)
-    cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.samples, progress=progress))
-    cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
-    if config.object_weight:
-        cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(state.device)
+    with state.local_main_process_first():  # one process per machine makes the caches, the others read them
+        cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.samples, progress=progress))
+        cache.update(cached(out / LATENTS, lambda: encode_images(config, vae, progress)))
+        if config.object_weight:
+            cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
     text.to("cpu")
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // vae_factor(vae))
@@ -204,6 +206,8 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
 
     result = run_loop(out / "state", unet, config, lambda s: _batch(cache, config, scheduler, s), loss,
                       "train t2i", progress)
+    if not state.is_main_process:  # the main process judges and writes the weights
+        return out / "final"
     stage = TextToImage(result.model, vae, text).place(Placement(device=str(result.model.device)))
     metrics = {}
     if config.eval_prompts:
@@ -273,7 +277,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     if not ((data / PROMPTS).is_file() and (data / LATENTS).is_file()):
         raise FileNotFoundError(f"no training caches ({PROMPTS}, {LATENTS}) in {data}: give the data of a "
                                 "`magicvideo train t2i` output folder (`--data RUN`)")
-    device = PartialState().device
+    device = training_state().device
     unet, teacher, kept = lora_from_fine_tune(tuned, config.rank, config.base or None)
     teacher = teacher.to(device).eval().requires_grad_(False)
     base = UNet2DConditionModel.from_pretrained(config.base or TINY_UNET, torch_dtype=torch.float32).to(device).eval()
@@ -300,6 +304,8 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
                             checkpoint_every=100, seed=config.seed)
     result = run_loop(out / "distill_state", unet, settings, lambda s: _batch(fit, draws, scheduler, s), loss,
                       "distill t2i lora", progress)
+    if not training_state().is_main_process:
+        return {}
     metrics = {"change_kept_by_svd": sum(kept.values()) / len(kept), "prediction_gap_svd": gap_svd,
                "prediction_gap_distilled": prediction_gap(result.model, teacher, base, probe),
                "probe": f"the last {config.probe} of {data}'s cached images, t = 300..900; 1 = the base UNet's gap"}

@@ -35,7 +35,7 @@ from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
 from magicvideo.text import PromptEmbedding
 from magicvideo.training.cache import cached, encode_captions
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.training.loop import LoopSettings, run_loop, training_state
 from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
@@ -167,22 +167,27 @@ def _loss(modules: V2VModules, stage: VideoToVideo, batch: dict[str, torch.Tenso
 
 def train_v2v(config: V2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    state = training_state()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
     i2v_folder = Path(config.i2v) if config.i2v else TINY_I2V
     i2v = load_i2v("tiny", i2v_folder)
     for module in (i2v.unet, i2v.vae, i2v.appearance, i2v.controlnet):
         if module is not None:
             module.requires_grad_(False)
-    cache = cached(out / PROMPTS, lambda: encode_captions(i2v.text_encoder, config.seed, config.clips,
-                                                          progress=progress))
     stage = build_stage(config, i2v, i2v_folder)
-    cache.update(cached(out / CLIPS, lambda: encode_clips(config, stage, cache["hidden"], progress)))
+    with state.local_main_process_first():  # one process per machine makes the caches, the others read them
+        cache = cached(out / PROMPTS, lambda: encode_captions(i2v.text_encoder, config.seed, config.clips,
+                                                              progress=progress))
+        cache.update(cached(out / CLIPS, lambda: encode_clips(config, stage, cache["hidden"], progress)))
     modules = V2VModules(stage)
     scheduler = noise_scheduler()
     result = run_loop(out / "state", modules, config, lambda s: _batch(cache, config, scheduler, s),
                       lambda m, b: _loss(m, stage, b), "train v2v", progress)
+    if not state.is_main_process:
+        return out / "final"
     stage.save_pretrained(out / "final")
     write_card(out / "final", "Video-to-video stage (tiny)", command, config, {}, result.steps, result.seconds,
                notes="Shares the image-to-video stage's spatial UNet, appearance encoder, VAE and text encoder "

@@ -15,9 +15,10 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from magicvideo.judge.metrics import psnr
+from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop
+from magicvideo.training.loop import LoopSettings, run_loop, training_state
 from magicvideo.world import draw_clip, render_frames
 from magicvideo.world.scene import CLIP_SECONDS
 
@@ -88,9 +89,12 @@ def world_frames(seed: int, split: str, count: int, size: int, progress: bool = 
     return out
 
 
-def _batch(frames: torch.Tensor, config: VAETrainConfig, step: int) -> torch.Tensor:
-    """Half random crops at full resolution, half whole frames pooled to the crop size: the VAE
-    serves both the 128x128 stages and the 64x64 keyframes."""
+def _batch(frames: torch.Tensor, config: VAETrainConfig, step: int,
+           latent: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half random crops at full resolution, half whole frames pooled to the crop size (the VAE
+    serves both the 128x128 stages and the 64x64 keyframes), and the posterior's noise for them
+    (`latent`: the VAE's latent channels and factor): drawn with the batch, so each process's
+    share of it is the one a single process would use."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     idx = torch.randint(len(frames), (config.batch_size,), generator=g)
     x = frames[idx].float() / 255
@@ -98,7 +102,9 @@ def _batch(frames: torch.Tensor, config: VAETrainConfig, step: int) -> torch.Ten
     ys, xs = torch.randint(0, config.size - c + 1, (2, half), generator=g).tolist()
     crops = [x[i, :, y : y + c, xx : xx + c] for i, (y, xx) in enumerate(zip(ys, xs))]
     pooled = F.interpolate(x[half:], size=(c, c), mode="area")
-    return torch.cat((torch.stack(crops), pooled))
+    channels, factor = latent
+    noise = torch.randn(config.batch_size, channels, c // factor, c // factor, generator=g)
+    return torch.cat((torch.stack(crops), pooled)), noise
 
 
 @torch.no_grad()
@@ -130,15 +136,18 @@ def latent_scale(vae: AutoencoderKL, frames: torch.Tensor) -> float:
 
 def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    state = training_state()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
-    if (out / CACHE).is_file():
-        frames = torch.load(out / CACHE, weights_only=True)
-    else:
-        frames = world_frames(config.seed, "train", config.samples, config.size, progress)
-        with atomic_path(out / CACHE) as tmp:
-            torch.save(frames, tmp)
+    with state.local_main_process_first():  # one process per machine renders the frames, the others read them
+        if (out / CACHE).is_file():
+            frames = torch.load(out / CACHE, weights_only=True)
+        else:
+            frames = world_frames(config.seed, "train", config.samples, config.size, progress)
+            with atomic_path(out / CACHE) as tmp:
+                torch.save(frames, tmp)
     if config.init:
         vae = AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32)
     else:
@@ -154,12 +163,17 @@ def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progre
         vae.decoder.requires_grad_(True)
         vae.post_quant_conv.requires_grad_(True)
 
-    def loss(model: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    def loss(model: AutoencoderKL, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, noise = batch
         posterior = model.encode(x * 2 - 1).latent_dist
-        recon = model.decode(posterior.sample()).sample
+        recon = model.decode(posterior.mean + posterior.std * noise).sample
         return F.l1_loss(recon, x * 2 - 1) + config.kl_weight * posterior.kl().mean()
 
-    result = run_loop(out / "state", vae, config, lambda s: _batch(frames, config, s), loss, "train vae", progress)
+    latent = vae.config.latent_channels, vae_factor(vae)
+    result = run_loop(out / "state", vae, config, lambda s: _batch(frames, config, s, latent), loss, "train vae",
+                      progress)
+    if not state.is_main_process:
+        return out / "final"
     vae = result.model
     if config.train_encoder:
         vae.register_to_config(scaling_factor=latent_scale(vae, frames[:512]))

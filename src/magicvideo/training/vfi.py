@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
@@ -21,6 +20,7 @@ from magicvideo.media import atomic_path
 from magicvideo.models.edsc import EDSCInterpolator, PatchDiscriminator
 from magicvideo.models.ifnet import IFNet
 from magicvideo.training.common import load_checkpoint, save_checkpoint, save_config, write_card
+from magicvideo.training.loop import accelerator_for_training, agree, shard
 from magicvideo.world import draw_clip, render_frames
 
 CACHE = "triplets.pt"
@@ -120,17 +120,20 @@ def evaluate(edsc: EDSCInterpolator, ifnet: IFNet, clips: int) -> dict[str, floa
 def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     """Train (or resume) into `out`; the EMA weights land in out/final with their card."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    accelerator = accelerator_for_training()  # as the shared loop: each process trains on its share of a batch
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
     torch.manual_seed(config.seed)
-    accelerator = Accelerator()
     ifnet = IFNet.from_rife_package()
-    if (out / CACHE).is_file():
-        cache = torch.load(out / CACHE, weights_only=True)
-    else:
-        cache = build_triplets(config, ifnet, progress)
-        with atomic_path(out / CACHE) as tmp:
-            torch.save(cache, tmp)
+    with accelerator.local_main_process_first():  # one process per machine makes the cache, the others read it
+        if (out / CACHE).is_file():
+            cache = torch.load(out / CACHE, weights_only=True)
+        else:
+            cache = build_triplets(config, ifnet, progress)
+            with atomic_path(out / CACHE) as tmp:
+                torch.save(cache, tmp)
 
     gen = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
     disc = PatchDiscriminator()
@@ -149,7 +152,9 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
         ema.load_state_dict(state["ema"])
         warmup.load_state_dict(state["warmup"])
         step, elapsed = state["step"], state["elapsed"]
-        print(f"resuming at step {step}", file=sys.stderr)
+        if main:
+            print(f"resuming at step {step}", file=sys.stderr)
+    agree(accelerator, step, "step to resume from")
     gen, disc, opt_g, opt_d = accelerator.prepare(gen, disc, opt_g, opt_d)
 
     def checkpoint() -> None:
@@ -159,11 +164,12 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
             "warmup": warmup.state_dict(),
             "step": step, "elapsed": elapsed})
 
-    bar = tqdm(total=config.steps, initial=step, desc="train vfi", disable=not progress)
+    bar = tqdm(total=config.steps, initial=step, desc="train vfi", disable=not (progress and main))
     started = time.perf_counter() - elapsed
     sums = torch.zeros(2)  # running L1 of the model and of IFNet alone, printed every 100 steps
     while step < config.steps:
-        img0, img1, target, pframe, pflow, pmask, t = (x.to(accelerator.device) for x in _batch(cache, config, step))
+        mine = shard(_batch(cache, config, step), accelerator.process_index, accelerator.num_processes)
+        img0, img1, target, pframe, pflow, pmask, t = (x.to(accelerator.device) for x in mine)
         context = (img0 + img1) / 2
         fake = gen(img0, img1, t, pframe, pflow, pmask)
         adversarial = step >= config.adv_start
@@ -177,7 +183,10 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
         ema.step(accelerator.unwrap_model(gen).parameters())
         # 2. Critic: hinge loss on real targets against the generator's frames
         if adversarial:
-            loss_d = F.relu(1 - disc(target, context)).mean() + F.relu(1 + disc(fake.detach(), context)).mean()
+            # one critic call on real and fake together (its norms are per image: the same scores as two
+            # calls), as a distributed wrapper expects one forward per backward
+            real, false = disc(torch.cat((target, fake.detach())), torch.cat((context, context))).chunk(2)
+            loss_d = F.relu(1 - real).mean() + F.relu(1 + false).mean()
             opt_d.zero_grad(set_to_none=True)
             accelerator.backward(loss_d)
             opt_d.step()
@@ -186,11 +195,18 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
         bar.update(1)
         sums += torch.tensor([loss_rec.item(), F.l1_loss(pframe, target).item()])
         if step % 100 == 0:
-            print(f"step {step}: l1 {sums[0] / 100:.5f} (IFNet alone {sums[1] / 100:.5f})", file=sys.stderr, flush=True)
+            if accelerator.num_processes > 1:
+                sums = accelerator.reduce(sums.to(accelerator.device), "mean").cpu()
+            if main:
+                print(f"step {step}: l1 {sums[0] / 100:.5f} (IFNet alone {sums[1] / 100:.5f})", file=sys.stderr,
+                      flush=True)
             sums.zero_()
-        if step % config.checkpoint_every == 0 or step == config.steps:
+        if main and (step % config.checkpoint_every == 0 or step == config.steps):
             checkpoint()
     bar.close()
+    accelerator.wait_for_everyone()
+    if not main:
+        return out / "final"
 
     final = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
     final.load_state_dict(accelerator.unwrap_model(gen).state_dict())

@@ -1,0 +1,109 @@
+"""Data-parallel training under `accelerate launch`: a config's batch is the global one, each
+process trains on its share, so two processes reach the weights one process does (to float
+tolerance), and a run stopped under two processes resumes under one."""
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from magicvideo.training.loop import shard
+from magicvideo.training.t2i import T2ITrainConfig, train_t2i
+from tiny_components import tiny_vae
+
+
+def test_shard_cuts_every_tensor_of_a_batch_in_equal_parts():
+    batch = {"x": torch.arange(8).view(4, 2), "parts": (torch.arange(4), None), "name": "a"}
+    first, second = shard(batch, 0, 2), shard(batch, 1, 2)
+    assert first["x"].tolist() == [[0, 1], [2, 3]] and second["x"].tolist() == [[4, 5], [6, 7]]
+    assert second["parts"][0].tolist() == [2, 3] and second["parts"][1] is None and second["name"] == "a"
+    assert shard(batch, 0, 1) is batch
+    with pytest.raises(ValueError, match="does not split evenly over 2 processes"):
+        shard(torch.ones(3), 0, 2)
+
+
+def _config(tmp_path, steps: int) -> T2ITrainConfig:
+    if not (tmp_path / "vae").is_dir():
+        tiny_vae(levels=3).save_pretrained(tmp_path / "vae")
+    return T2ITrainConfig(samples=8, size=32, vae=str(tmp_path / "vae"), batch_size=4, steps=steps, warmup=1,
+                          checkpoint_every=1, lr=1e-3, widths=(32, 64), head_dim=16, eval_prompts=0,
+                          object_weight=5.0)
+
+
+def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.CompletedProcess:
+    path = tmp_path / f"{stage}_{config.steps}.yaml"
+    path.write_text(yaml.safe_dump(asdict(config)))
+    with socket.socket() as s:  # a free port for the processes to meet on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # accelerate's --cpu launches through mpirun; --multi_gpu starts torchrun's processes, which join one
+    # gloo group on the CPU (training_state)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--multi_gpu",
+               "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "magicvideo.cli", "train", stage,
+               "--config", str(path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def _weights(folder) -> torch.Tensor:
+    state = load_file(folder / "diffusion_pytorch_model.safetensors")
+    return torch.cat([state[k].flatten().float() for k in sorted(state)])
+
+
+def _apart(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor) -> float:
+    """How far two runs' weights are, as a share of how far training moved them."""
+    return float((a - b).abs().mean() / (a - start).abs().mean())
+
+
+def test_two_processes_train_the_weights_one_does_and_resume_under_one(tmp_path):
+    two = _launch(tmp_path, "t2i", _config(tmp_path, 2), tmp_path / "two", 2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("trained weights:") == 1  # the main process alone reports (and writes)
+    one = train_t2i(_config(tmp_path, 2), tmp_path / "one", progress=False)
+    start = train_t2i(_config(tmp_path, 0), tmp_path / "start", progress=False)
+    # the check can fail: one process at half the batch sees other data and lands elsewhere
+    half = train_t2i(replace(_config(tmp_path, 2), batch_size=2), tmp_path / "half", progress=False)
+    w_start, w_one = _weights(start), _weights(one)
+    assert _apart(_weights(tmp_path / "two" / "final"), w_one, w_start) < 0.01
+    assert _apart(_weights(half), w_one, w_start) > 0.2
+    # stopped at step 2 under two processes, resumed to step 3 under one: as one process throughout
+    resumed = train_t2i(_config(tmp_path, 3), tmp_path / "two", progress=False)
+    straight = train_t2i(_config(tmp_path, 3), tmp_path / "one", progress=False)
+    assert _apart(_weights(resumed), _weights(straight), w_start) < 0.01
+
+
+@pytest.mark.parametrize("stage", ["vae", "vfi"])
+def test_the_vae_and_the_interpolator_train_alike_under_two_processes(tmp_path, stage):
+    """The VAE draws its posterior noise with the batch; the interpolator runs its own GAN loop."""
+    if stage == "vae":
+        from magicvideo.training.vae import VAETrainConfig as Config
+        from magicvideo.training.vae import train_vae as train
+
+        config = Config(samples=8, size=32, crop=16, batch_size=4, steps=2, warmup=1, lr=1e-3, checkpoint_every=1,
+                        widths=(16, 16, 16), eval_frames=0)
+    else:
+        from magicvideo.training.vfi import VFITrainConfig as Config
+        from magicvideo.training.vfi import train_vfi as train
+
+        config = Config(samples=8, size=32, crop=16, batch_size=4, steps=2, adv_start=1, warmup=1,
+                        checkpoint_every=1, eval_clips=0, widths=(8, 16, 16))
+    two = _launch(tmp_path, stage, config, tmp_path / "two", 2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one, start = train(config, tmp_path / "one", progress=False), train(replace(config, steps=0), tmp_path / "0",
+                                                                         progress=False)
+    assert _apart(_weights(tmp_path / "two" / "final"), _weights(one), _weights(start)) < 0.01
+
+
+def test_a_batch_that_does_not_split_over_the_processes_fails_before_any_work(tmp_path):
+    run = _launch(tmp_path, "t2i", replace(_config(tmp_path, 2), batch_size=3), tmp_path / "odd", 2)
+    assert run.returncode != 0
+    assert "batch_size 3 does not split evenly over 2 processes" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "odd" / "prompts.pt").exists()
