@@ -43,7 +43,7 @@ def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.Com
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # accelerate's --cpu launches through mpirun; --multi_gpu starts torchrun's processes, which join one
-    # gloo group on the CPU (training_state)
+    # gloo group on the CPU (device.process_state)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--multi_gpu",
                "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "magicvideo.cli", "train", stage,

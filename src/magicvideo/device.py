@@ -10,6 +10,18 @@ import torch
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def process_state():
+    """accelerate's state of this process (which of how many, on which device), made once. Why
+    not plain PartialState(): accelerate joins CPU processes only when told the run is on the CPU
+    (its own CPU launcher is mpirun), so processes that torchrun or `accelerate launch --multi_gpu`
+    start on a machine with no GPU would each think they were alone; here they join one gloo
+    group. ACCELERATE_USE_CPU=true forces the CPU where a GPU is."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -29,20 +29,12 @@ STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's")
 def run_generate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from magicvideo.pipeline import (
-        STAGES,
-        MagicVideoPipeline,
-        RunSettings,
-        check_settings,
-        check_stages,
-        default_run_dir,
-    )
-    from magicvideo.presets import size_multiple_of
+    from magicvideo.pipeline import STAGES, MagicVideoPipeline, default_run_dir
     from magicvideo.runlock import RunLock
 
     progress = not args.quiet
     if args.resume:
-        if args.prompt is not None:
+        if args.prompt is not None or args.prompts:
             raise ValueError("give a prompt or --resume RUN_DIR, not both (a resumed run keeps its own settings)")
         from magicvideo.cli import build_parser
 
@@ -51,44 +43,17 @@ def run_generate(args: argparse.Namespace) -> None:
         if given:
             raise ValueError(f"--resume keeps the run's own settings; leave out --{given[0].replace('_', '-')}")
         out = MagicVideoPipeline.resume(args.resume, progress=progress, placement=placement(args))
-    else:
-        if args.prompt_schedule:
-            from magicvideo.travel import PromptSchedule
+    elif args.prompts:
+        from magicvideo.cli.batch import run_batch
 
-            schedule = PromptSchedule.parse(args.prompt_schedule)
-            if args.frames is not None:  # (else the count is stage 2's or the length's, checked once known)
-                schedule.check(args.frames)
-            args.prompt = args.prompt if args.prompt is not None else schedule.prompts[0]
-        if args.prompt is None or is_blank(args.prompt):
-            raise PromptError("the prompt is empty")
-        for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
-            check_flags(args, cls, names, prefix)
-        length = check_length(args)
-        context = check_flags(args, I2VSettings, CONTEXT_FLAGS)
-        default = STAGES[1:] if args.image else STAGES
-        stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
-        run_dir = Path(args.out) if args.out else default_run_dir(args.prompt, args.seed)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            RunLock.claim(run_dir)  # raises, saying why the folder cannot be this run's
-        if args.image:  # an unreadable image fails before any model loads
-            fitted_image(args, args.height or 1, args.width or 1)
-        if args.preset == "tiny" and args.width != args.height:
-            print("note: the tiny preset's world is square; its stages run on other shapes, but never learnt them",
-                  file=sys.stderr)
-        files = loras(args)
-        settings = {k: getattr(args, k) for k in ("t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
-                                                  "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
-                                                  "gif", "flavour", "width", "height")}
-        where = placement(args)
-        weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
-        run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
-                          dtype=where.dtype, image=args.image, fit=args.fit, stages=stages,
-                          loras=tuple(map(str, files)),
-                          prompt_schedule=args.prompt_schedule, **length, **context, **settings)
-        check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
+        run_batch(args)
+        return
+    else:
+        run, files, where = new_run(args)
+        run_dir = Path(args.out) if args.out else default_run_dir(run.prompt, args.seed)
         lock = RunLock.claim(run_dir)  # before any weight loads: of two runs on one --out, one fails now
         try:
-            pipe = MagicVideoPipeline.from_preset(args.preset, weights, placement=where, loras=files)
+            pipe = MagicVideoPipeline.from_preset(args.preset, run.weights, placement=where, loras=files)
         except BaseException:
             lock.release(abandon=True)
             raise
@@ -96,6 +61,48 @@ def run_generate(args: argparse.Namespace) -> None:
     last = [name for name in STAGES if name in out.paths][-1]
     print(f"video: {out.paths[last]}" + (f" (and {out.paths['gif']})" if "gif" in out.paths else ""))
     print(f"run directory: {out.run_dir}")
+
+
+def new_run(args: argparse.Namespace) -> tuple:
+    """(RunSettings, LoRA files, Placement) of a new run from generate's flags, every one checked
+    in its own words before any weight loads."""
+    from pathlib import Path
+
+    from magicvideo.pipeline import STAGES, RunSettings, check_settings, check_stages
+    from magicvideo.presets import size_multiple_of
+
+    if args.prompt_schedule:
+        from magicvideo.travel import PromptSchedule
+
+        schedule = PromptSchedule.parse(args.prompt_schedule)
+        if args.frames is not None:  # (else the count is stage 2's or the length's, checked once known)
+            schedule.check(args.frames)
+        args.prompt = args.prompt if args.prompt is not None else schedule.prompts[0]
+    if args.prompt is None or is_blank(args.prompt):
+        raise PromptError("the prompt is empty")
+    for prefix, cls, names, _ in STAGE_FLAGS:  # in the flags' words, before anything is read
+        check_flags(args, cls, names, prefix)
+    length = check_length(args)
+    context = check_flags(args, I2VSettings, CONTEXT_FLAGS)
+    default = STAGES[1:] if args.image else STAGES
+    stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
+    if args.image:  # an unreadable image fails before any model loads
+        fitted_image(args, args.height or 1, args.width or 1)
+    if args.preset == "tiny" and args.width != args.height:
+        print("note: the tiny preset's world is square; its stages run on other shapes, but never learnt them",
+              file=sys.stderr)
+    files = loras(args)
+    settings = {k: getattr(args, k) for k in ("t2i_steps", "t2i_guidance", "i2v_steps", "i2v_guidance",
+                                              "v2v_steps", "v2v_strength", "t2i_size", "i2v_size", "v2v_size",
+                                              "gif", "flavour", "width", "height")}
+    where = placement(args)
+    weights = str(Path(args.weights).resolve()) if args.weights else None  # the manifest outlives the cwd
+    run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
+                      dtype=where.dtype, image=args.image, fit=args.fit, stages=stages,
+                      loras=tuple(map(str, files)),
+                      prompt_schedule=args.prompt_schedule, **length, **context, **settings)
+    check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
+    return run, files, where
 
 
 def check_length(args: argparse.Namespace) -> dict:
@@ -116,13 +123,18 @@ def check_length(args: argparse.Namespace) -> dict:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("generate", help="the cascade: a prompt becomes a smooth video (t2i, i2v, v2v, vfi)")
-    p.add_argument("prompt", nargs="?", help="what the video shows (not needed with --resume)")
+    p.add_argument("prompt", nargs="?", help="what the video shows (not needed with --resume or --prompts)")
+    p.add_argument("--prompts", metavar="FILE", help="many runs: a prompt a line (.txt), or JSON lines (.jsonl) "
+                   "of {\"prompt\": ..., \"seed\": ..., other flags by name}; one run folder each under --out, "
+                   "and an index; a re-run skips finished runs and resumes unfinished ones; under torchrun or "
+                   "`accelerate launch` the prompts are shared among the processes")
     p.add_argument("--prompt-schedule", metavar="SCHEDULE", help="prompt travel for the keyframes: "
                    "'0: a red star moving left | 24: a red star spinning' (or a .json file of frame: prompt), "
                    "interpolated between the frames named; the reference image is made from the prompt (default: "
                    "frame 0's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>)")
+    p.add_argument("--out", help="run directory (default: runs/<prompt words>-seed<seed>); with --prompts, the "
+                   "folder of the runs (default: runs/<file name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; its finished stages are kept")
     p.add_argument("--image", help="animate this reference image instead of making one (skips t2i)")
     add_fit(p)

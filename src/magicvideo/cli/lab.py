@@ -41,15 +41,16 @@ def trainer(stage: str) -> tuple:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from magicvideo.device import process_state
     from magicvideo.training.common import load_config
-    from magicvideo.training.loop import check_batches, training_state
+    from magicvideo.training.loop import check_batches
 
     config_cls, train = trainer(args.stage)
     config = load_config(config_cls, args.config, {"steps": args.steps})
     check_batches(config)
     command = "magicvideo " + " ".join(shlex.quote(a) for a in args.argv)
     final = train(config, args.out, command=command, progress=not args.quiet)
-    if training_state().is_main_process:
+    if process_state().is_main_process:
         print(f"trained weights: {final}")
 
 

@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DCondi
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.device import process_state
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
@@ -30,7 +31,7 @@ from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop, training_state
+from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
@@ -151,7 +152,7 @@ def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = Tr
     firsts = torch.empty(config.clips, 3, config.size, config.size, dtype=torch.uint8)
     jobs = [(config.seed, start, min(start + chunk, config.clips), config.frames, config.size)
             for start in range(0, config.clips, chunk)]
-    vae = vae.to(training_state().device)
+    vae = vae.to(process_state().device)
     with tqdm(total=config.clips, desc="encode train keyframes", disable=not progress) as bar:
         for (_, start, stop, _, _), frames in zip(jobs, in_workers(_draw_keyframes, jobs, config.workers),
                                                    strict=True):
@@ -221,7 +222,7 @@ def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tenso
 
 def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    state = training_state()
+    state = process_state()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import parse_flag_from_env
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from magicvideo.device import process_state
 from magicvideo.media import atomic_path
 from magicvideo.training.common import load_checkpoint, save_checkpoint
 
@@ -104,20 +104,10 @@ class Objective(torch.nn.Module):
         return self.loss(self.model, batch)
 
 
-def training_state() -> PartialState:
-    """accelerate's state of this process, made once. Why not plain PartialState(): accelerate
-    joins CPU processes only when told the run is on the CPU (its own CPU launcher is mpirun), so
-    processes that torchrun or `accelerate launch --multi_gpu` start on a machine with no GPU
-    would each train alone; here they join one gloo group. ACCELERATE_USE_CPU=true forces the
-    CPU where a GPU is."""
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available()
-    return PartialState(cpu=cpu)
-
-
 def check_batches(config: Any) -> None:
     """Before any work: the batches a config draws (`batch_size`, and stage 2's `image_batch_size`
     when it draws image batches) must split evenly over the processes running it."""
-    count = training_state().num_processes
+    count = process_state().num_processes
     sizes = {"batch_size": config.batch_size}
     if getattr(config, "image_every", 0) > 0:
         sizes["image_batch_size"] = config.image_batch_size
@@ -128,7 +118,7 @@ def check_batches(config: Any) -> None:
 
 
 def accelerator_for_training() -> Accelerator:
-    training_state()
+    process_state()
     # some trainable parts sit out some steps (stage 2's motion modules on image batches)
     return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 

@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
-from magicvideo.device import Placement
+from magicvideo.device import Placement, process_state
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
@@ -29,7 +29,7 @@ from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i
 from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop, training_state
+from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldImages, render_masks
 
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
@@ -128,7 +128,7 @@ def encode_images(config: T2ITrainConfig, vae: AutoencoderKL, progress: bool = T
     chunk = 64
     jobs = [(config.seed, start, min(start + chunk, config.samples), config.size)
             for start in range(0, config.samples, chunk)]
-    vae = vae.to(training_state().device)
+    vae = vae.to(process_state().device)
     with tqdm(total=config.samples, desc="encode train images", disable=not progress) as bar:
         for (_, start, stop, _), images in zip(jobs, in_workers(_draw_images, jobs, config.workers), strict=True):
             images = torch.from_numpy(images).to(vae.device)
@@ -169,7 +169,7 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     from magicvideo.judge.t2i import evaluate_t2i
 
     out = Path(out)
-    state = training_state()
+    state = process_state()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
@@ -277,7 +277,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
     if not ((data / PROMPTS).is_file() and (data / LATENTS).is_file()):
         raise FileNotFoundError(f"no training caches ({PROMPTS}, {LATENTS}) in {data}: give the data of a "
                                 "`magicvideo train t2i` output folder (`--data RUN`)")
-    device = training_state().device
+    device = process_state().device
     unet, teacher, kept = lora_from_fine_tune(tuned, config.rank, config.base or None)
     teacher = teacher.to(device).eval().requires_grad_(False)
     base = UNet2DConditionModel.from_pretrained(config.base or TINY_UNET, torch_dtype=torch.float32).to(device).eval()
@@ -304,7 +304,7 @@ def distill_t2i_lora(config: T2IDistillConfig, out: str | Path, command: str = "
                             checkpoint_every=100, seed=config.seed)
     result = run_loop(out / "distill_state", unet, settings, lambda s: _batch(fit, draws, scheduler, s), loss,
                       "distill t2i lora", progress)
-    if not training_state().is_main_process:
+    if not process_state().is_main_process:
         return {}
     metrics = {"change_kept_by_svd": sum(kept.values()) / len(kept), "prediction_gap_svd": gap_svd,
                "prediction_gap_distilled": prediction_gap(result.model, teacher, base, probe),

@@ -24,6 +24,7 @@ from diffusers import ControlNetModel, MotionAdapter
 from torch import nn
 from tqdm import tqdm
 
+from magicvideo.device import process_state
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.diffusion.video import resize_reference
 from magicvideo.latent import vae_factor
@@ -35,7 +36,7 @@ from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
 from magicvideo.text import PromptEmbedding
 from magicvideo.training.cache import cached, encode_captions
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop, training_state
+from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldClips
 
 PROMPTS, CLIPS = "prompts.pt", "clips.pt"
@@ -167,7 +168,7 @@ def _loss(modules: V2VModules, stage: VideoToVideo, batch: dict[str, torch.Tenso
 
 def train_v2v(config: V2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    state = training_state()
+    state = process_state()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")

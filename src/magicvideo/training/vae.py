@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
+from magicvideo.device import process_state
 from magicvideo.judge.metrics import psnr
 from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path
 from magicvideo.training.common import save_config, write_card
-from magicvideo.training.loop import LoopSettings, run_loop, training_state
+from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import draw_clip, render_frames
 from magicvideo.world.scene import CLIP_SECONDS
 
@@ -136,7 +137,7 @@ def latent_scale(vae: AutoencoderKL, frames: torch.Tensor) -> float:
 
 def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     out = Path(out)
-    state = training_state()
+    state = process_state()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
