@@ -53,8 +53,12 @@ def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.Com
 
 
 def _weights(folder) -> torch.Tensor:
-    state = load_file(folder / "diffusion_pytorch_model.safetensors")
-    return torch.cat([state[k].flatten().float() for k in sorted(state)])
+    """Every weight a trainer saved in `folder` (a stage's folder holds several files), in one vector."""
+    parts = []
+    for path in sorted(folder.rglob("*.safetensors")):
+        state = load_file(path)
+        parts += [state[k].flatten().float() for k in sorted(state)]
+    return torch.cat(parts)
 
 
 def _apart(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor) -> float:
@@ -79,10 +83,22 @@ def test_two_processes_train_the_weights_one_does_and_resume_under_one(tmp_path)
     assert _apart(_weights(resumed), _weights(straight), w_start) < 0.01
 
 
-@pytest.mark.parametrize("stage", ["vae", "vfi"])
-def test_the_vae_and_the_interpolator_train_alike_under_two_processes(tmp_path, stage):
-    """The VAE draws its posterior noise with the batch; the interpolator runs its own GAN loop."""
-    if stage == "vae":
+@pytest.mark.parametrize("stage", ["vae", "vfi", "i2v"])
+def test_the_other_trainers_train_alike_under_two_processes(tmp_path, stage):
+    """The VAE draws its posterior noise with the batch; the interpolator runs its own GAN loop;
+    stage 2 trains several modules, some of which sit out its image batches."""
+    if stage == "i2v":
+        from magicvideo.training.i2v import I2VTrainConfig as Config
+        from magicvideo.training.i2v import train_i2v as train
+        from tiny_components import tiny_unet
+
+        tiny_unet(384).save_pretrained(tmp_path / "unet")
+        tiny_vae(levels=4).save_pretrained(tmp_path / "vae")
+        config = Config(clips=4, frames=3, size=32, t2i_unet=str(tmp_path / "unet"), vae=str(tmp_path / "vae"),
+                        batch_size=2, image_batch_size=4, image_every=2, steps=2, warmup=1, lr=1e-3,
+                        motion_heads=2, appearance_grid=2, appearance_widths=(8, 16),
+                        controlnet_channels=(8, 16, 16, 32))
+    elif stage == "vae":
         from magicvideo.training.vae import VAETrainConfig as Config
         from magicvideo.training.vae import train_vae as train
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm import tqdm
@@ -118,9 +118,8 @@ def check_batches(config: Any) -> None:
 
 
 def accelerator_for_training() -> Accelerator:
-    process_state()
-    # some trainable parts sit out some steps (stage 2's motion modules on image batches)
-    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    process_state()  # first: the CPU processes join one group
+    return Accelerator()
 
 
 def agree(accelerator: Accelerator, value: float, what: str) -> None:
@@ -130,7 +129,7 @@ def agree(accelerator: Accelerator, value: float, what: str) -> None:
         return
     seen = accelerator.gather(torch.tensor([float(value)], device=accelerator.device)).tolist()
     if len(set(seen)) > 1:
-        raise RuntimeError(f"the processes disagree on the {what} ({seen}): every machine must see the run's "
+        raise FileNotFoundError(f"the processes disagree on the {what} ({seen}): every machine must see the run's "
                            "output folder (put --out on storage they share)")
 
 
