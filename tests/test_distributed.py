@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,9 @@ from safetensors.torch import load_file
 from magicvideo.training.loop import shard
 from magicvideo.training.t2i import T2ITrainConfig, train_t2i
 from tiny_components import tiny_vae
+
+ACCELERATE = Path(__file__).parents[1] / "configs" / "accelerate"
+CPU_CONFIG = ACCELERATE / "cpu_2_processes.yaml"
 
 
 def test_shard_cuts_every_tensor_of_a_batch_in_equal_parts():
@@ -42,12 +46,10 @@ def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.Com
     with socket.socket() as s:  # a free port for the processes to meet on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # accelerate's --cpu launches through mpirun; --multi_gpu starts torchrun's processes, which join one
-    # gloo group on the CPU (device.process_state)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--multi_gpu",
-               "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "magicvideo.cli", "train", stage,
-               "--config", str(path), "--out", str(out), "--quiet"]
+    # the shipped config for CPU processes (torchrun's, joined in one gloo group: device.process_state)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(CPU_CONFIG),
+               "--num_processes", str(processes), "--main_process_port", str(port), "-m", "magicvideo.cli",
+               "train", stage, "--config", str(path), "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
@@ -123,3 +125,11 @@ def test_a_batch_that_does_not_split_over_the_processes_fails_before_any_work(tm
     assert "batch_size 3 does not split evenly over 2 processes" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "odd" / "prompts.pt").exists()
+
+
+def test_the_shipped_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = {p.name: load_config_from_file(str(p)) for p in ACCELERATE.glob("*.yaml")}
+    assert len(configs) >= 5 and configs["gpu_8.yaml"].num_processes == 8
+    assert {c.machine_rank for n, c in configs.items() if n.startswith("two_machines")} == {0, 1}
