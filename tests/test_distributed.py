@@ -1,11 +1,12 @@
 """Data-parallel training under `accelerate launch`: a config's batch is the global one, each
 process trains on its share, so two processes reach the weights one process does (to float
-tolerance), and a run stopped under two processes resumes under one."""
+tolerance), and a two-process run killed mid-run resumes under one."""
 
 import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def _config(tmp_path, steps: int) -> T2ITrainConfig:
                           object_weight=5.0)
 
 
-def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.CompletedProcess:
+def _launch(tmp_path, stage: str, config, out, processes: int, wait: bool = True):
     path = tmp_path / f"{stage}_{config.steps}.yaml"
     path.write_text(yaml.safe_dump(asdict(config)))
     with socket.socket() as s:  # a free port for the processes to meet on
@@ -51,6 +52,8 @@ def _launch(tmp_path, stage: str, config, out, processes: int) -> subprocess.Com
                "--num_processes", str(processes), "--main_process_port", str(port), "-m", "magicvideo.cli",
                "train", stage, "--config", str(path), "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -79,10 +82,38 @@ def test_two_processes_train_the_weights_one_does_and_resume_under_one(tmp_path)
     w_start, w_one = _weights(start), _weights(one)
     assert _apart(_weights(tmp_path / "two" / "final"), w_one, w_start) < 0.01
     assert _apart(_weights(half), w_one, w_start) > 0.2
-    # stopped at step 2 under two processes, resumed to step 3 under one: as one process throughout
-    resumed = train_t2i(_config(tmp_path, 3), tmp_path / "two", progress=False)
-    straight = train_t2i(_config(tmp_path, 3), tmp_path / "one", progress=False)
-    assert _apart(_weights(resumed), _weights(straight), w_start) < 0.01
+
+
+def test_a_two_process_run_killed_resumes_under_one_process(tmp_path):
+    killed = tmp_path / "killed"
+    run = _launch(tmp_path, "t2i", _config(tmp_path, 10_000), killed, 2, wait=False)
+    deadline = time.monotonic() + 240
+    while (step := _checkpoint_step(killed)) < 2:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-2000:]
+        time.sleep(0.2)
+    import psutil
+
+    launcher = psutil.Process(run.pid)
+    processes = [*launcher.children(recursive=True), launcher]  # both trainers, mid-run, and their launcher
+    for process in processes:
+        process.kill()
+    psutil.wait_procs(processes, timeout=30)
+    run.wait()
+    step = _checkpoint_step(killed)  # the last one written before the kill
+    resumed = train_t2i(_config(tmp_path, step + 1), killed, progress=False)
+    straight = train_t2i(_config(tmp_path, step + 1), tmp_path / "straight", progress=False)
+    start = train_t2i(_config(tmp_path, 0), tmp_path / "start", progress=False)
+    assert _apart(_weights(resumed), _weights(straight), _weights(start)) < 0.01
+
+
+def _checkpoint_step(out) -> int:
+    from magicvideo.training.common import load_checkpoint
+
+    try:
+        state = load_checkpoint(out / "state")
+    except (OSError, RuntimeError, EOFError):  # being replaced this instant
+        return -1
+    return -1 if state is None else state["step"]
 
 
 @pytest.mark.parametrize("stage", ["vae", "vfi", "i2v"])
