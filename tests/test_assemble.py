@@ -77,6 +77,25 @@ def test_assembled_folder_runs_the_cascade(public, tmp_path, capsys):
     assert not torch.allclose(fused, base)  # the folder's LoRA is fused whenever it loads
 
 
+def test_an_ip_adapter_plus_assembles_and_animates(public, tmp_path):
+    from tiny_components import ip_adapter_plus_weights
+
+    root, small = public
+    unet = UNet2DConditionModel.from_pretrained(small / "t2i" / "unet")
+    hidden = json.loads((small / "i2v" / "image_encoder" / "config.json").read_text())["hidden_size"]
+    save_file(ip_adapter_plus_weights(unet, embed_dim=hidden), tmp_path / "ip-adapter-plus_sd15.safetensors")
+    out = tmp_path / "sd15"
+    assert _assemble(public, out, "--ip-adapter", str(tmp_path / "ip-adapter-plus_sd15.safetensors"),
+                     "--image-encoder", str(small / "i2v" / "image_encoder")) == 0
+    config = json.loads((out / "i2v" / "appearance" / "config.json").read_text())
+    assert config["_class_name"] == "AppearanceResampler" and config["embed_dim"] == hidden
+    run = tmp_path / "run"
+    assert main(["generate", "a red ball", "--preset", "sd15", "--weights", str(out), "--out", str(run),
+                 "--stages", "t2i,i2v", "--frames", "3", "--t2i-size", "32", "--t2i-steps", "1", "--i2v-size", "32",
+                 "--i2v-steps", "1", "--device", "cpu", "--quiet"]) == 0
+    assert (run / "keyframes.mp4").is_file()
+
+
 def test_assemble_says_what_is_left_out_and_checks_before_writing(public, tmp_path, capsys):
     root, small = public
     out = tmp_path / "bare"

@@ -180,14 +180,43 @@ def test_an_ip_adapter_file_becomes_the_appearance_branch_diffusers_builds_from_
         torch.testing.assert_close(projection(embeds), layer(embeds))
 
 
-def test_ip_adapter_plus_and_other_files_are_refused_in_one_line(sd, tmp_path):
+def test_an_ip_adapter_plus_file_becomes_the_resampler_diffusers_builds_from_it(sd, tmp_path):
+    from safetensors.torch import load_file
+
+    from magicvideo.formats import ip_adapter_appearance
+    from magicvideo.models.appearance import BRANCH_FILE, AppearanceResampler, CLIPAppearanceEncoder
+    from tiny_components import clip_image_encoder, ip_adapter_plus_weights
+
+    save_file(ip_adapter_plus_weights(sd.unet), tmp_path / "ip-adapter-plus_sd15.safetensors")
+    folder = ip_adapter_appearance(tmp_path / "ip-adapter-plus_sd15.safetensors", dict(sd.unet.config),
+                                   tmp_path / "app")
+    ours = AppearanceResampler.from_pretrained(folder)
+    assert ours.config.num_tokens == 4 and ours.config.embed_dim == 32
+    sd.load_ip_adapter(str(tmp_path), subfolder="", weight_name="ip-adapter-plus_sd15.safetensors",
+                       image_encoder_folder=None)
+    theirs = sd.unet.encoder_hid_proj.image_projection_layers[0]
+    assert type(theirs).__name__ == "IPAdapterPlusImageProjection"
+    hidden = torch.randn(2, 17, 32)  # a 32x32 image in 8x8 patches and the class token
+    with torch.no_grad():
+        torch.testing.assert_close(ours(hidden), theirs(hidden))
+    branch = load_file(folder / BRANCH_FILE)
+    name = sorted(n for n in sd.unet.attn_processors if n.endswith("attn2.processor"))[0]
+    torch.testing.assert_close(branch["0.to_k_ip.0.weight"], sd.unet.attn_processors[name].to_k_ip[0].weight)
+    # the encoder reads CLIP's penultimate hidden states, and the unguided branch a zero image's, as diffusers
+    encoder = CLIPAppearanceEncoder(clip_image_encoder(), ours)
+    images = torch.rand(2, 3, 48, 40)
+    with torch.no_grad():
+        pixels = encoder.pixels(images)
+        want = theirs(encoder.image_encoder(pixels, output_hidden_states=True).hidden_states[-2])
+        zero = theirs(encoder.image_encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2])
+        torch.testing.assert_close(encoder(images), want)
+        torch.testing.assert_close(encoder.unconditional(2), zero)
+
+
+def test_other_ip_adapter_files_are_refused_in_one_line(sd, tmp_path):
     from magicvideo.formats import ip_adapter_appearance
     from tiny_components import ip_adapter_weights
 
-    plus = ip_adapter_weights(sd.unet) | {"image_proj.latents": torch.zeros(1, 16, 32)}
-    save_file(plus, tmp_path / "ip-adapter-plus_sd15.safetensors")
-    with pytest.raises(WeightsError, match="IP-Adapter Plus"):
-        ip_adapter_appearance(tmp_path / "ip-adapter-plus_sd15.safetensors", dict(sd.unet.config), tmp_path / "a")
     short = {k: v for k, v in ip_adapter_weights(sd.unet).items() if not k.startswith("ip_adapter.1.")}
     save_file(short, tmp_path / "short.safetensors")
     with pytest.raises(WeightsError, match="does not fit this UNet"):

@@ -193,6 +193,32 @@ def ip_adapter_weights(unet, embed_dim: int = 16, tokens: int = 4, seed: int = 0
     return state
 
 
+def ip_adapter_plus_weights(unet, embed_dim: int = 32, hidden: int = 64, tokens: int = 4,
+                            seed: int = 0) -> dict[str, torch.Tensor]:
+    """An IP-Adapter Plus (ip-adapter-plus_sd15 layout) for `unet`: the original resampler's keys
+    (`image_proj.latents`, `proj_in`, four `layers.i` of attention `0.*` and feed-forward `1.*`,
+    `proj_out`, `norm_out`; 64 channels a head) and the same `ip_adapter.K` image keys/values."""
+    g = torch.Generator().manual_seed(seed)
+    dim, inner = unet.config.cross_attention_dim, 64 * (hidden // 64)
+
+    def w(*shape):
+        return torch.randn(*shape, generator=g) * 0.1
+
+    state = {"image_proj.latents": w(1, tokens, hidden), "image_proj.proj_in.weight": w(hidden, embed_dim),
+             "image_proj.proj_in.bias": w(hidden), "image_proj.proj_out.weight": w(dim, hidden),
+             "image_proj.proj_out.bias": w(dim), "image_proj.norm_out.weight": 1 + w(dim),
+             "image_proj.norm_out.bias": w(dim)}
+    for i in range(4):
+        layer = f"image_proj.layers.{i}"
+        for norm in ("0.norm1", "0.norm2", "1.0"):
+            state[f"{layer}.{norm}.weight"], state[f"{layer}.{norm}.bias"] = 1 + w(hidden), w(hidden)
+        state |= {f"{layer}.0.to_q.weight": w(inner, hidden), f"{layer}.0.to_kv.weight": w(2 * inner, hidden),
+                  f"{layer}.0.to_out.weight": w(hidden, inner), f"{layer}.1.1.weight": w(4 * hidden, hidden),
+                  f"{layer}.1.3.weight": w(hidden, 4 * hidden)}
+    plain = ip_adapter_weights(unet, seed=seed)
+    return state | {k: v for k, v in plain.items() if k.startswith("ip_adapter.")}
+
+
 # ------------------------------------------------------------------ original (LDM) single files
 _RESNET_TO_LDM = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
                   ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))

@@ -271,10 +271,33 @@ def lora_host(unet, text_encoder=None):
 
 
 # ------------------------------------------------------------------ IP-Adapter
+def _resampler(path: Path, image_proj: dict, unet):
+    """IP-Adapter Plus's resampler, converted by diffusers (its IPAdapterPlusImageProjection, which
+    fixes 64 channels a head and 4 layers), in our AppearanceResampler."""
+    from diffusers.loaders.unet import UNet2DConditionLoadersMixin
+
+    from magicvideo.models.appearance import AppearanceResampler
+
+    try:
+        converted = UNet2DConditionLoadersMixin._convert_ip_adapter_image_proj_to_diffusers(
+            unet, dict(image_proj), low_cpu_mem_usage=False)
+    except (KeyError, RuntimeError) as err:
+        raise WeightsError(f"{path}: an IP-Adapter Plus resampler diffusers does not read ({err})") from None
+    r = converted
+    resampler = AppearanceResampler(embed_dim=r.proj_in.in_features, num_tokens=r.latents.shape[1],
+                                    dim=r.proj_out.out_features, hidden_dim=r.latents.shape[2],
+                                    heads=r.layers[0].attn.heads, depth=len(r.layers),
+                                    ffn_ratio=r.layers[0].ff[1].net[2].in_features / r.latents.shape[2])
+    resampler.resampler.load_state_dict(converted.state_dict())
+    return resampler
+
+
 def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str | os.PathLike) -> Path:
     """IP-Adapter's `ip-adapter_sd15.safetensors` (or .bin) as stage 2's appearance/ folder: its
-    image projection is our AppearanceProjection (a linear layer to N tokens, then LayerNorm),
-    and its image keys/values (`ip_adapter.K.to_k_ip`) go to the same cross-attentions. K counts
+    image projection is our AppearanceProjection (a linear layer to N tokens, then LayerNorm), or
+    for IP-Adapter Plus (`ip-adapter-plus_sd15`, `ip-adapter-plus-face_sd15`) the resampler, which
+    diffusers' own converter reads into its IPAdapterPlusImageProjection (our AppearanceResampler
+    holds it); its image keys/values (`ip_adapter.K.to_k_ip`) go to the same cross-attentions. K counts
     every attention processor of the UNet in diffusers' traversal order (1, 3, ..., the mid
     block's last); our branch.safetensors orders the cross-attentions by name, so the map is read
     off a UNet built from `unet_config` (on the meta device: no memory), not assumed."""
@@ -286,10 +309,8 @@ def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str |
 
     path, out = Path(path), Path(out)
     state = read_tensors(path)
-    if any(k.startswith("image_proj.") and ("latents" in k or "proj_in" in k) for k in state):
-        raise WeightsError(f"{path} is an IP-Adapter Plus (a Resampler over the image encoder's hidden states); "
-                           "only the plain IP-Adapter (ip-adapter_sd15) is read")
-    if "image_proj.proj.weight" not in state or not any(k.startswith("ip_adapter.") for k in state):
+    plus = "image_proj.latents" in state
+    if not (plus or "image_proj.proj.weight" in state) or not any(k.startswith("ip_adapter.") for k in state):
         raise WeightsError(f"{path} is not an IP-Adapter file (no image_proj.proj and ip_adapter weights)")
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(unet_config)
@@ -307,11 +328,14 @@ def ip_adapter_appearance(path: str | os.PathLike, unet_config: dict, out: str |
     if extra:
         raise WeightsError(f"{path} does not fit this UNet: {extra} of its image key/value weights have no "
                            "cross-attention here")
-    dim = unet_config["cross_attention_dim"]
-    weight = state["image_proj.proj.weight"]
-    projection = AppearanceProjection(embed_dim=weight.shape[1], num_tokens=weight.shape[0] // dim, dim=dim)
-    projection.load_state_dict({k.removeprefix("image_proj."): v for k, v in state.items()
-                                if k.startswith("image_proj.")})
-    projection.to(weight.dtype).save_pretrained(out)
+    image_proj = {k.removeprefix("image_proj."): v for k, v in state.items() if k.startswith("image_proj.")}
+    if plus:
+        projection = _resampler(path, image_proj, unet)
+    else:
+        dim = unet_config["cross_attention_dim"]
+        weight = state["image_proj.proj.weight"]
+        projection = AppearanceProjection(embed_dim=weight.shape[1], num_tokens=weight.shape[0] // dim, dim=dim)
+        projection.load_state_dict(image_proj)
+    projection.to(next(iter(image_proj.values())).dtype).save_pretrained(out)
     save_file(branch, out / BRANCH_FILE)
     return out

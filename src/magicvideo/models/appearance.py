@@ -3,7 +3,8 @@ cross-attention of their own beside the text cross-attention (decoupled, as IP-A
 
 - `AppearanceEncoder` (tiny preset): a small CNN, reference RGB -> grid x grid tokens.
 - `CLIPAppearanceEncoder` (full size): a CLIP image encoder's embedding through an
-  `AppearanceProjection` to a few tokens, IP-Adapter's recipe (image_encoder/ + appearance/).
+  `AppearanceProjection` to a few tokens, IP-Adapter's recipe (image_encoder/ + appearance/),
+  or its penultimate hidden states through an `AppearanceResampler`, IP-Adapter Plus's.
 - `attach_appearance` swaps every spatial cross-attention processor of a diffusers UNet (2D or
   motion, any layout: ours or SD1.5's) for diffusers' `IPAdapterAttnProcessor2_0`, whose
   image keys/values start as copies of the text ones. The UNet is then called with
@@ -73,16 +74,37 @@ class AppearanceProjection(ModelMixin, ConfigMixin):
         return self.norm(self.proj(embeds).reshape(-1, c.num_tokens, c.dim))
 
 
+class AppearanceResampler(ModelMixin, ConfigMixin):
+    """IP-Adapter Plus's image projection: an image encoder's penultimate hidden states
+    (B, L, embed_dim) -> (B, num_tokens, dim) through a Perceiver-style resampler, diffusers'
+    IPAdapterPlusImageProjection (learned queries attending to the patches, `depth` times)."""
+
+    @register_to_config
+    def __init__(self, embed_dim: int = 1280, num_tokens: int = 16, dim: int = 768, hidden_dim: int = 768,
+                 heads: int = 12, depth: int = 4, ffn_ratio: float = 4.0) -> None:
+        super().__init__()
+        from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+        self.resampler = IPAdapterPlusImageProjection(embed_dims=embed_dim, output_dims=dim, hidden_dims=hidden_dim,
+                                                      depth=depth, dim_head=64, heads=heads, num_queries=num_tokens,
+                                                      ffn_ratio=ffn_ratio)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.resampler(hidden_states)
+
+
 class CLIPAppearanceEncoder(nn.Module):
     """(B, 3, H, W) in [0, 1] -> (B, num_tokens, dim): a CLIP vision model with projection
-    (`image_embeds`), then `AppearanceProjection`, IP-Adapter's recipe. Images go through
+    (`image_embeds`), then `AppearanceProjection`, IP-Adapter's recipe; with an
+    `AppearanceResampler`, the encoder's penultimate hidden states through it, IP-Adapter Plus's
+    (both as diffusers' IP-Adapter pipelines feed them). Images go through
     transformers' CLIPImageProcessor, as diffusers' IP-Adapter pipelines feed them (8-bit RGB,
     shortest side to the encoder's size, bicubic, centre crop, CLIP's normalisation), so a
     public adapter sees what it was trained on; a non-square reference is cropped, not squashed.
-    `unconditional(n)`: the tokens of a zero embedding, what the unguided branch reads, as diffusers
-    gives IP-Adapter's negative branch."""
+    `unconditional(n)`: the tokens of a zero embedding (Plus: of a zero image's hidden states),
+    what the unguided branch reads, as diffusers gives IP-Adapter's negative branch."""
 
-    def __init__(self, image_encoder: nn.Module, projection: AppearanceProjection) -> None:
+    def __init__(self, image_encoder: nn.Module, projection: AppearanceProjection | AppearanceResampler) -> None:
         super().__init__()
         self.image_encoder, self.projection = image_encoder, projection
         try:  # the PIL backend (no torchvision needed), under the name transformers now gives it
@@ -102,14 +124,25 @@ class CLIPAppearanceEncoder(nn.Module):
         rgb = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         return self.processor(images=list(rgb), return_tensors="pt").pixel_values
 
+    @property
+    def plus(self) -> bool:
+        return isinstance(self.projection, AppearanceResampler)
+
+    def _project(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.image_encoder(pixel_values=pixels, output_hidden_states=self.plus)
+        features = out.hidden_states[-2] if self.plus else out.image_embeds
+        return self.projection(features.to(self.projection.dtype))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = self.pixels(images).to(images.device, self.image_encoder.dtype)
-        embeds = self.image_encoder(pixel_values=pixels).image_embeds
-        return self.projection(embeds.to(self.projection.dtype))
+        return self._project(self.pixels(images).to(images.device, self.image_encoder.dtype))
 
     def unconditional(self, n: int) -> torch.Tensor:
-        """(n, num_tokens, dim): the projection of a zero image embedding."""
+        """(n, num_tokens, dim): the projection of a zero image embedding (Plus: of the hidden
+        states of an all-zero encoder input, as diffusers makes its negative)."""
         p = next(self.projection.parameters())
+        if self.plus:
+            size = self.image_encoder.config.image_size
+            return self._project(torch.zeros(n, 3, size, size, device=p.device, dtype=self.image_encoder.dtype))
         return self.projection(torch.zeros(n, self.projection.config.embed_dim, device=p.device, dtype=p.dtype))
 
 

@@ -142,8 +142,10 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
                 problems.append("i2v/appearance: no branch.safetensors (the image cross-attention weights)")
             if (root / "i2v" / "image_encoder").is_dir():
                 encoder = config(root / "i2v" / "image_encoder") or {}
-                if encoder and projection and encoder.get("projection_dim") != projection.get("embed_dim"):
-                    problems.append(f"i2v/image_encoder: projection_dim {encoder.get('projection_dim')} does not "
+                # IP-Adapter reads the encoder's projected embedding, IP-Adapter Plus its hidden states
+                key = "hidden_size" if projection.get("_class_name") == "AppearanceResampler" else "projection_dim"
+                if encoder and projection and encoder.get(key) != projection.get("embed_dim"):
+                    problems.append(f"i2v/image_encoder: {key} {encoder.get(key)} does not "
                                     f"match i2v/appearance's embed_dim {projection.get('embed_dim')}")
     if "vfi" in stages and (root / "vfi").is_dir():
         config(root / "vfi")

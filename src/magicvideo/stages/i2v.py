@@ -37,6 +37,7 @@ from magicvideo.models.appearance import (
     BRANCH_FILE,
     AppearanceEncoder,
     AppearanceProjection,
+    AppearanceResampler,
     CLIPAppearanceEncoder,
     appearance_processors,
 )
@@ -294,8 +295,10 @@ def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIP
     if (path / "image_encoder" / "config.json").is_file():
         from transformers import CLIPVisionModelWithProjection
 
-        projection = AppearanceProjection.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True,
-                                                          **variant(path / "appearance"))
+        kind = json.loads((path / "appearance" / "config.json").read_text()).get("_class_name")
+        cls = AppearanceResampler if kind == "AppearanceResampler" else AppearanceProjection  # IP-Adapter Plus or not
+        projection = cls.from_pretrained(path / "appearance", torch_dtype=dtype, use_safetensors=True,
+                                         **variant(path / "appearance"))
         encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", dtype=dtype,
                                                                 use_safetensors=True, **variant(path / "image_encoder"))
         return CLIPAppearanceEncoder(encoder, projection)
