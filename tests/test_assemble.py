@@ -78,7 +78,7 @@ def test_assembled_folder_runs_the_cascade(public, tmp_path, capsys):
 
 
 def test_an_ip_adapter_plus_assembles_and_animates(public, tmp_path):
-    from tiny_components import ip_adapter_plus_weights
+    from tiny_components import SD15_KEYFRAMES, ip_adapter_plus_weights
 
     root, small = public
     unet = UNet2DConditionModel.from_pretrained(small / "t2i" / "unet")
@@ -90,9 +90,7 @@ def test_an_ip_adapter_plus_assembles_and_animates(public, tmp_path):
     config = json.loads((out / "i2v" / "appearance" / "config.json").read_text())
     assert config["_class_name"] == "AppearanceResampler" and config["embed_dim"] == hidden
     run = tmp_path / "run"
-    assert main(["generate", "a red ball", "--preset", "sd15", "--weights", str(out), "--out", str(run),
-                 "--stages", "t2i,i2v", "--frames", "3", "--t2i-size", "32", "--t2i-steps", "1", "--i2v-size", "32",
-                 "--i2v-steps", "1", "--device", "cpu", "--quiet"]) == 0
+    assert main(["generate", "a red ball", "--weights", str(out), "--out", str(run), *SD15_KEYFRAMES]) == 0
     assert (run / "keyframes.mp4").is_file()
 
 

@@ -135,6 +135,11 @@ def small_sd15_shapes():
         i2v=dict(size=32, frames=3, steps=2, guidance=3.0), v2v=dict(size=64, steps=2, strength=0.5))
 
 
+# generate's flags for the quickest stages 1-2 run on a folder of small_sd15_shapes (with --weights, --out)
+SD15_KEYFRAMES = ["--preset", "sd15", "--stages", "t2i,i2v", "--frames", "3", "--t2i-size", "32", "--t2i-steps", "1",
+                  "--i2v-size", "32", "--i2v-steps", "1", "--device", "cpu", "--quiet"]
+
+
 def animatediff_original(adapter) -> dict[str, torch.Tensor]:
     """A diffusers MotionAdapter's weights under AnimateDiff's original key names (as in
     mm_sd_v15_v2.ckpt: `temporal_transformer`, `attention_blocks.N`, `norms.N`, `ff_norm`, and a

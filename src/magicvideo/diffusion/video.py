@@ -59,6 +59,24 @@ def resize_reference(image: torch.Tensor, size: int | tuple[int, int]) -> torch.
     return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
+def is_sparse(controlnet) -> bool:
+    """A SparseCtrl ControlNet (diffusers' SparseControlNetModel, AnimateDiff's public ControlNet on
+    RGB or sketch frames): it sees the condition of some frames, the clip at once, not its latents."""
+    return type(controlnet).__name__ == "SparseControlNetModel"
+
+
+def sparse_condition(controlnet, image: torch.Tensor, latent: torch.Tensor, frames: int) -> torch.Tensor:
+    """SparseCtrl's input for clips conditioned on their first frame, the reference, as diffusers'
+    AnimateDiffSparseControlNetPipeline builds it for `controlnet_frame_indices=[0]`: the reference
+    (its scaled latent where the model's condition embedding is the simplified one, as the RGB
+    model's is; else its pixels) on frame 0, zeros on the others, and the mask (1 on frame 0) as a
+    last channel, (n * frames, C + 1, H, W), laid out as a per-frame ControlNet input is."""
+    cond = latent if controlnet.config.use_simplified_condition_embedding else image
+    out = torch.zeros(cond.shape[0], frames, cond.shape[1] + 1, *cond.shape[-2:], dtype=cond.dtype, device=cond.device)
+    out[:, 0, :-1], out[:, 0, -1] = cond, 1
+    return out.flatten(0, 1)
+
+
 def spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
     """The motion UNet's spatial weights under UNet2DConditionModel's names (motion modules and
     the appearance branch left out)."""
@@ -206,11 +224,16 @@ class LatentVideoStage:
         tokens = tokens.to(dtype) if tokens is not None else None
         control = control.to(dtype) if control is not None else None
         residuals = {}
-        if control is not None and self.controlnet is not None:
+        if control is not None and self.controlnet is not None and is_sparse(self.controlnet):
+            clip = control.reshape(n, f, *control.shape[1:]).transpose(1, 2)  # (n, C + 1, f, H, W): sparse_condition's
+            down, mid = self.controlnet(x, t, encoder_hidden_states=text, controlnet_cond=clip[:, :-1],
+                                        conditioning_mask=clip[:, -1:], return_dict=False)
+        elif control is not None and self.controlnet is not None:
             flat = x.permute(0, 2, 1, 3, 4).reshape(n * f, -1, h, w)
             t_frames = t.repeat_interleave(f) if t.ndim else t
             down, mid = self.controlnet(flat, t_frames, encoder_hidden_states=text, controlnet_cond=control,
                                         return_dict=False)
+        if control is not None and self.controlnet is not None:
             if control_scale != 1.0:
                 down, mid = [r * control_scale for r in down], mid * control_scale
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}

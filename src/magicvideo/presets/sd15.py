@@ -132,9 +132,17 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
                 cn = config(root / stage / "controlnet") or {}
                 for key in ("block_out_channels", "cross_attention_dim"):
                     same(key, cn.get(key), unet.get(key), f"{stage}/controlnet")
-                if cn and cn.get("conditioning_channels", 3) != channels:
+                want = channels
+                if cn.get("_class_name") == "SparseControlNetModel":  # the reference, on the first frame
+                    if stage == "v2v":
+                        problems.append("v2v/controlnet: a SparseCtrl ControlNet is for stage 2; stage 3's sees "
+                                        "every frame (6 channels: the frame and the reference)")
+                    # its RGB model reads the reference's latent (the simplified embedding), others its pixels
+                    simple = cn.get("use_simplified_condition_embedding", True)
+                    want = vae.get("latent_channels", 4) if simple else 3
+                if cn and cn.get("conditioning_channels", 3) != want:
                     problems.append(f"{stage}/controlnet: conditioning_channels {cn.get('conditioning_channels', 3)}"
-                                    f", expected {channels}")
+                                    f", expected {want}")
         if (root / "i2v" / "appearance").is_dir():
             projection = config(root / "i2v" / "appearance") or {}
             same("dim", projection.get("dim"), unet.get("cross_attention_dim"), "i2v/appearance")

@@ -24,11 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    MotionAdapter,
+    SparseControlNetModel,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
 from safetensors.torch import load_file, save_file
 
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
-from magicvideo.diffusion.video import LatentVideoStage
+from magicvideo.diffusion.video import LatentVideoStage, is_sparse, sparse_condition
 from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
 from magicvideo.diffusion.windows import free_noise
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
@@ -172,8 +179,11 @@ class ImageToVideo(LatentVideoStage):
         dtype = {"torch_dtype": torch_dtype, "use_safetensors": True}  # never a pickle
         unet2d = UNet2DConditionModel.from_pretrained(parts["unet"], **dtype, **variant(parts["unet"]))
         adapter = MotionAdapter.from_pretrained(parts["motion_adapter"], **dtype, **variant(parts["motion_adapter"]))
-        controlnet = (ControlNetModel.from_pretrained(path / "controlnet", **dtype, **variant(path / "controlnet"))
-                      if (path / "controlnet" / "config.json").is_file() else None)
+        controlnet = None
+        if (path / "controlnet" / "config.json").is_file():  # a per-frame ControlNet, or SparseCtrl's
+            kind = json.loads((path / "controlnet" / "config.json").read_text()).get("_class_name")
+            cls_cn = SparseControlNetModel if kind == "SparseControlNetModel" else ControlNetModel
+            controlnet = cls_cn.from_pretrained(path / "controlnet", **dtype, **variant(path / "controlnet"))
         text = Path(text_encoder) if text_encoder else path / "text_encoder"
         if text.is_dir():
             text_model = CLIPTextEncoder.from_pretrained(text, Path(tokenizer) if tokenizer else path / "tokenizer",
@@ -280,7 +290,10 @@ class ImageToVideo(LatentVideoStage):
         noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         latents = lean_toward(noise, ref_latent.cpu(), s.noise_prior, s.noise_prior_decay)
         # 5. Denoise, guided, every frame conditioned on the reference; 6. decode
-        cn = control.repeat_interleave(s.frames, 0) if use_controlnet and self.controlnet is not None else None
+        cn = None
+        if use_controlnet and self.controlnet is not None:  # the reference on every frame; SparseCtrl: on the first
+            cn = (sparse_condition(self.controlnet, control, ref_latent, s.frames) if is_sparse(self.controlnet)
+                  else control.repeat_interleave(s.frames, 0))
         latents = self.denoise(cond, image, latents, s.steps, s.guidance, s.appearance_scale, cn, progress=progress,
                                desc="image-to-video", negative=negative, contrast=contrast,
                                contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale,
