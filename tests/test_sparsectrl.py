@@ -74,3 +74,32 @@ def test_assemble_takes_a_sparsectrl_folder_as_stage_2s_controlnet(weights, tmp_
                  "--v2v-controlnet", str(weights / "i2v" / "controlnet")]) == 2
     assert "a SparseCtrl ControlNet is for stage 2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("kind", ["rgb", "scribble"])
+def test_animatediffs_original_sparsectrl_file_converts_exactly(weights, tmp_path, kind):
+    from magicvideo.formats import load_controlnet
+    from tiny_components import animatediff_original
+
+    source = SparseControlNetModel.from_pretrained(weights / "i2v" / "controlnet")
+    if kind == "scribble":  # pixels in, through a small CNN, not the latent through one conv
+        torch.manual_seed(1)
+        source = SparseControlNetModel(**{**source.config, "conditioning_channels": 3,
+                                          "use_simplified_condition_embedding": False,
+                                          "conditioning_embedding_out_channels": (8, 16, 32)})
+    # as AnimateDiff saves it: its own names in the motion modules, the weights under "controlnet"
+    torch.save({"controlnet": animatediff_original(source)}, tmp_path / f"v3_sd15_sparsectrl_{kind}.ckpt")
+    unet_config = UNet2DConditionModel.load_config(weights / "t2i" / "unet")
+    model = load_controlnet(tmp_path / f"v3_sd15_sparsectrl_{kind}.ckpt", unet_config)
+    assert type(model).__name__ == "SparseControlNetModel"
+    assert model.config.use_simplified_condition_embedding == (kind == "rgb")
+    want = source.state_dict()
+    assert model.state_dict().keys() == want.keys()
+    assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
+    if kind == "scribble":
+        return
+    out = tmp_path / "sd15"
+    assert main(["sd15", "assemble", str(out), "--base", str(weights / "t2i"),
+                 "--motion-adapter", str(weights / "i2v" / "motion_adapter"),
+                 "--controlnet", str(tmp_path / f"v3_sd15_sparsectrl_{kind}.ckpt")]) == 0
+    assert type(load_i2v("sd15", out).controlnet).__name__ == "SparseControlNetModel"

@@ -140,14 +140,18 @@ SD15_KEYFRAMES = ["--preset", "sd15", "--stages", "t2i,i2v", "--frames", "3", "-
                   "--i2v-size", "32", "--i2v-steps", "1", "--device", "cpu", "--quiet"]
 
 
-def animatediff_original(adapter) -> dict[str, torch.Tensor]:
-    """A diffusers MotionAdapter's weights under AnimateDiff's original key names (as in
-    mm_sd_v15_v2.ckpt: `temporal_transformer`, `attention_blocks.N`, `norms.N`, `ff_norm`, and a
-    `pos_encoder.pe` table in each attention block)."""
+def animatediff_original(model) -> dict[str, torch.Tensor]:
+    """A diffusers MotionAdapter's (or SparseControlNetModel's) weights under AnimateDiff's original
+    key names (as in mm_sd_v15_v2.ckpt and v3_sd15_sparsectrl_rgb.ckpt: in the motion modules,
+    `temporal_transformer`, `attention_blocks.N`, `norms.N`, `ff_norm`, and a `pos_encoder.pe`
+    table in each attention block; every other key as diffusers names it)."""
     import re
 
     out = {}
-    for key, value in adapter.state_dict().items():
+    for key, value in model.state_dict().items():
+        if "motion_modules." not in key:
+            out[key] = value
+            continue
         key = re.sub(r"(motion_modules\.\d+\.)", r"\1temporal_transformer.", key)
         if key.endswith("pos_embed.pe"):
             for i in (0, 1):

@@ -20,6 +20,7 @@ Only tensors are read: safetensors, or `torch.load(weights_only=True)` for .ckpt
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -149,7 +150,8 @@ def _first_dtype(path: Path, prefix: str) -> torch.dtype | None:
 def load_controlnet(path: str | os.PathLike, unet_config: dict, torch_dtype: torch.dtype | None = None):
     """A ControlNetModel from a diffusers folder or an original single file (`control_v11p_sd15_*.pth`,
     `.safetensors`: `input_hint_block`, `zero_convs` ...), converted by diffusers' `from_single_file`
-    with a config built from the base UNet's and the file's own conditioning layers."""
+    with a config built from the base UNet's and the file's own conditioning layers; or from
+    AnimateDiff's SparseCtrl file, a SparseControlNetModel (_sparse_controlnet)."""
     from accelerate import init_empty_weights
     from diffusers import ControlNetModel, UNet2DConditionModel
 
@@ -157,6 +159,8 @@ def load_controlnet(path: str | os.PathLike, unet_config: dict, torch_dtype: tor
     if path.is_dir():
         return ControlNetModel.from_pretrained(path, torch_dtype=torch_dtype, use_safetensors=True)
     state = read_tensors(path)
+    if any(".controlnet_cond_embedding." in f".{k}" for k in state):  # AnimateDiff's SparseCtrl
+        return _sparse_controlnet(path, state, unet_config, torch_dtype)
     prefix = "control_model." if any(k.startswith("control_model.") for k in state) else ""
     hint = {int(k.split(".")[1]): v for k, v in ((k.removeprefix(prefix), v) for k, v in state.items())
             if k.startswith("input_hint_block.") and k.endswith(".weight")}
@@ -173,6 +177,43 @@ def load_controlnet(path: str | os.PathLike, unet_config: dict, torch_dtype: tor
         _save_config(ControlNetModel, config, folder)
         return ControlNetModel.from_single_file(state, config=folder, local_files_only=True,
                                                 torch_dtype=torch_dtype or hint[0].dtype)
+
+
+def _sparse_controlnet(path: Path, state: dict, unet_config: dict, torch_dtype: torch.dtype | None):
+    """AnimateDiff's SparseCtrl file (`v3_sd15_sparsectrl_rgb.ckpt`, `..._scribble.ckpt`) as diffusers'
+    SparseControlNetModel, converted by its `from_single_file`. The file keeps no config: the
+    base UNet's blocks, and from the tensors the condition embedding (RGB: a single conv on the
+    reference's latent; scribble: a small CNN on its pixels) and the motion modules' length; their 8
+    heads and the mask beside the condition are both public models' (AnimateDiff's configs)."""
+    from accelerate import init_empty_weights
+    from diffusers import SparseControlNetModel, UNet2DConditionModel
+
+    state = {k.removeprefix("controlnet."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    simple = "controlnet_cond_embedding.weight" in state
+    first = state["controlnet_cond_embedding.weight" if simple else "controlnet_cond_embedding.conv_in.weight"]
+    embedding = None
+    if not simple:  # conv_in, pairs of blocks, conv_out: the widths the pairs step through
+        blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
+        embedding = (first.shape[0],) + tuple(state[f"controlnet_cond_embedding.blocks.{i}.weight"].shape[0]
+                                              for i in blocks[1::2])
+    pe = next((v for k, v in state.items() if k.endswith("pos_encoder.pe")), None)
+    with init_empty_weights():  # (from_unet rewrites the UNet config's block names in place: a copy of it)
+        unet = UNet2DConditionModel.from_config(copy.deepcopy(unet_config))
+        config = dict(SparseControlNetModel.from_unet(unet, conditioning_channels=first.shape[1] - 1,
+                                                      conditioning_embedding_out_channels=embedding,
+                                                      load_weights_from_unet=False).config)
+    # (without its list of defaulted keys, which would make diffusers drop the values set here)
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    config |= {"use_simplified_condition_embedding": simple, "concat_conditioning_mask": True,
+               "motion_num_attention_heads": 8, "motion_max_seq_length": pe.shape[1] if pe is not None else 32}
+    with tempfile.TemporaryDirectory() as folder:
+        _save_config(SparseControlNetModel, config, folder)
+        try:
+            return SparseControlNetModel.from_single_file(state, config=folder, local_files_only=True,
+                                                          torch_dtype=torch_dtype or first.dtype)
+        except (ValueError, RuntimeError) as err:
+            why = " ".join(str(err).split())[:200]
+            raise WeightsError(f"{path} is not a SparseCtrl checkpoint for this UNet ({why})") from None
 
 
 def _save_config(cls, config, folder: str) -> None:
