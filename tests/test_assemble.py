@@ -94,6 +94,23 @@ def test_an_ip_adapter_plus_assembles_and_animates(public, tmp_path):
     assert (run / "keyframes.mp4").is_file()
 
 
+def test_a_rife_4_file_assembles_and_interpolates_the_cascade(public, tmp_path, capsys):
+    from tiny_components import rife_release
+
+    rife_release(tmp_path / "flownet.pkl", widths=(16, 8, 8, 8, 8), encoder_width=8)
+    out = tmp_path / "sd15"
+    assert _assemble(public, out, "--rife", str(tmp_path / "flownet.pkl")) == 0
+    assert "vfi: flownet.pkl (IFNet4)" in capsys.readouterr().out
+    from magicvideo.pipeline import MagicVideoPipeline
+
+    pipe = MagicVideoPipeline.from_preset("sd15", out)
+    assert pipe.vfi.method == "ifnet" and type(pipe.vfi.ifnet).__name__ == "IFNet4"
+    assert pipe.vfi(torch.rand(3, 3, 32, 32), times=2).frames.shape == (3, 5, 32, 32)
+    (tmp_path / "bad.pkl").write_text("not weights")
+    assert _assemble(public, tmp_path / "no", "--rife", str(tmp_path / "bad.pkl")) == 2
+    assert not (tmp_path / "no").exists()
+
+
 def test_assemble_says_what_is_left_out_and_checks_before_writing(public, tmp_path, capsys):
     root, small = public
     out = tmp_path / "bare"

@@ -11,6 +11,7 @@ from magicvideo.media import read_video, write_video
 from magicvideo.models.ifnet import IFNet
 from magicvideo.models.rife4 import IFNet4, load_rife
 from magicvideo.world import draw_clip, render_clip
+from tiny_components import rife_release
 
 # tiny stand-ins of each released form: (config, what the file's layout must give back)
 FORMS = {
@@ -24,16 +25,8 @@ FORMS = {
 
 
 def _released(form: str, tmp_path):
-    """A tiny file in the released layout of `form`, saved as RIFE's are (a pickle, DataParallel keys)."""
-    torch.manual_seed(0)
-    model = IFNet4(**FORMS[form]).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lastconv" in name:
-                p.mul_(10)  # flows of a few pixels, so the warps matter
     path = tmp_path / f"flownet_{form}.pkl"
-    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
-    return model, path
+    return rife_release(path, **FORMS[form]), path
 
 
 def test_the_default_network_has_the_4_25_release_layout():

@@ -135,6 +135,22 @@ def small_sd15_shapes():
         i2v=dict(size=32, frames=3, steps=2, guidance=3.0), v2v=dict(size=64, steps=2, strength=0.5))
 
 
+def rife_release(path: Path, seed: int = 0, **config):
+    """A tiny Practical-RIFE 4.x file (models.rife4's IFNet4 of `config`), saved as RIFE's releases
+    are: a torch pickle with DataParallel's `module.` keys. Its heads are scaled up so the flows
+    span a few pixels and the warps matter. Returns the model."""
+    from magicvideo.models.rife4 import IFNet4
+
+    torch.manual_seed(seed)
+    model = IFNet4(**config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lastconv" in name:
+                p.mul_(10)
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    return model
+
+
 # generate's flags for the quickest stages 1-2 run on a folder of small_sd15_shapes (with --weights, --out)
 SD15_KEYFRAMES = ["--preset", "sd15", "--stages", "t2i,i2v", "--frames", "3", "--t2i-size", "32", "--t2i-steps", "1",
                   "--i2v-size", "32", "--i2v-steps", "1", "--device", "cpu", "--quiet"]

@@ -311,6 +311,19 @@ def lora_host(unet, text_encoder=None):
     return Host()
 
 
+# ------------------------------------------------------------------ RIFE
+RIFE_FILE = "flownet"  # a weights folder's vfi/flownet.pkl (.pth, .safetensors): stage 4 interpolates with it
+RIFE_SUFFIXES = (".pkl", ".pth", ".safetensors")
+
+
+def folder_rife(folder: str | os.PathLike | None) -> Path | None:
+    """The RIFE file a stage-4 folder holds (vfi/flownet.pkl ...), or None."""
+    if folder is None:
+        return None
+    found = [Path(folder) / f"{RIFE_FILE}{s}" for s in RIFE_SUFFIXES if (Path(folder) / f"{RIFE_FILE}{s}").is_file()]
+    return found[0] if found else None
+
+
 # ------------------------------------------------------------------ IP-Adapter
 def _resampler(path: Path, image_proj: dict, unet):
     """IP-Adapter Plus's resampler, converted by diffusers (its IPAdapterPlusImageProjection, which

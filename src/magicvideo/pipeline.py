@@ -274,9 +274,14 @@ class MagicVideoPipeline:
                 i2v.text_encoder = shared  # one text encoder for the whole cascade
         v2v = load_v2v(preset, root if preset == "sd15" else own("v2v"), i2v=i2v)
         # the shipped EDSC head learnt the synthetic world: on photos it reads 9.8 dB under IFNet alone,
-        # so sd15 interpolates with IFNet unless its folder brings an EDSC head of its own (vfi/)
-        default = "edsc" if preset == "tiny" or own("vfi") else "ifnet"
-        vfi = load_vfi(vfi_method or default, own("vfi"), placement)
+        # so sd15 interpolates with IFNet unless its folder brings an EDSC head of its own (vfi/); a
+        # folder's RIFE file (vfi/flownet.pkl, from `assemble --rife`) makes it IFNet on those weights
+        from magicvideo.formats import folder_rife
+
+        rife = folder_rife(own("vfi"))
+        head = own("vfi") if own("vfi") and (own("vfi") / "config.json").is_file() else None
+        method = vfi_method or ("ifnet" if rife or (preset == "sd15" and not head) else "edsc")
+        vfi = load_vfi(method, head, placement, rife=rife if method == "ifnet" else None)
         return cls(t2i, i2v, v2v, vfi, preset, weights, placement, loras)
 
     # ------------------------------------------------------------------ running

@@ -17,7 +17,8 @@ def run_assemble(args: argparse.Namespace) -> None:
     parts = Parts(base=Path(args.base), motion_adapter=Path(args.motion_adapter),
                   v2v_motion_adapter=path(args.v2v_motion_adapter), controlnet=path(args.controlnet),
                   v2v_controlnet=path(args.v2v_controlnet), ip_adapter=path(args.ip_adapter),
-                  image_encoder=path(args.image_encoder), config=path(args.config), loras=loras(args))
+                  image_encoder=path(args.image_encoder), config=path(args.config), loras=loras(args),
+                  rife=path(args.rife))
     for line in assemble(args.out, parts, copy=args.copy):
         print(line)
     print(f"wrote {args.out}: magicvideo generate PROMPT --preset sd15 --weights {args.out}")
@@ -43,6 +44,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--ip-adapter", help="stage 2's appearance encoder: ip-adapter_sd15.safetensors (or .bin)")
     p.add_argument("--image-encoder", help="with --ip-adapter: the CLIPVisionModelWithProjection folder it was "
                    "trained with (IP-Adapter's models/image_encoder)")
+    p.add_argument("--rife", metavar="FILE", help="stage 4's interpolator: your RIFE weights (Practical-RIFE 4.5-4.26 "
+                   "flownet.pkl, or 3.9) instead of the bundled 3.9")
     add_lora(p, "stages 1 and 2 whenever the folder loads")
     p.add_argument("--copy", action="store_true", help="copy the folders given instead of linking to them")
     p.set_defaults(func=run_assemble, quiet=False)

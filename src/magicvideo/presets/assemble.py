@@ -36,6 +36,7 @@ class Parts:
     ip_adapter: Path | None = None  # ip-adapter_sd15.safetensors / .bin
     image_encoder: Path | None = None  # the CLIPVisionModelWithProjection folder IP-Adapter was trained with
     loras: list[LoraFile] = field(default_factory=list)
+    rife: Path | None = None  # a RIFE weights file (Practical-RIFE 4.5+ or 3.9) for stage 4
 
 
 def check_parts(parts: Parts, out: Path) -> None:
@@ -50,7 +51,8 @@ def check_parts(parts: Parts, out: Path) -> None:
         raise WeightsError(f"--config {parts.config}: not a diffusers pipeline folder (no model_index.json)")
     for flag, path in (("--motion-adapter", parts.motion_adapter), ("--v2v-motion-adapter", parts.v2v_motion_adapter),
                        ("--controlnet", parts.controlnet), ("--v2v-controlnet", parts.v2v_controlnet),
-                       ("--ip-adapter", parts.ip_adapter), ("--image-encoder", parts.image_encoder)):
+                       ("--ip-adapter", parts.ip_adapter), ("--image-encoder", parts.image_encoder),
+                       ("--rife", parts.rife)):
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{flag} {path} does not exist")
     for flag, path in (("--controlnet", parts.controlnet), ("--v2v-controlnet", parts.v2v_controlnet),
@@ -121,6 +123,16 @@ def assemble(out: str | os.PathLike, parts: Parts, copy: bool = False) -> list[s
             _place(parts.image_encoder, work / "i2v" / "image_encoder", copy)
             ip_adapter_appearance(parts.ip_adapter, unet_config, work / "i2v" / "appearance")
             notes.append(f"i2v/appearance: converted from {parts.ip_adapter.name}, image encoder {parts.image_encoder}")
+        if parts.rife is not None:
+            from magicvideo.formats import RIFE_FILE, RIFE_SUFFIXES
+            from magicvideo.models.rife4 import load_rife
+
+            if parts.rife.suffix not in RIFE_SUFFIXES:
+                raise WeightsError(f"--rife {parts.rife}: expected a {', '.join(RIFE_SUFFIXES)} file")
+
+            model = load_rife(parts.rife)  # a file it does not read fails here, before the folder exists
+            _place(parts.rife, work / "vfi" / f"{RIFE_FILE}{parts.rife.suffix}", copy)
+            notes.append(f"vfi: {parts.rife.name} ({type(model).__name__}), stage 4 interpolates with it")
         if parts.loras:
             listed = []
             for i, lora in enumerate(parts.loras):

