@@ -260,3 +260,19 @@ def test_interpolate_to_any_frame_rate(tmp_path, capsys):
         capsys.readouterr()
         assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "x.mp4"), *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_interpolation_in_bf16_follows_fp32_and_fp16_asks_for_a_gpu(tmp_path, capsys):
+    from magicvideo.device import Placement
+
+    video = render_clip(draw_clip(0, "train", 3).scene, 64, 8, 4)
+    for method in ("ifnet", "edsc"):
+        full = load_vfi(method)(video, times=3).frames
+        half = load_vfi(method, placement=Placement(dtype="bf16"))
+        assert next(half.ifnet.parameters()).dtype == torch.bfloat16
+        out = half(video, times=3).frames
+        assert out.dtype == torch.float32 and psnr(out, full) > 30, method
+    write_video(tmp_path / "in.mp4", video, 8)
+    assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--dtype", "fp16",
+                 "--device", "cpu", "--quiet"]) == 2
+    assert "--dtype fp16 needs a GPU" in capsys.readouterr().err and not (tmp_path / "out.mp4").exists()

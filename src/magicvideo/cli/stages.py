@@ -160,7 +160,10 @@ def run_interpolate(args: argparse.Namespace) -> None:
     if args.fps is not None and not info.fps:
         raise ValueError(f"{args.input} does not say its frame rate; give --times instead of --fps")
     check_output(args.output, info.width, info.height, args.flavour)
-    interpolator = load_vfi(args.model, args.weights, Placement(device=args.device or default_device()), args.rife)
+    device = args.device or default_device()
+    if args.dtype == "fp16" and not device.startswith("cuda"):
+        raise ValueError("--dtype fp16 needs a GPU; on the CPU use bf16 or fp32")
+    interpolator = load_vfi(args.model, args.weights, Placement(device=device, dtype=args.dtype), args.rife)
     in_fps = info.fps or 8.0
     if args.fps is not None:  # output frames per input frame, exact for rates such as 30000/1001
         rate = Fraction(args.fps).limit_denominator(1001) / Fraction(in_fps).limit_denominator(1001)
@@ -252,5 +255,7 @@ def add_parsers(sub) -> None:
                    "the default) or measure (yuv444p, near-lossless)")
     p.add_argument("--no-audio", action="store_true", help="leave the input's sound out (default: kept)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="the models' precision: fp16 "
+                   "or bf16 halve memory and time on a GPU (bf16 also runs on the CPU); the warps stay fp32")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_interpolate)
