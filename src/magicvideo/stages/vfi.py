@@ -92,8 +92,8 @@ class FrameInterpolator:
         time on a GPU; the warps sample in fp32 whatever it is, as RIFE's own code does)."""
         self.device, self.dtype = torch.device(placement.device), placement.torch_dtype
         for model in (self.ifnet, self.edsc):
-            if model is not None:
-                model.to(self.device, self.dtype)
+            if model is not None:  # (torch's own .to: diffusers' warns of fp32 modules these models do not have)
+                torch.nn.Module.to(model, self.device, self.dtype)
         return self
 
     @classmethod
