@@ -1,11 +1,13 @@
 """Stage 1's learning curve: the judge's readings against training images seen, from the EMA
 snapshots a `magicvideo train t2i` run keeps (`snapshot_every` in its config):
 
-    python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--steps 400 800 ...] [--out benchmarks/results/t2i_curve.md]
+    python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--steps 400 800 ...] [--guidance G]
+        [--out benchmarks/results/t2i_curve.md]
 
 Each snapshot is sampled on the first `--prompts` validation prompts (held-out split, seed 777),
-one image each at seed 0, with the stage's default steps and guidance. A curve still rising at its
-end says compute is the limit; one flat below the bar says capacity or conditioning is.
+one image each at seed 0, with the stage's default steps and guidance (or --guidance). A curve
+still rising at its end says compute is the limit; one flat below the bar says capacity or
+conditioning is.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `magicvideo train t2i` output folder")
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--steps", type=int, nargs="*", help="judge only these snapshots (default: all)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance (default: the stage's)")
     parser.add_argument("--out", default="benchmarks/results/t2i_curve.md")
     args = parser.parse_args()
     config = load_config(T2ITrainConfig, args.run / "config.yaml")
@@ -51,17 +54,19 @@ def main() -> None:
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
-        a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, progress=False)["accuracy"]
+        a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)["accuracy"]
         rows.append((step, step * config.batch_size, a))
         print(f"step {step}: {a}", flush=True)
     lines = [
         "# Stage 1 learning curve", "",
         f"Command: `python benchmarks/t2i_curve.py {args.run} --prompts {args.prompts}"
-        + (f" --steps {' '.join(map(str, args.steps))}" if args.steps else "") + "` "
+        + (f" --steps {' '.join(map(str, args.steps))}" if args.steps else "")
+        + (f" --guidance {args.guidance:g}" if args.guidance is not None else "") + "` "
         f"({time.perf_counter() - started:.0f} s on {machine()}). Run config: widths {list(config.widths)}, "
         f"attention levels {list(config.attention) or 'all but the deepest'}, batch {config.batch_size}, "
         f"lr {config.lr}, VAE `{config.vae or 'weights/tiny/vae'}`. {args.prompts} validation prompts "
-        "(held-out split, seed 777), one image each at seed 0, default steps and guidance.", "",
+        "(held-out split, seed 777), one image each at seed 0, default steps, guidance "
+        f"{args.guidance if args.guidance is not None else T2ISettings().guidance:g}.", "",
         "| step | images seen | shape | colour | background | all |", "|---|---|---|---|---|---|",
     ]
     for step, seen, a in rows:
