@@ -129,8 +129,8 @@ def agree(accelerator: Accelerator, value: float, what: str) -> None:
         return
     seen = accelerator.gather(torch.tensor([float(value)], device=accelerator.device)).tolist()
     if len(set(seen)) > 1:
-        raise FileNotFoundError(f"the processes disagree on the {what} ({seen}): every machine must see the run's "
-                           "output folder (put --out on storage they share)")
+        raise FileNotFoundError(f"the processes disagree on the {what} ({seen}): every machine must see the "
+                                "run's output folder (put --out on storage they share)")
 
 
 def any_process(accelerator: Accelerator, flag: bool) -> bool:
