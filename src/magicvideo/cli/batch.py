@@ -65,6 +65,7 @@ def read_prompts(path: str | os.PathLike, seed: int) -> list[Line]:
     if not path.is_file():
         raise FileNotFoundError(f"no prompt file {path}")
     lines = []
+    kinds = flag_kinds() if path.suffix == ".jsonl" else {}
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         text = text.strip()
         if not text or text.startswith("#"):
@@ -82,7 +83,6 @@ def read_prompts(path: str | os.PathLike, seed: int) -> list[Line]:
         unknown = sorted(set(item) - {"prompt", "seed", *LINE_KEYS})
         if unknown:
             raise ValueError(f"{where}: unknown key {unknown[0]!r} (a line sets prompt, seed, {', '.join(LINE_KEYS)})")
-        kinds = flag_kinds()
         for key, value in item.items():
             _check_value(key, value, *kinds[key], where)
         lines.append(Line(number, {"seed": seed, **item}))
