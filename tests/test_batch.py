@@ -88,7 +88,8 @@ def _batch(tmp_path, prompts, out, processes: int) -> subprocess.CompletedProces
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "--main_process_port", str(port), "-m", "magicvideo.cli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    # gloo on the loopback interface: a test machine's hostname need not resolve
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo"}
     return subprocess.run([*command, "generate", "--prompts", str(prompts), "--out", str(out), *FAST],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 

@@ -51,7 +51,8 @@ def _launch(tmp_path, stage: str, config, out, processes: int, wait: bool = True
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(CPU_CONFIG),
                "--num_processes", str(processes), "--main_process_port", str(port), "-m", "magicvideo.cli",
                "train", stage, "--config", str(path), "--out", str(out), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    # gloo on the loopback interface: a test machine's hostname need not resolve
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo"}
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
