@@ -1,7 +1,8 @@
 """The `magicvideo` command, one module per command group: stages.py (t2i, i2v, v2v, interpolate),
-generate.py (the cascade), sd15.py (the full-size folder, assembled), lab.py (world, judge, training,
-weights tools) and the study's own (magicvideo.study.cli). Each command checks its arguments and
-calls the library; a user error is one line on stderr and exit code 2."""
+generate.py (the cascade; runs.py reads a run's flags, batch.py a prompt file), sd15.py (the
+full-size folder, assembled), lab.py (world, judge, training, weights tools) and the study's own
+(magicvideo.study.cli). Each command checks its arguments and calls the library; a user error is
+one line on stderr and exit code 2."""
 
 from __future__ import annotations
 

@@ -36,12 +36,11 @@ class Line:
 
 def flag_kinds() -> dict[str, tuple[type, tuple | None]]:
     """(type, choices) of each generate flag, read off its parser (bool for a yes/no flag)."""
-    from magicvideo.cli.generate import add_parsers
+    from magicvideo.cli import build_parser
 
-    sub = argparse.ArgumentParser().add_subparsers()
-    add_parsers(sub)
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {a.dest: (bool if isinstance(a, argparse._StoreTrueAction) else (a.type or str), a.choices)
-            for a in sub.choices["generate"]._actions}
+            for a in commands.choices["generate"]._actions}
 
 
 def _check_value(key: str, value, kind: type, choices, where: str) -> None:
@@ -142,7 +141,7 @@ def _write_index(root: Path, prompts: Path, entries: list[dict]) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> None:
-    from magicvideo.cli.generate import new_run
+    from magicvideo.cli.runs import new_run
     from magicvideo.device import process_state
     from magicvideo.pipeline import FILES, MagicVideoPipeline, read_run
 
