@@ -8,7 +8,7 @@ import shlex
 
 from magicvideo.media import FLAVOURS
 
-TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi")
+TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi", "preference")
 
 
 def run_synth(args: argparse.Namespace) -> None:
@@ -46,7 +46,7 @@ def run_train(args: argparse.Namespace) -> None:
     from magicvideo.training.loop import check_batches
 
     config_cls, train = trainer(args.stage)
-    config = load_config(config_cls, args.config, {"steps": args.steps})
+    config = load_config(config_cls, args.config, {"steps": args.steps, "study": args.study, "pairs": args.pairs})
     check_batches(config)
     command = "magicvideo " + " ".join(shlex.quote(a) for a in args.argv)
     final = train(config, args.out, command=command, progress=not args.quiet)
@@ -115,6 +115,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", help="YAML config (default: the built-in defaults, as configs/train/<stage>_tiny.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, cache, final weights")
     p.add_argument("--steps", type=int, help="override the config's steps")
+    p.add_argument("--study", help="preference: the study database whose votes it learns from")
+    p.add_argument("--pairs", help="preference: or a JSON-lines file of {prompt, chosen, rejected} images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 

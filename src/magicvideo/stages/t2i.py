@@ -86,6 +86,11 @@ class TextToImage:
             named = {k: settings.pop(k, None) for k in ("unet", "vae")}
         elif (path / LORA_FILE).is_file():
             over = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+            if over.get("stage"):  # a LoRA over a whole stage-1 folder (itself possibly a LoRA): that stage first
+                stage = cls.from_pretrained(named_part(path, over["stage"], path), unet=unet, vae=vae)
+                _apply_lora(stage.unet, path / LORA_FILE)
+                fuse_loras(lora_host(stage.unet), loras)
+                return stage
             named, lora = {"unet": over.get("base"), "vae": over.get("vae")}, path / LORA_FILE
         else:
             raise FileNotFoundError(f"{path} is not a saved text-to-image stage (no {STAGE_FILE}) "
@@ -103,10 +108,7 @@ class TextToImage:
         # shipped weights are stored as fp16 (half the repository size); we compute in fp32
         model = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=torch.float32)
         if lora is not None:
-            load_lora(model, LORA_NAME, lora)
-            fuse_lora(model)
-            if (lora.parent / VECTORS_FILE).is_file():
-                load_vectors(model, lora.parent / VECTORS_FILE)
+            _apply_lora(model, lora)
         fuse_loras(lora_host(model), loras)
         autoencoder = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=torch.float32)
         return cls(model, autoencoder, text, T2ISettings.from_dict(settings))
@@ -155,6 +157,14 @@ class TextToImage:
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
 
 
+def _apply_lora(unet: UNet2DConditionModel, lora: Path) -> None:
+    """Fuse a stage-1 LoRA file into the UNet (and set the biases and norms saved beside it)."""
+    load_lora(unet, LORA_NAME, lora)
+    fuse_lora(unet)
+    if (lora.parent / VECTORS_FILE).is_file():
+        load_vectors(unet, lora.parent / VECTORS_FILE)
+
+
 def vectors_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The one-dimensional entries of a UNet state dict (biases, norm weights), under their plain
     names: a few ten-thousand numbers that a LoRA, being matrices, cannot carry."""
@@ -173,10 +183,11 @@ def load_vectors(unet: UNet2DConditionModel, path: str | os.PathLike) -> None:
 
 
 def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: str | None = None,
-                  vae: str | None = None, vectors: bool = False) -> Path:
+                  vae: str | None = None, vectors: bool = False, stage: str | None = None) -> Path:
     """Write the UNet's stage-1 LoRA as a folder `TextToImage.from_pretrained` (and `magicvideo t2i
     --weights`) applies: lora.safetensors (fp16) and config.json naming the UNet and VAE it goes
-    over (null: the shipped ones); with `vectors`, the UNet's biases and norms too (VECTORS_FILE)."""
+    over (null: the shipped ones), or with `stage` the whole stage-1 folder it goes over; with
+    `vectors`, the UNet's biases and norms too (VECTORS_FILE)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_lora(unet, LORA_NAME, folder / LORA_FILE, dtype=torch.float16)
@@ -184,7 +195,8 @@ def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: s
         save_file({k: v.detach().half().contiguous() for k, v in vectors_of(unet.state_dict()).items()},
                   folder / VECTORS_FILE)
     config = unet.peft_config[LORA_NAME]
-    over = {"base": base, "vae": vae, "rank": config.r, "alpha": config.lora_alpha, "targets": config.target_modules,
+    over = {"base": base, "vae": vae, **({"stage": stage} if stage else {}),
+            "rank": config.r, "alpha": config.lora_alpha, "targets": config.target_modules,
             "vectors": vectors}
     (folder / "config.json").write_text(json.dumps(over, indent=2) + "\n")
     return folder

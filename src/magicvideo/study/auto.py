@@ -11,6 +11,7 @@ content, consistent motion, no structural errors (wrong or missing shapes).
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -27,8 +28,11 @@ STEADIER = 0.75  # a tie in attributes is broken by a video this much steadier o
 
 
 def video_score(path: Path, prompt: str) -> dict:
+    frames = load_frames(path)[0]
     expected = parse_prompt(prompt)
-    reading = read_clip(load_frames(path)[0])
+    if frames.shape[1] == 1:  # a still (stage 1's image) cannot show motion: not asked of it
+        expected = dataclasses.replace(expected, objects=[(s, c, None) for s, c, _ in expected.objects])
+    reading = read_clip(frames)
     score = score_clip(reading, expected)
     asked = score["objects_expected"] * (3 if score["motion"] is not None else 2) + (score["background"] is not None)
     right = score["shape"] + score["colour"] + (score["motion"] or 0) + bool(score["background"])

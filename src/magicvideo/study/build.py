@@ -1,5 +1,7 @@
 """`magicvideo study new`: find each system's video per prompt, pair systems on the same prompt,
-and write the study: its database and a browser-playable copy of every video beside it."""
+and write the study: its database and a browser-playable copy of every video beside it. A
+system's "videos" may be stills (image files named by their prompt): stage 1's images are
+compared the same way, shown as one-second still videos."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from magicvideo.media import IMAGE_SUFFIXES
 from magicvideo.study.db import StudyError, connect, transaction
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
+STILL_FPS, STILL_FRAMES = 8, 8  # a still's browser copy: one second of the same frame
 RUN_FILES = ("final.mp4", "hires.mp4", "keyframes.mp4")  # what `generate` writes, last stage first
 
 
@@ -25,12 +29,14 @@ def media_dir(db_path: str | Path) -> Path:
 
 def find_videos(source: str | Path) -> dict[str, Path]:
     """prompt -> video in `source`: run folders as `magicvideo generate` writes them (the prompt
-    from manifest.json, the last stage's video), or video files whose name is the prompt."""
+    from manifest.json, the last stage's video), or video (or image) files whose name is the prompt."""
     source = Path(source)
     if not source.is_dir():
         raise StudyError(f"no folder {source}")
     found: dict[str, Path] = {}
     for entry in sorted(source.iterdir()):
+        if entry.name.startswith("."):  # hidden, or a file a killed writer left half-written
+            continue
         if entry.is_dir() and (entry / "manifest.json").is_file():
             try:
                 prompt = json.loads((entry / "manifest.json").read_text())["settings"]["prompt"]
@@ -39,7 +45,7 @@ def find_videos(source: str | Path) -> dict[str, Path]:
             video = next((entry / f for f in RUN_FILES if (entry / f).is_file()), None)
             if video is None:
                 continue  # a run that has not reached a video stage
-        elif entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES:
+        elif entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
             prompt, video = entry.stem, entry
         else:
             continue
@@ -48,7 +54,7 @@ def find_videos(source: str | Path) -> dict[str, Path]:
             raise StudyError(f"{source} holds two videos for the prompt {prompt!r}")
         found[prompt] = video
     if not found:
-        raise StudyError(f"{source} holds no videos (run folders with manifest.json, or video files)")
+        raise StudyError(f"{source} holds no videos (run folders with manifest.json, or video or image files)")
     return found
 
 
@@ -93,12 +99,15 @@ def plan_pairs(videos: dict[str, dict[str, Path]], prompts: list[str] | None, pa
 
 
 def browser_copy(video: Path, out: Path) -> None:
-    """`video` as WebM (VP9, yuv420p, sides padded to even): plays in every browser."""
+    """`video` as WebM (VP9, yuv420p, sides padded to even): plays in every browser. An image
+    becomes a one-second still."""
     import imageio_ffmpeg
 
-    from magicvideo.media import atomic_path, read_video, to_uint8
+    from magicvideo.media import atomic_path, load_frames, to_uint8
 
-    frames, fps = read_video(video)
+    frames, fps = load_frames(video)
+    if fps is None:  # a still
+        frames, fps = frames[:, :1].expand(-1, STILL_FRAMES, -1, -1), STILL_FPS
     frames = to_uint8(frames)  # (F, H, W, 3)
     h, w = frames.shape[1:3]
     with atomic_path(out) as tmp:

@@ -1,4 +1,4 @@
-"""`magicvideo study new | serve | invite | auto | report`."""
+"""`magicvideo study new | stills | serve | invite | auto | report`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ def _new(args: argparse.Namespace) -> None:
     db = new_study(args.db, args.system, args.prompts, args.pairs, args.seed, args.against, progress=not args.quiet)
     count = db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
     print(f"study {args.db}: {count} pairs of {len(args.system)} systems; videos in {media_dir(args.db)}")
+
+
+def _stills(args: argparse.Namespace) -> None:
+    from magicvideo.study.stills import make_still_study, stills_dir
+
+    db = make_still_study(args.db, args.weights, args.prompts, args.seeds, progress=not args.quiet)
+    count = db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    print(f"study {args.db}: {count} pairs of stage-1 images, {args.seeds} seeds of {args.prompts} train prompts; "
+          f"images in {stills_dir(args.db)}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -56,7 +65,8 @@ def _report(args: argparse.Namespace) -> None:
 
 def add_parser(sub) -> None:
     study = sub.add_parser("study", help="side-by-side studies of videos, as the paper's raters voted")
-    commands = study.add_subparsers(dest="study_command", required=True, metavar="{new,serve,invite,auto,report}")
+    commands = study.add_subparsers(dest="study_command", required=True,
+                                    metavar="{new,stills,serve,invite,auto,report}")
 
     p = commands.add_parser("new", help="build the pairs of a study from each system's videos")
     p.add_argument("db", help="the study database to create (STUDY.db; its videos go to STUDY.media/)")
@@ -70,6 +80,15 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="draws the sides and the order of the pairs")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_new)
+
+    p = commands.add_parser("stills", help="a study of stage 1's images: train prompts at several seeds, every "
+                            "two of a prompt paired (for `train preference`)")
+    p.add_argument("db", help="the study database to create (its images go to STUDY.stills/)")
+    p.add_argument("--weights", help="a stage-1 folder (default: the shipped tiny stage 1)")
+    p.add_argument("--prompts", type=int, default=400, help="the first this many train prompts (world seed 0)")
+    p.add_argument("--seeds", type=int, default=4, help="images per prompt (every two are a pair)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_stills)
 
     p = commands.add_parser("serve", help="the rating page, for people")
     p.add_argument("db")
