@@ -78,3 +78,32 @@ def test_wrong_natural_settings_fail_in_one_line_before_any_work(tmp_path, capsy
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / f"run{i}").exists()
+
+
+def test_the_shipped_footage_head_beats_ifnet_and_the_world_head_on_held_out_natural_motion():
+    from magicvideo.presets import load_vfi
+    from magicvideo.presets.tiny import TINY_EDSC_NATURAL
+    from magicvideo.training.camera import held_out_motions
+
+    video = held_out_motions(frames=13)["pan and zoom"]  # photographs no training run saw
+    keys, new = video[:, ::3], [i for i in range(13) if i % 3]
+    score = {name: psnr(load_vfi(method, weights)(keys, times=3).frames[:, new], video[:, new])
+             for name, method, weights in (("natural", "edsc", TINY_EDSC_NATURAL), ("world", "edsc", None),
+                                           ("ifnet", "ifnet", None))}
+    assert score["natural"] > score["ifnet"] + 1 and score["natural"] > score["world"] + 1, score
+
+
+def test_interpolate_model_edsc_takes_the_footage_head_unless_given_weights(tmp_path, monkeypatch):
+    import magicvideo.presets as presets
+    from magicvideo.media import write_video
+    from magicvideo.presets.tiny import TINY_EDSC_NATURAL
+
+    write_video(tmp_path / "in.mp4", torch.rand(3, 4, 32, 32), 8)
+    asked = []
+    real = presets.load_vfi
+    monkeypatch.setattr(presets, "load_vfi",
+                        lambda method, weights, *a: asked.append(weights) or real(method, weights, *a))
+    for extra in ([], ["--weights", str(TINY_EDSC_NATURAL.parent / "vfi_edsc")]):
+        assert main(["interpolate", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "o.mp4"), "--model", "edsc",
+                     "--quiet", *extra]) == 0
+    assert asked == [TINY_EDSC_NATURAL, str(TINY_EDSC_NATURAL.parent / "vfi_edsc")]

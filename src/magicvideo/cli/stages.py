@@ -147,6 +147,7 @@ def run_interpolate(args: argparse.Namespace) -> None:
     from magicvideo.device import Placement, default_device
     from magicvideo.media import check_output, open_video, video_writer
     from magicvideo.presets import load_vfi
+    from magicvideo.presets.tiny import TINY_EDSC_NATURAL
     from magicvideo.stages.vfi import output_frames
 
     values = check_flags(args, VFISettings, VFI_FLAGS)
@@ -163,7 +164,9 @@ def run_interpolate(args: argparse.Namespace) -> None:
     device = args.device or default_device()
     if args.dtype == "fp16" and not device.startswith("cuda"):
         raise ValueError("--dtype fp16 needs a GPU; on the CPU use bf16 or fp32")
-    interpolator = load_vfi(args.model, args.weights, Placement(device=device, dtype=args.dtype), args.rife)
+    # footage is not the world: its EDSC head is the one trained on photographs under camera motion too
+    weights = args.weights or (TINY_EDSC_NATURAL if args.model == "edsc" else None)
+    interpolator = load_vfi(args.model, weights, Placement(device=device, dtype=args.dtype), args.rife)
     in_fps = info.fps or 8.0
     if args.fps is not None:  # output frames per input frame, exact for rates such as 30000/1001
         rate = Fraction(args.fps).limit_denominator(1001) / Fraction(in_fps).limit_denominator(1001)
@@ -246,9 +249,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-scene-detect", action="store_true", help="interpolate across scene cuts too "
                    "(--scene-cut 0)")
     p.add_argument("--model", choices=METHODS, default="ifnet",
-                   help="interpolator (default ifnet, the best on real footage; edsc is trained on the "
-                   "synthetic world and is far better there, see docs/vfi.md)")
-    p.add_argument("--weights", help="EDSC weights folder (default: the shipped tiny weights)")
+                   help="interpolator (default ifnet, fast; edsc: an EDSC head over IFNet trained on the "
+                   "synthetic world and on photographs under camera motion, 2.5 dB above IFNet on natural "
+                   "motion and 5x slower, see docs/vfi.md)")
+    p.add_argument("--weights", help="EDSC weights folder (default: the shipped vfi_edsc_natural)")
     p.add_argument("--rife", metavar="FILE", help="with --model ifnet: your own RIFE weights (Practical-RIFE 4.5 "
                    "to 4.26, lite and heavy too, or 3.9: flownet.pkl, .pth or .safetensors) instead of the bundled 3.9")
     p.add_argument("--flavour", choices=tuple(FLAVOURS), default="web", help="web (yuv420p: plays in every browser; "

@@ -20,7 +20,8 @@ TINY_T2I_LORA = TINY / "t2i_lora"  # stage 1's UNet trained further, as a LoRA o
 TINY_T2I = TINY_T2I_LORA  # what stage 1 loads by default
 TINY_I2V = TINY / "i2v"
 TINY_V2V = TINY / "v2v"
-TINY_EDSC = TINY / "vfi_edsc"
+TINY_EDSC = TINY / "vfi_edsc"  # trained on the world: the tiny cascade interpolates with it
+TINY_EDSC_NATURAL = TINY / "vfi_edsc_natural"  # world and photographs under camera motion: for footage
 
 
 def i2v_parts(folder: Path) -> dict[str, Path]:

@@ -49,6 +49,7 @@ class PREFERENCETrainConfig(LoopSettings):
     steps: int = 500
     lr: float = 1e-4
     warmup: int = 50
+    ema_decay: float = 0.99  # a short run: the average of its last hundred steps, not of its start
     checkpoint_every: int = 100
     eval_prompts: int = 200  # held-out prompts judged for the card, the base stage beside the tuned one
 
