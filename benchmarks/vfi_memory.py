@@ -5,7 +5,8 @@
 Each case is SIZE:SECONDS:TIMES. The input is a 24 fps clip with a sine tone, a moving test
 pattern made by the ffmpeg that imageio-ffmpeg ships (the same pattern at every length, so only
 the length changes). Each run is its own process, so its peak resident memory (the kernel's
-ru_maxrss of the child) is its own. The bar: 2 s of 1080p x2 under 2 GB, and 20 s the same.
+ru_maxrss of the child) is its own, in GiB (2^30 bytes). The bar: 2 s of 1080p x2 under 2 GB
+(1.86 GiB), and 20 s the same.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def make_clip(path: Path, size: str, seconds: float) -> None:
 
 
 def run_case(clip: Path, out: Path, model: str, times: int) -> tuple[float, float]:
-    """(peak resident GB of the interpolate process, wall seconds)."""
+    """(peak resident GiB of the interpolate process, wall seconds)."""
     began = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "magicvideo.cli", "interpolate", str(clip), "-o", str(out),
                               "--model", model, "--times", str(times), "--quiet"])
@@ -70,7 +71,7 @@ def main() -> None:
         f"{machine()}, {resource.getpagesize()}-byte pages. A 24 fps test-pattern clip with sound; output mp4 "
         "(web flavour) with the sound kept. Peak resident memory of the whole process (Python, torch and the "
         "models included); frames per second of output, wall time (model loading and encoding included).", "",
-        "| input | length | factor | model | peak resident GB | output frames per second |",
+        "| input | length | factor | model | peak resident GiB | output frames per second |",
         "|---|---|---|---|---|---|", *rows,
     ])
 
