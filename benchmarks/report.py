@@ -20,3 +20,16 @@ def interval(diffs: np.ndarray, draws: int = 4000) -> tuple[float, float]:
     means = np.asarray(diffs)[rng.integers(0, len(diffs), (draws, len(diffs)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def run_snapshots(run: Path, steps: list[int] | None = None) -> list[tuple[int, Path]]:
+    """(step, file) of the EMA snapshots a training run kept (`snapshot_every`), only `steps` if
+    given; exits with a one-line message when there are none."""
+    from magicvideo.training.loop import SNAPSHOTS
+
+    folder = Path(run) / "state" / SNAPSHOTS
+    found = [(int(p.stem.split("_")[1]), p) for p in sorted(folder.glob("step_*.safetensors"))]
+    found = [(s, p) for s, p in found if not steps or s in steps]
+    if not found:
+        raise SystemExit(f"no snapshots in {folder} (the run needs snapshot_every > 0)")
+    return found

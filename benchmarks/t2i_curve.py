@@ -26,9 +26,8 @@ from magicvideo.presets.tiny import TINY_VAE
 from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import load_config, machine
-from magicvideo.training.loop import SNAPSHOTS
 from magicvideo.training.t2i import T2ITrainConfig, build_unet
-from report import publish
+from report import publish, run_snapshots
 
 
 def main() -> None:
@@ -40,17 +39,12 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/t2i_curve.md")
     args = parser.parse_args()
     config = load_config(T2ITrainConfig, args.run / "config.yaml")
-    snapshots = sorted((args.run / "state" / SNAPSHOTS).glob("step_*.safetensors"))
-    if args.steps:
-        snapshots = [p for p in snapshots if int(p.stem.split("_")[1]) in args.steps]
-    if not snapshots:
-        raise SystemExit(f"no snapshots in {args.run / 'state' / SNAPSHOTS} (the run needs snapshot_every > 0)")
+    snapshots = run_snapshots(args.run, args.steps)
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32)
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
     started = time.perf_counter()
     rows = []
-    for path in snapshots:
-        step = int(path.stem.split("_")[1])
+    for step, path in snapshots:
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))

@@ -40,6 +40,19 @@ def test_vae_decoder_fine_tune_keeps_the_latent_space(tmp_path):
         assert same == (k.startswith("encoder.") or k.startswith("quant_conv.")), k
 
 
+def test_vae_batches_pool_the_share_of_whole_frames_asked_for():
+    from magicvideo.training.vae import _batch
+
+    frames = torch.zeros(6, 3, 32, 32, dtype=torch.uint8)
+    frames[:, :, :16] = 255  # top half white: a whole frame pooled to 16x16 keeps it, a crop need not
+    for share, pooled in ((0.5, 2), (0.75, 3), (1.0, 4), (0.0, 0)):
+        x, noise = _batch(frames, replace(_vae_config(1), pooled_share=share), 0, (4, 4))
+        assert x.shape == (4, 3, 16, 16) and noise.shape == (4, 4, 4, 4)
+        whole = x[4 - pooled:]  # the pooled frames come last
+        assert torch.equal(whole[:, :, :8], torch.ones_like(whole[:, :, :8]))
+        assert torch.equal(whole[:, :, 8:], torch.zeros_like(whole[:, :, 8:]))
+
+
 def test_an_8x_vae_warm_starts_a_4x_one_through_its_outer_levels(tmp_path):
     from magicvideo.latent import vae_factor
     from magicvideo.training.vae import build_vae, transplant_outer_levels

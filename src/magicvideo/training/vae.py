@@ -44,6 +44,9 @@ class VAETrainConfig(LoopSettings):
     # start from this VAE folder's filters, its innermost levels dropped (an 8x VAE warm-starts a 4x one)
     init_outer: str = ""
     train_encoder: bool = True  # False: decoder only; the latent space and its scaling factor stay
+    # the share of each batch that is whole frames pooled to the crop size (the 64x64 keyframes'
+    # objects, half the size of a crop's); the rest are crops at full size
+    pooled_share: float = 0.5
 
 
 def build_vae(config: VAETrainConfig) -> AutoencoderKL:
@@ -92,20 +95,20 @@ def world_frames(seed: int, split: str, count: int, size: int, progress: bool = 
 
 def _batch(frames: torch.Tensor, config: VAETrainConfig, step: int,
            latent: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Half random crops at full resolution, half whole frames pooled to the crop size (the VAE
-    serves both the 128x128 stages and the 64x64 keyframes), and the posterior's noise for them
+    """Random crops at full resolution and, `pooled_share` of the batch, whole frames pooled to the
+    crop size (the VAE serves both the 128x128 stages and the 64x64 keyframes), and the posterior's noise for them
     (`latent`: the VAE's latent channels and factor): drawn with the batch, so each process's
     share of it is the one a single process would use."""
     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
     idx = torch.randint(len(frames), (config.batch_size,), generator=g)
     x = frames[idx].float() / 255
-    c, half = config.crop, config.batch_size // 2
-    ys, xs = torch.randint(0, config.size - c + 1, (2, half), generator=g).tolist()
-    crops = [x[i, :, y : y + c, xx : xx + c] for i, (y, xx) in enumerate(zip(ys, xs))]
-    pooled = F.interpolate(x[half:], size=(c, c), mode="area")
+    c, crops = config.crop, config.batch_size - round(config.batch_size * config.pooled_share)
+    ys, xs = torch.randint(0, config.size - c + 1, (2, crops), generator=g).tolist()
+    cut = [x[i, :, y : y + c, xx : xx + c] for i, (y, xx) in enumerate(zip(ys, xs))]
+    pooled = F.interpolate(x[crops:], size=(c, c), mode="area")
     channels, factor = latent
     noise = torch.randn(config.batch_size, channels, c // factor, c // factor, generator=g)
-    return torch.cat((torch.stack(crops), pooled)), noise
+    return torch.cat((torch.stack(cut), pooled) if cut else (pooled,)), noise
 
 
 @torch.no_grad()
