@@ -2,12 +2,13 @@
 snapshots a `magicvideo train t2i` run keeps (`snapshot_every` in its config):
 
     python benchmarks/t2i_curve.py RUN_DIR [--prompts 100] [--steps 400 800 ...] [--guidance G]
-        [--out benchmarks/results/t2i_curve.md]
+        [--out benchmarks/results/t2i_curve.md] [--sheet SHEET.png]
 
 Each snapshot is sampled on the first `--prompts` validation prompts (held-out split, seed 777),
 one image each at seed 0, with the stage's default steps and guidance (or --guidance). A curve
 still rising at its end says compute is the limit; one flat below the bar says capacity or
-conditioning is.
+conditioning is. `--sheet` also writes a contact sheet to look at by eye: the true images of the
+first 8 validation prompts on top, then one row per snapshot, earliest first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from PIL import Image
 from safetensors.torch import load_file
 
 from magicvideo.judge.t2i import evaluate_t2i
@@ -27,6 +29,7 @@ from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import load_config, machine
 from magicvideo.training.t2i import T2ITrainConfig, build_unet
+from magicvideo.world import draw_clip, render_frames
 from report import publish, run_snapshots
 
 
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="*", help="judge only these snapshots (default: all)")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance (default: the stage's)")
     parser.add_argument("--out", default="benchmarks/results/t2i_curve.md")
+    parser.add_argument("--sheet", help="also write a contact sheet (PNG) of 8 prompts, one row per snapshot")
     args = parser.parse_args()
     config = load_config(T2ITrainConfig, args.run / "config.yaml")
     snapshots = run_snapshots(args.run, args.steps)
@@ -44,12 +48,17 @@ def main() -> None:
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
     started = time.perf_counter()
     rows = []
+    sheet_clips = [draw_clip(777, "heldout", i) for i in range(8)]
+    sheet = [torch.cat([render_frames(c.scene, config.size, [0.0])[:, 0] for c in sheet_clips], 2)]
     for step, path in snapshots:
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
         a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)["accuracy"]
         rows.append((step, step * config.batch_size, a))
+        if args.sheet:
+            images = stage([c.caption for c in sheet_clips], seed=0, guidance=args.guidance).images
+            sheet.append(torch.cat(list(images), 2))
         print(f"step {step}: {a}", flush=True)
     lines = [
         "# Stage 1 learning curve", "",
@@ -66,6 +75,11 @@ def main() -> None:
     for step, seen, a in rows:
         lines.append(f"| {step} | {seen:,} | {a['shape']:.3f} | {a['colour']:.3f} | {a['background']:.3f} "
                      f"| {a['all']:.3f} |")
+    if args.sheet:
+        grid = (torch.cat(sheet, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(grid).save(args.sheet)
+        lines += ["", f"Contact sheet: `{args.sheet}` (the truth on top, then step "
+                  f"{', '.join(str(s) for s, _, _ in rows)}; prompts 0-7)."]
     publish(args.out, lines)
 
 

@@ -2,11 +2,12 @@
 frames seen, from the EMA snapshots a `magicvideo train vae` run keeps (`snapshot_every`):
 
     python benchmarks/vae_curve.py RUN_DIR [--frames 100] [--sizes 64 128] [--steps 500 1000 ...]
-        [--out benchmarks/results/vae_curve.md]
+        [--init DIR] [--out benchmarks/results/vae_curve.md]
 
 A snapshot holds the run's trainable tensors; the rest (a decoder-only run's encoder) come from
 the VAE the run started from (`init`), so each point is the VAE the run would have shipped at that
-step. The first row is that starting VAE itself. Frames: the first frames of `--frames` held-out
+step. The first row is that starting VAE itself (`--init`: where it is now, when the run's `init`
+folder has since been replaced, as a shipped folder is by the version trained from it). Frames: the first frames of `--frames` held-out
 clips (test seed 4242, as the ceiling), judged for shape with a 95% bootstrap interval, and PSNR.
 A curve still rising at its end says compute is the limit.
 """
@@ -30,7 +31,7 @@ from vae_ceiling import SEED, judge
 
 
 def at_snapshot(config: VAETrainConfig, snapshot: Path | None) -> AutoencoderKL:
-    """The run's VAE at `snapshot` (None: the VAE it started from)."""
+    """The run's VAE at `snapshot` (None: the VAE it started from, `config.init`)."""
     vae = AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32) if config.init else build_vae(config)
     if snapshot is not None:
         state = load_file(snapshot)
@@ -48,9 +49,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, nargs="*", help="judge only these snapshots (default: all)")
+    parser.add_argument("--init", help="the VAE folder the run started from, if not where its config says")
     parser.add_argument("--out", default="benchmarks/results/vae_curve.md")
     args = parser.parse_args()
-    config = load_config(VAETrainConfig, args.run / "config.yaml")
+    config = load_config(VAETrainConfig, args.run / "config.yaml", {"init": args.init})
     snapshots = run_snapshots(args.run, args.steps)
     clips = [draw_clip(SEED, "heldout", i) for i in range(args.frames)]
     truth = {s: torch.stack([render_frames(c.scene, s, [0.0])[:, 0] for c in clips]) for s in args.sizes}
@@ -73,7 +75,8 @@ def main() -> None:
         + f"` ({time.perf_counter() - started:.0f} s on {machine()}). Run: batch {config.batch_size}, lr "
         f"{config.lr}, {config.pooled_share:.0%} of each batch whole frames pooled to {config.crop}x{config.crop}, "
         f"{'encoder and decoder' if config.train_encoder else 'decoder only'}"
-        + (f", from `{config.init}` (step 0)" if config.init else "") + f". First frames of {args.frames} "
+        + (f", from `{config.init}` (step 0)" if config.init else "")
+        + (f" (`--init {args.init}`)" if args.init else "") + f". First frames of {args.frames} "
         f"held-out clips (seed {SEED}); [..] a 95% bootstrap interval over clips.", "",
         f"| step | crops and frames seen | {cells} |", "|---|---|" + "---|---|" * len(args.sizes),
     ]
