@@ -7,8 +7,9 @@ frames seen, from the EMA snapshots a `magicvideo train vae` run keeps (`snapsho
 A snapshot holds the run's trainable tensors; the rest (a decoder-only run's encoder) come from
 the VAE the run started from (`init`), so each point is the VAE the run would have shipped at that
 step. The first row is that starting VAE itself (`--init`: where it is now, when the run's `init`
-folder has since been replaced, as a shipped folder is by the version trained from it). Frames: the first frames of `--frames` held-out
-clips (test seed 4242, as the ceiling), judged for shape with a 95% bootstrap interval, and PSNR.
+folder has since been replaced, as a shipped folder is by the version trained from it). Frames:
+the first frames of `--frames` held-out clips (test seed 4242, as the ceiling), judged for shape
+with a 95% bootstrap interval, and PSNR.
 A curve still rising at its end says compute is the limit.
 """
 
