@@ -54,7 +54,8 @@ def main() -> None:
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
-        a = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)["accuracy"]
+        report = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)
+        a = report["accuracy"] | {"found": report["count"]["found"], "named": report["count"]["named"]}
         rows.append((step, step * config.batch_size, a))
         if args.sheet:
             images = stage([c.caption for c in sheet_clips], seed=0, guidance=args.guidance).images
@@ -70,11 +71,12 @@ def main() -> None:
         f"lr {config.lr}, VAE `{config.vae or 'weights/tiny/vae'}`. {args.prompts} validation prompts "
         "(held-out split, seed 777), one image each at seed 0, default steps, guidance "
         f"{args.guidance if args.guidance is not None else T2ISettings().guidance:g}.", "",
-        "| step | images seen | shape | colour | background | all |", "|---|---|---|---|---|---|",
+        "| step | images seen | shape | colour | background | all | objects found / named per image |",
+        "|---|---|---|---|---|---|---|",
     ]
     for step, seen, a in rows:
         lines.append(f"| {step} | {seen:,} | {a['shape']:.3f} | {a['colour']:.3f} | {a['background']:.3f} "
-                     f"| {a['all']:.3f} |")
+                     f"| {a['all']:.3f} | {a['found']:.2f} / {a['named']:.2f} |")
     if args.sheet:
         grid = (torch.cat(sheet, 1).permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(grid).save(args.sheet)

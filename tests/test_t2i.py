@@ -143,11 +143,17 @@ def shipped():
 
 
 def test_judged_stills_score_the_truth_right_and_bare_backgrounds_wrong():
-    from magicvideo.judge.t2i import ground_truth_accuracy, judge_images
-    from magicvideo.world import draw_clip, render_background
+    from magicvideo.judge.judge import read_clip
+    from magicvideo.judge.t2i import ground_truth_accuracy, judge_images, object_count
+    from magicvideo.world import draw_clip, render_background, render_frames
 
     assert ground_truth_accuracy("heldout", 4, seed=5, size=128)["all"] == 1.0
     clips = [draw_clip(5, "heldout", i) for i in range(4)]
+    truth = [render_frames(c.scene, 128, [0.0])[:, 0] for c in clips]
+    count = object_count(clips, [read_clip(image) for image in truth])
+    assert count["found"] == count["named"] >= 1 and count["too_many"] == 0
+    doubled = [torch.cat([image[:, :, 64:], image[:, :, 64:]], 2) for image in truth]  # one half twice
+    assert object_count(clips, [read_clip(image) for image in doubled])["found"] != count["found"]
     bare = judge_images(clips, [render_background(c.scene.background, 0, 128) for c in clips])["accuracy"]
     assert bare["shape"] == 0.0 and bare["colour"] == 0.0 and bare["background"] >= 0.75
 

@@ -65,12 +65,23 @@ def evaluate_t2i(stage, split: str = "heldout", count: int = 200, seed: int = 77
                     groups[part].append((score, reading))
     report = aggregate(scores, readings)
     report["accuracy"].pop("motion")
+    report["count"] = object_count(clips, readings)
     report["by_unseen_phrasing"] = {
         part: {**{k: round(v, 4) for k, v in aggregate(*map(list, zip(*pairs)))["accuracy"].items()
                   if v is not None}, "prompts": len(pairs)}
         for part, pairs in sorted(groups.items())
     } if groups else None
     return report
+
+
+def object_count(clips: list, readings: list) -> dict[str, float]:
+    """Objects the judge found per image against those the prompts name, and the share of images
+    with more than named. Why: a stage that draws an object wherever its noise leans to one (extra
+    blobs of the prompt's colours) reads low on shape for a reason the shape table does not show."""
+    found = [len(r.objects) for r in readings]
+    named = [len(c.scene.objects) for c in clips]
+    return {"found": sum(found) / len(found), "named": sum(named) / len(named),
+            "too_many": sum(f > n for f, n in zip(found, named, strict=True)) / len(found)}
 
 
 @torch.no_grad()
