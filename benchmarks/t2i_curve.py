@@ -48,8 +48,9 @@ def main() -> None:
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
     started = time.perf_counter()
     rows = []
-    sheet_clips = [draw_clip(777, "heldout", i) for i in range(8)]
-    sheet = [torch.cat([render_frames(c.scene, config.size, [0.0])[:, 0] for c in sheet_clips], 2)]
+    sheet_clips = [draw_clip(777, "heldout", i) for i in range(8)] if args.sheet else []
+    truth = [render_frames(c.scene, config.size, [0.0])[:, 0] for c in sheet_clips]
+    sheet = [torch.cat(truth, 2)] if truth else []  # the truth on top
     for step, path in snapshots:
         unet = build_unet(config, config.size // vae_factor(vae))
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})

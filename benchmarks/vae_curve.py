@@ -23,25 +23,21 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from magicvideo.judge.metrics import psnr
 from magicvideo.training.common import load_config, machine
 from magicvideo.training.vae import VAETrainConfig, build_vae, reconstruct
 from magicvideo.world import draw_clip, render_frames
 from report import publish, run_snapshots
-from vae_ceiling import SEED, judge
+from vae_ceiling import SEED, measure
 
 
-def at_snapshot(config: VAETrainConfig, snapshot: Path | None) -> AutoencoderKL:
-    """The run's VAE at `snapshot` (None: the VAE it started from, `config.init`)."""
-    vae = AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32) if config.init else build_vae(config)
-    if snapshot is not None:
-        state = load_file(snapshot)
-        own = vae.state_dict()
-        wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
-        if wrong:
-            raise SystemExit(f"{snapshot} does not match the run's VAE ({len(wrong)} tensors, e.g. {wrong[0]})")
-        vae.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    return vae.eval()
+def load_snapshot(vae: AutoencoderKL, snapshot: Path) -> None:
+    """Set the run's trainable tensors kept in `snapshot`; the others stay the starting VAE's."""
+    state = load_file(snapshot)
+    own = vae.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if wrong:
+        raise SystemExit(f"{snapshot} does not match the run's VAE ({len(wrong)} tensors, e.g. {wrong[0]})")
+    vae.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
 
 
 def main() -> None:
@@ -58,13 +54,14 @@ def main() -> None:
     clips = [draw_clip(SEED, "heldout", i) for i in range(args.frames)]
     truth = {s: torch.stack([render_frames(c.scene, s, [0.0])[:, 0] for c in clips]) for s in args.sizes}
     started = time.perf_counter()
+    # every snapshot holds the same tensors (the trainable ones), so one VAE takes them in turn
+    vae = (AutoencoderKL.from_pretrained(config.init, torch_dtype=torch.float32) if config.init
+           else build_vae(config)).eval()
     rows = []
     for step, path in ([(0, None)] if config.init else []) + snapshots:
-        vae = at_snapshot(config, path)
-        row = {}
-        for size, frames in truth.items():
-            out = reconstruct(vae, frames)
-            row[size] = judge(out, clips) | {"psnr": psnr(out, frames)}
+        if path is not None:
+            load_snapshot(vae, path)
+        row = {size: measure({"vae": reconstruct(vae, frames)}, frames, clips)["vae"] for size, frames in truth.items()}
         rows.append((step, row))
         print(f"step {step}: " + ", ".join(f"{s}: shape {r['shape']:.3f} psnr {r['psnr']:.2f}"
                                            for s, r in row.items()), flush=True)
