@@ -134,6 +134,24 @@ def test_object_weights_favour_the_objects_and_keep_the_loss_scale():
     assert torch.equal(object_weights(torch.zeros(2, 1, 8, 8), 10.0), torch.ones(2, 1, 8, 8))
 
 
+
+def test_object_weights_apply_only_below_their_timestep():
+    from magicvideo.diffusion.schedule import noise_scheduler
+    from magicvideo.training.t2i import _batch, object_weights
+
+    objects = torch.zeros(4, 1, 8, 8, dtype=torch.float16)
+    objects[:, :, 2:4, 2:4] = 1
+    cache = {"latents": torch.randn(4, 4, 8, 8), "hidden": torch.zeros(4, 3, 8), "empty_hidden": torch.zeros(3, 8),
+             "objects": objects}
+    config = T2ITrainConfig(batch_size=64, object_weight=10.0, object_weight_below=500)
+    _, t, _, _, weight = _batch(cache, config, noise_scheduler(), 0)
+    low = t < 500
+    assert low.any() and (~low).any()
+    assert torch.equal(weight[~low], torch.ones_like(weight[~low]))  # high noise: plain MSE, no lean toward objects
+    assert torch.equal(weight[low], object_weights(objects[:1], 10.0).expand(int(low.sum()), -1, -1, -1))
+    _, _, _, _, always = _batch(cache, replace(config, object_weight_below=1000), noise_scheduler(), 0)
+    assert (always[:, 0, 2, 2] > 1).all()  # the default: every timestep weighted, as before
+
 def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):
     from magicvideo.stages.i2v import ImageToVideo
     from magicvideo.training.i2v import I2VTrainConfig, train_i2v

@@ -165,6 +165,8 @@ class T2ISettings(Settings):
     steps: int = setting(DEFAULT_STEPS, "sampler steps", low=1)
     guidance: float = setting(DEFAULT_GUIDANCE, "classifier-free guidance scale (1 or less: none, one UNet pass a "
                               "step)")
+    sampler: str = setting("dpm++", "dpm++ (DPM-Solver++, any UNet) or lcm (a consistency-distilled one: "
+                           "`magicvideo train distill`, 1-8 steps)", choices=("dpm++", "lcm"))
 
 
 def _appearance_scale() -> Any:

@@ -8,7 +8,7 @@ import shlex
 
 from magicvideo.media import FLAVOURS
 
-TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi", "preference")
+TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi", "preference", "distill")
 
 
 def run_synth(args: argparse.Namespace) -> None:

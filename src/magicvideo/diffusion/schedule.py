@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
 
 def noise_scheduler() -> DDPMScheduler:
@@ -21,6 +21,15 @@ def sampler(config: dict | None = None) -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler.from_config(config or noise_scheduler().config, algorithm_type="dpmsolver++",
                                                    solver_order=2, timestep_spacing="trailing",
                                                    final_sigmas_type="zero")
+
+
+LCM_GRID = 50  # points of the DDIM grid consistency distillation trains on (LCM's: one step spans 20 timesteps)
+
+
+def lcm_sampler(config: dict | None = None) -> LCMScheduler:
+    """diffusers' LCMScheduler on a training schedule (default: ours), its steps taken from the
+    LCM_GRID-point grid a consistency-distilled UNet was trained on (`magicvideo train distill`)."""
+    return LCMScheduler.from_config(config or noise_scheduler().config, original_inference_steps=LCM_GRID)
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from magicvideo.device import Placement
 from magicvideo.diffusion.guidance import Guided
-from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
+from magicvideo.diffusion.schedule import initial_noise, lcm_sampler, sampler, seed_list
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
@@ -90,6 +90,8 @@ class TextToImage:
                 stage = cls.from_pretrained(named_part(path, over["stage"], path), unet=unet, vae=vae)
                 _apply_lora(stage.unet, path / LORA_FILE)
                 fuse_loras(lora_host(stage.unet), loras)
+                # the LoRA's own sampling settings (a few-step one's sampler and steps) over the stage's
+                stage.settings = T2ISettings.from_dict(vars(stage.settings) | over.get("settings", {}))
                 return stage
             named, lora = {"unet": over.get("base"), "vae": over.get("vae")}, path / LORA_FILE
         else:
@@ -147,11 +149,13 @@ class TextToImage:
         # 4. Denoise: DPM-Solver++ steps on the guided prediction
         text = {"encoder_hidden_states": context.hidden, **unet_text_inputs(self.unet, context.hidden)}
         guide = Guided(lambda x, t: self.unet(x, t, **text).sample, guidance)
-        scheduler = sampler()
+        scheduler = lcm_sampler() if s.sampler == "lcm" else sampler()
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
+        # LCM re-noises between its steps: from each item's own generator, as its initial noise
+        noise = {"generator": [torch.Generator().manual_seed(int(x) + 1) for x in seeds]} if s.sampler == "lcm" else {}
         for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
-            latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
+            latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents, **noise).prev_sample
         # 5. Decode to pixels in [0, 1]
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
@@ -183,11 +187,13 @@ def load_vectors(unet: UNet2DConditionModel, path: str | os.PathLike) -> None:
 
 
 def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: str | None = None,
-                  vae: str | None = None, vectors: bool = False, stage: str | None = None) -> Path:
+                  vae: str | None = None, vectors: bool = False, stage: str | None = None,
+                  settings: dict | None = None) -> Path:
     """Write the UNet's stage-1 LoRA as a folder `TextToImage.from_pretrained` (and `magicvideo t2i
     --weights`) applies: lora.safetensors (fp16) and config.json naming the UNet and VAE it goes
     over (null: the shipped ones), or with `stage` the whole stage-1 folder it goes over; with
-    `vectors`, the UNet's biases and norms too (VECTORS_FILE)."""
+    `vectors`, the UNet's biases and norms too (VECTORS_FILE); with `settings` (over a `stage`),
+    the sampling settings it loads with (T2ISettings' fields, e.g. a few-step sampler's)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_lora(unet, LORA_NAME, folder / LORA_FILE, dtype=torch.float16)
@@ -196,6 +202,7 @@ def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: s
                   folder / VECTORS_FILE)
     config = unet.peft_config[LORA_NAME]
     over = {"base": base, "vae": vae, **({"stage": stage} if stage else {}),
+            **({"settings": settings} if settings else {}),
             "rank": config.r, "alpha": config.lora_alpha, "targets": config.target_modules,
             "vectors": vectors}
     (folder / "config.json").write_text(json.dumps(over, indent=2) + "\n")

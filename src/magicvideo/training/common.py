@@ -39,6 +39,19 @@ def save_config(config, path: str | os.PathLike) -> None:
         tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+def start_run(config, out: str | os.PathLike) -> Path:
+    """Every trainer's first step: the run folder made and its config written (by the main
+    process), the seed set. Returns the folder."""
+    from magicvideo.device import process_state
+
+    out = Path(out)
+    if process_state().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)
+    return out
+
+
 def save_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write `state` (state dicts, numbers, lists) atomically: a kill mid-write keeps the last one."""
     with atomic_path(Path(folder) / CHECKPOINT) as tmp:

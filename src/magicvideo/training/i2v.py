@@ -30,7 +30,7 @@ from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE
 from magicvideo.stages.i2v import I2VSettings, ImageToVideo, text_attention
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
-from magicvideo.training.common import save_config, write_card
+from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldClips
 
@@ -221,12 +221,8 @@ def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tenso
 
 
 def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
-    out = Path(out)
+    out = start_run(config, out)
     state = process_state()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
     fp32 = {"torch_dtype": torch.float32}
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_UNET_VAE, **fp32).eval()
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens).to(state.device)

@@ -31,7 +31,7 @@ from magicvideo.presets.tiny import TINY_T2I
 from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i_lora
 from magicvideo.text import unet_text_inputs
 from magicvideo.training.cache import cached
-from magicvideo.training.common import save_config, write_card
+from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 
 CACHE = "pairs.pt"
@@ -178,11 +178,8 @@ def train_preference(config: PREFERENCETrainConfig, out: str | Path, command: st
     if config.beta <= 0 or config.lora < 0:
         raise ValueError(f"beta must be > 0 and lora >= 0; got beta {config.beta}, lora {config.lora}")
     pairs = read_pairs(config)  # every check on the data before any work
+    out = start_run(config, out)
     state = process_state()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
     stage = load_t2i("tiny", config.base or None)
     with state.local_main_process_first():
         cache = cached(out / CACHE, lambda: encode_pairs(stage, pairs, config.size, progress))

@@ -28,7 +28,7 @@ from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE, TINY_VAE
 from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i_lora
 from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
-from magicvideo.training.common import save_config, write_card
+from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldImages, render_masks
 
@@ -50,6 +50,8 @@ class T2ITrainConfig(LoopSettings):
     caption_dropout: float = 0.1
     snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain MSE
     object_weight: float = 0.0  # > 0: weigh the loss toward the objects' latent cells (see object_weights)
+    # ... only at timesteps below this one, where the noisy latent still shows where the objects are
+    object_weight_below: int = 1000
     # this share of each batch draws its timesteps from [focus_from, 1000) instead of [0, 1000): see _timesteps
     focus_share: float = 0.0
     focus_from: int = 500
@@ -113,7 +115,11 @@ def object_weights(coverage: torch.Tensor, strength: float) -> torch.Tensor:
     """Loss weights (n, 1, h, w): 1 + strength * coverage, normalised to mean 1 per image. Why: an
     object covers a few cells of the 16x16 latent and its shape lives in fewer still (the points
     of a star, the corners of a square), so plain MSE is almost all background, which the UNet
-    already draws; measured, the shipped UNet's shapes did not depend on the prompt at all."""
+    already draws; measured, the shipped UNet's shapes did not depend on the prompt at all.
+    The weights come from the truth, so at noise levels that hide where the objects are they bias
+    every cell's prediction toward "an object here" (the loss's minimiser is the weighted mean of
+    the possible images): a UNet trained so draws objects wherever its noise leans to one.
+    `object_weight_below` keeps them to the low-noise steps, where the noisy latent shows them."""
     weight = 1 + strength * coverage.float()
     return weight / weight.mean(dim=(1, 2, 3), keepdim=True)
 
@@ -161,19 +167,18 @@ def _batch(cache: dict[str, torch.Tensor], config: T2ITrainConfig, scheduler: DD
     hidden[drop] = cache["empty_hidden"].float()
     noise = torch.randn(x0.shape, generator=g)
     t = _timesteps(config, scheduler.config.num_train_timesteps, n, g)
-    weight = object_weights(cache["objects"][idx], config.object_weight) if config.object_weight else None
+    weight = None
+    if config.object_weight:  # per image: the objects' weights where the noise still shows them, else plain
+        weight = object_weights(cache["objects"][idx], config.object_weight)
+        weight = torch.where((t < config.object_weight_below)[:, None, None, None], weight, 1.0)
     return scheduler.add_noise(x0, noise, t), t, scheduler.get_velocity(x0, noise, t), hidden, weight
 
 
 def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
     from magicvideo.judge.t2i import evaluate_t2i
 
-    out = Path(out)
+    out = start_run(config, out)
     state = process_state()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
     init = config.init or (str(TINY_UNET) if config.lora else "")
     # each UNet goes with the VAE it was trained on: the shipped UNet with the 8x one
     vae_dir = config.vae or (TINY_UNET_VAE if init and Path(init).resolve() == TINY_UNET else TINY_VAE)

@@ -35,7 +35,7 @@ from magicvideo.stages.t2i import initial_noise
 from magicvideo.stages.v2v import V2VSettings, VideoToVideo, upsample
 from magicvideo.text import PromptEmbedding
 from magicvideo.training.cache import cached, encode_captions
-from magicvideo.training.common import save_config, write_card
+from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import WorldClips
 
@@ -167,12 +167,8 @@ def _loss(modules: V2VModules, stage: VideoToVideo, batch: dict[str, torch.Tenso
 
 
 def train_v2v(config: V2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
-    out = Path(out)
+    out = start_run(config, out)
     state = process_state()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
     i2v_folder = Path(config.i2v) if config.i2v else TINY_I2V
     i2v = load_i2v("tiny", i2v_folder)
     for module in (i2v.unet, i2v.vae, i2v.appearance, i2v.controlnet):

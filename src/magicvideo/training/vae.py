@@ -18,7 +18,7 @@ from magicvideo.device import process_state
 from magicvideo.judge.metrics import psnr
 from magicvideo.latent import vae_factor
 from magicvideo.media import atomic_path
-from magicvideo.training.common import save_config, write_card
+from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
 from magicvideo.world import draw_clip, render_frames
 from magicvideo.world.scene import CLIP_SECONDS
@@ -139,12 +139,8 @@ def latent_scale(vae: AutoencoderKL, frames: torch.Tensor) -> float:
 
 
 def train_vae(config: VAETrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
-    out = Path(out)
+    out = start_run(config, out)
     state = process_state()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
     with state.local_main_process_first():  # one process per machine renders the frames, the others read them
         if (out / CACHE).is_file():
             frames = torch.load(out / CACHE, weights_only=True)

@@ -24,7 +24,7 @@ from magicvideo.media import atomic_path
 from magicvideo.models.edsc import EDSCInterpolator, PatchDiscriminator
 from magicvideo.models.ifnet import IFNet
 from magicvideo.training.camera import HELD_OUT, has_scikit_image, held_out_motions, load_photo, photo_files, random_gap
-from magicvideo.training.common import load_checkpoint, save_checkpoint, save_config, write_card
+from magicvideo.training.common import load_checkpoint, save_checkpoint, start_run, write_card
 from magicvideo.training.loop import accelerator_for_training, agree, shard
 from magicvideo.world import draw_clip, render_frames
 
@@ -163,10 +163,7 @@ def train_vfi(config: VFITrainConfig, out: str | Path, command: str = "", progre
                              f"{config.kernel_size}")
     accelerator = accelerator_for_training()  # as the shared loop: each process trains on its share of a batch
     main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    torch.manual_seed(config.seed)
+    out = start_run(config, out)
     ifnet = IFNet.from_rife_package()
     with accelerator.local_main_process_first():  # one process per machine makes the cache, the others read it
         if (out / CACHE).is_file():
