@@ -86,13 +86,20 @@ def test_t2i_unet_attention_levels_are_a_setting():
 def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path):
     vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=3, warmup=1, checkpoint_every=2,
-                            widths=(32, 64), head_dim=16, eval_prompts=2)
+                            widths=(32, 64), head_dim=16, eval_prompts=2, snapshot_every=2)
     final = train_t2i(config, tmp_path / "t2i", progress=False)
     in_workers = encode_images(replace(config, workers=1), AutoencoderKL.from_pretrained(vae), progress=False)
     torch.testing.assert_close(in_workers["latents"], torch.load(tmp_path / "t2i" / LATENTS)["latents"])
     unet = UNet2DConditionModel.from_pretrained(final)
     assert unet.config.cross_attention_dim == 384 and unet.config.sample_size == 4
     assert "Steps: 3" in (final / "README.md").read_text()
+    # a run can start from another's snapshot (its EMA weights at one step): lr 0 keeps them exactly
+    snapshot = tmp_path / "t2i" / "state" / "snapshots" / "step_0000002.safetensors"
+    again = train_t2i(replace(config, init=str(snapshot), lr=0.0, steps=1, eval_prompts=0, snapshot_every=0),
+                      tmp_path / "from_snapshot", progress=False)
+    started = UNet2DConditionModel.from_pretrained(again).state_dict()
+    for key, value in load_file(snapshot).items():
+        torch.testing.assert_close(started[key], value.float(), msg=key)
 
 
 def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement, process_state
@@ -40,7 +41,9 @@ class T2ITrainConfig(LoopSettings):
     samples: int = 20000
     size: int = 128
     vae: str = ""  # a VAE folder; empty: the shipped tiny VAE (the 8x one of the shipped UNet when over it)
-    init: str = ""  # a UNet folder to start from (e.g. the shipped one, to train it further); empty: random
+    # a UNet folder to start from (e.g. the shipped one, to train it further), or a run's snapshot
+    # file (its EMA weights at one step); empty: random
+    init: str = ""
     lora: int = 0  # > 0: train a LoRA of this rank over the `init` UNet (default: the shipped one), kept frozen
     lora_alpha: float = 0.0  # the LoRA's alpha; 0: the rank (scale 1)
     max_tokens: int = 40
@@ -192,9 +195,11 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     text.to("cpu")
     scheduler = noise_scheduler()
     unet = build_unet(config, config.size // vae_factor(vae))
-    if init:
-        start = UNet2DConditionModel.from_pretrained(init, torch_dtype=torch.float32)
-        unet.load_state_dict(start.state_dict())  # same architecture, or this fails loudly
+    if init:  # same architecture, or load_state_dict fails loudly
+        if init.endswith(".safetensors"):  # a run's EMA snapshot (snapshots/step_N.safetensors)
+            unet.load_state_dict({k: v.float() for k, v in load_file(init).items()})
+        else:
+            unet.load_state_dict(UNet2DConditionModel.from_pretrained(init, torch_dtype=torch.float32).state_dict())
     if config.lora:
         unet.requires_grad_(False)
         attach_lora(unet, LORA_NAME, LORA_TARGETS, config.lora, config.lora_alpha or None)

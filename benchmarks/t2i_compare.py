@@ -1,18 +1,22 @@
-"""A preference-tuned stage 1 against the stage it was tuned from, on held-out prompts.
+"""Two stage-1 folders side by side on held-out prompts: a tuned or distilled stage against the
+stage it came from.
 
-    python benchmarks/preference_quality.py --tuned runs/pref/final [--base DIR] [--prompts 200]
+    python benchmarks/t2i_compare.py --tuned runs/pref/final [--base DIR] [--prompts 200]
+        [--out benchmarks/results/preference_quality.md] [--sheet PNG]
 
-One image per held-out prompt (seed 777, image seed 0, defaults) from each stage, read by the
-judge: shape, colour and background accuracy, "all", the difference with a 95% paired bootstrap
-interval over prompts, and the same divided by the VAE's ceiling (the true images through the
-stage's own VAE, read the same way), so a gain is seen against what the latent can hold. A contact
-sheet shows the prompts on which the two stages' shape readings differ, base left, tuned right,
-to look at by eye for what the judge prefers: shapes drawn right, or its blind spots.
+One image per held-out prompt (seed 777, image seed 0, each stage's own defaults: a few-step
+stage's sampler and steps too) from each stage, read by the judge: shape, colour and background
+accuracy, "all", the difference with a 95% paired bootstrap interval over prompts, the same
+divided by the VAE's ceiling (the true images through the stage's own VAE, read the same way), so
+a gain is seen against what the latent can hold, and each stage's seconds per image (median over
+its batches of 25). A contact sheet shows the prompts on which the two stages' shape readings
+differ, base left, tuned right, to look at by eye: shapes drawn right, or the judge's blind spots.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -21,6 +25,7 @@ from PIL import Image, ImageDraw
 from magicvideo.judge.judge import read_clip, score_clip
 from magicvideo.judge.t2i import expected
 from magicvideo.presets import load_t2i
+from magicvideo.training.common import machine
 from magicvideo.world import draw_clip, render_frames
 from report import publish
 
@@ -74,7 +79,8 @@ def sheet(path: str, base: list[torch.Tensor], tuned: list[torch.Tensor], clips:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tuned", required=True, help="the tuned stage-1 folder (what `train preference` wrote)")
+    ap.add_argument("--tuned", required=True, help="the tuned or distilled stage-1 folder (`train preference`, "
+                    "`train distill`)")
     ap.add_argument("--base", default=None, help="the stage it was tuned from (default: the shipped one)")
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--out", default="benchmarks/results/preference_quality.md")
@@ -82,11 +88,15 @@ def main() -> None:
     args = ap.parse_args()
     clips = [draw_clip(777, "heldout", i) for i in range(args.prompts)]
     stages = {"base": load_t2i("tiny", args.base), "tuned": load_t2i("tiny", args.tuned)}
-    images, read = {}, {}
+    images, read, seconds = {}, {}, {}
     for name, stage in stages.items():
-        images[name] = [im for start in range(0, len(clips), 25)
-                        for im in stage([c.caption for c in clips[start : start + 25]], seed=0).images]
-        read[name] = scores(images[name], clips)
+        images[name], times = [], []
+        for start in range(0, len(clips), 25):
+            began = time.perf_counter()
+            batch = stage([c.caption for c in clips[start : start + 25]], seed=0).images
+            times.append((time.perf_counter() - began) / len(batch))
+            images[name].extend(batch)
+        read[name], seconds[name] = scores(images[name], clips), float(np.median(times))
     # the ceiling: the true first frames through the stage's own VAE
     vae = stages["base"].vae
     truth = torch.stack([render_frames(c.scene, 128, [0.0])[:, 0] for c in clips])
@@ -99,14 +109,17 @@ def main() -> None:
     gain = paired(read["base"], read["tuned"])
     differ = [i for i in everything if read["base"]["shape"][i] != read["tuned"]["shape"][i]][:24]
     sheet(args.sheet, images["base"], images["tuned"], clips, differ)
-    lines = ["# Stage 1 tuned from preferences, against the stage it was tuned from", "",
-             f"`python benchmarks/preference_quality.py --tuned {args.tuned}"
-             + (f" --base {args.base}" if args.base else "") + f" --prompts {args.prompts}`: "
+    lines = ["# A stage 1 against the stage it was made from", "",
+             f"`python benchmarks/t2i_compare.py --tuned {args.tuned}"
+             + (f" --base {args.base}" if args.base else "") + f" --prompts {args.prompts}`"
+             + f" ({machine()}): "
              f"{args.prompts} held-out prompts (seed 777), one image each at seed 0, defaults. Interval: 95% paired "
              "bootstrap over prompts. Ceiling: the true images through the stage's VAE, read the same way.", "",
              "| | " + " | ".join(KEYS) + " |", "|---" * (len(KEYS) + 1) + "|",
              "| VAE ceiling | " + " | ".join(f"{ceiling[k]:.3f}" for k in KEYS) + " |",
-             *(f"| {name} | " + " | ".join(f"{acc[name][k]:.3f}" for k in KEYS) + " |" for name in acc),
+             *(f"| {name} ({stages[name].settings.sampler}, {stages[name].settings.steps} steps, guidance "
+               f"{stages[name].settings.guidance:g}; {seconds[name]:.3f} s an image) | "
+               + " | ".join(f"{acc[name][k]:.3f}" for k in KEYS) + " |" for name in acc),
              "| tuned - base [95%] | " + " | ".join(f"{g:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                                                   for g, lo, hi in gain.values()) + " |",
              "| tuned / ceiling | " + " | ".join(f"{acc['tuned'][k] / max(ceiling[k], 1e-9):.3f}" for k in KEYS) + " |",
