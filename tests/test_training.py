@@ -3,6 +3,7 @@ weights with a card, and a killed run resumes to the same weights as an uninterr
 
 from dataclasses import replace
 
+import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
@@ -141,6 +142,21 @@ def test_object_weights_favour_the_objects_and_keep_the_loss_scale():
     assert torch.equal(object_weights(torch.zeros(2, 1, 8, 8), 10.0), torch.ones(2, 1, 8, 8))
 
 
+
+
+def test_t2i_unet_levels_can_attend_to_the_text_only():
+    from magicvideo.training.t2i import build_unet
+
+    config = T2ITrainConfig(widths=(32, 64, 96), head_dim=16, attention=(0, 1), cross_only=(0,))
+    unet = build_unet(config, 16)
+    outer = unet.down_blocks[0].attentions[0].transformer_blocks[0]
+    assert outer.attn1.is_cross_attention and outer.attn1.to_k.in_features == 384  # no self-attention there
+    assert not unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.is_cross_attention
+    assert unet.up_blocks[-1].attentions[0].transformer_blocks[0].attn1.is_cross_attention  # mirrored on the way up
+    hidden = torch.randn(2, 5, 384)
+    assert unet(torch.randn(2, 4, 16, 16), torch.tensor([10, 900]), hidden).sample.shape == (2, 4, 16, 16)
+    with pytest.raises(ValueError, match="cross_only"):
+        build_unet(replace(config, cross_only=(2,)), 16)
 
 def test_object_weights_apply_only_below_their_timestep():
     from magicvideo.diffusion.schedule import noise_scheduler

@@ -61,6 +61,9 @@ class T2ITrainConfig(LoopSettings):
     widths: tuple[int, ...] = (64, 128, 192)
     # the levels (0: full latent resolution) with text cross-attention; empty: all but the deepest
     attention: tuple[int, ...] = ()
+    # attention levels whose transformers attend to the text only, with no self-attention over the
+    # grid (at 32x32 self-attention doubles a step's cost; text reaching the outline's level is the point)
+    cross_only: tuple[int, ...] = ()
     layers_per_block: int = 1
     head_dim: int = 32
     # the prompt's sentence vector added to the timestep embedding too (text.unet_text_inputs)
@@ -74,6 +77,8 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
     attention = set(config.attention or range(n - 1))
     if not attention <= set(range(n)):
         raise ValueError(f"attention levels {sorted(attention)} outside the UNet's {n} levels")
+    if not set(config.cross_only) <= attention:
+        raise ValueError(f"cross_only levels {sorted(config.cross_only)} must be attention levels {sorted(attention)}")
     down = tuple("CrossAttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(n))
     up = tuple(b.replace("Down", "Up") for b in reversed(down))
     return UNet2DConditionModel(
@@ -85,6 +90,7 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
         attention_head_dim=tuple(w // config.head_dim for w in config.widths),
         norm_num_groups=32,
         time_cond_proj_dim=MiniLMTextEncoder.dim if config.pooled_text else None,
+        only_cross_attention=tuple(i in config.cross_only for i in range(n)),
     )
 
 
