@@ -23,7 +23,7 @@ import torch
 from diffusers import LCMScheduler, UNet2DConditionModel
 
 from magicvideo.device import Placement, process_state
-from magicvideo.diffusion.schedule import LCM_GRID, lcm_sampler, noise_scheduler
+from magicvideo.diffusion.schedule import LCM_GRID, lcm_sampler
 from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
 from magicvideo.presets import load_t2i
@@ -136,7 +136,7 @@ def train_distill(config: DISTILLTrainConfig, out: str | Path, command: str = ""
     student.requires_grad_(False)
     attach_lora(student, LORA_NAME, LORA_TARGETS, config.lora)
     scheduler = lcm_sampler()
-    skip = noise_scheduler().config.num_train_timesteps // LCM_GRID
+    skip = scheduler.config.num_train_timesteps // LCM_GRID
 
     def loss(model, batch) -> torch.Tensor:
         return consistency_loss(model, teacher.to(batch[0].device), batch, guidance, skip, config.huber_c, scheduler)
@@ -151,9 +151,10 @@ def train_distill(config: DISTILLTrainConfig, out: str | Path, command: str = ""
     metrics: dict = {"teacher_guidance": guidance}
     if config.eval_prompts:
         place = Placement(device=str(student.device))
-        distilled = TextToImage.from_pretrained(final).place(place)
-        teacher_stage = load_t2i("tiny", config.teacher or None, placement=place)
-        for name, stage in (("student", distilled), ("teacher", teacher_stage)):
+        distilled = TextToImage.from_pretrained(final).place(place)  # as a user loads it, so the folder is checked
+        # the teacher as it was: its frozen UNet copy, with the stage's VAE, text encoder and settings
+        frozen = TextToImage(teacher, teacher_stage.vae, teacher_stage.text_encoder, teacher_stage.settings).place(place)
+        for name, stage in (("student", distilled), ("teacher", frozen)):
             metrics[name] = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
         metrics["eval"] = (f"{config.eval_prompts} held-out prompts (seed 777), one image each at seed 0: the "
                            f"student at {config.sample_steps} LCM steps unguided, the teacher at its defaults")
