@@ -153,7 +153,8 @@ def train_distill(config: DISTILLTrainConfig, out: str | Path, command: str = ""
         place = Placement(device=str(student.device))
         distilled = TextToImage.from_pretrained(final).place(place)  # as a user loads it, so the folder is checked
         # the teacher as it was: its frozen UNet copy, with the stage's VAE, text encoder and settings
-        frozen = TextToImage(teacher, teacher_stage.vae, teacher_stage.text_encoder, teacher_stage.settings).place(place)
+        frozen = TextToImage(teacher, teacher_stage.vae, teacher_stage.text_encoder, teacher_stage.settings)
+        frozen.place(place)
         for name, stage in (("student", distilled), ("teacher", frozen)):
             metrics[name] = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
         metrics["eval"] = (f"{config.eval_prompts} held-out prompts (seed 777), one image each at seed 0: the "
