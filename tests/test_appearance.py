@@ -17,6 +17,8 @@ def test_encoder_tokens_and_any_input_size():
     a = enc(torch.rand(2, 3, 32, 32))
     assert a.shape == (2, 4, 24) and enc.num_tokens == 4
     assert enc(torch.rand(1, 3, 64, 48)).shape == (1, 4, 24)
+    half = enc.to(torch.bfloat16)  # a bf16 stage on the CPU, which has no bf16 antialiased resize
+    assert half(torch.rand(1, 3, 64, 48, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_scale_zero_is_exactly_the_unet_without_the_image_branch():

@@ -157,6 +157,12 @@ def frame_size(settings: Any) -> tuple[int, int]:
     return settings.height or settings.size, settings.width or settings.size
 
 
+def _cache_interval() -> Any:
+    # every diffusion stage's: diffusion/cache.py
+    return setting(1, "compute the UNet's deep levels on one step in this many and reuse them on the others "
+                   "(DeepCache: cheaper steps, approximate; 1: every step in full)", low=1, high=10)
+
+
 @dataclass
 class T2ISettings(Settings):
     size: int = setting(128, "image side, a multiple of its VAE's factor", low=1)
@@ -167,6 +173,7 @@ class T2ISettings(Settings):
                               "step)")
     sampler: str = setting("dpm++", "dpm++ (DPM-Solver++, any UNet) or lcm (a consistency-distilled one: "
                            "`magicvideo train distill`, 1-8 steps)", choices=("dpm++", "lcm"))
+    cache_interval: int = _cache_interval()
 
 
 def _appearance_scale() -> Any:
@@ -205,6 +212,7 @@ class I2VSettings(Settings):
     fps: float = setting(8.0, "the keyframes' rate: that of the clips the motion module was trained on", low=1)
     context_length: int = _context_length()
     context_stride: int = _context_stride()
+    cache_interval: int = _cache_interval()
 
 
 KERNELS = ("bicubic", "bilinear")  # how back-projection upsamples its error
@@ -228,6 +236,7 @@ class V2VSettings(Settings):
                                     low=0, high=1, flag="hold")
     context_length: int = _context_length()
     context_stride: int = _context_stride()
+    cache_interval: int = _cache_interval()
 
 
 FLOW_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # RIFE's `scale` choices (models.ifnet reads them from here)

@@ -36,12 +36,13 @@ from magicvideo.stages.vfi import METHODS
 from magicvideo.text import is_blank
 
 # the settings each command takes as flags (named as the Settings fields, so the call takes them as given)
-T2I_FLAGS = ("steps", "guidance", "size", "width", "height")
+T2I_FLAGS = ("steps", "guidance", "size", "width", "height", "cache_interval")
 I2V_FLAGS = ("frames", "steps", "guidance", "noise_prior", "noise_prior_decay", "appearance_scale",
              "motion_text_scale", "motion_guidance", "controlnet_scale", "size", "width", "height", "context_length",
-             "context_stride")
+             "context_stride", "cache_interval")
 V2V_FLAGS = ("strength", "steps", "guidance", "appearance_scale", "back_projection", "back_projection_kernel", "size",
-             "width", "height", "hold_threshold", "context_length", "context_stride")
+             "width", "height", "hold_threshold", "context_length", "context_stride",
+             "cache_interval")
 VFI_FLAGS = ("times", "batch_size", "scene_cut", "flow_scale")
 
 

@@ -12,6 +12,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel, UNet
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.diffusion.cache import StepCache
 from magicvideo.diffusion.guidance import Guided
 from magicvideo.diffusion.schedule import sampler
 from magicvideo.diffusion.windows import windowed
@@ -246,7 +247,7 @@ class LatentVideoStage:
                 strength: float = 1.0, progress: bool = False, desc: str = "denoise",
                 negative: PromptEmbedding | None = None, contrast: PromptEmbedding | None = None,
                 contrast_scale: float = 0.0, control_scale: float = 1.0, context_length: int = 0,
-                context_stride: int = 4) -> torch.Tensor:
+                context_stride: int = 4, cache_interval: int = 1) -> torch.Tensor:
         """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
         latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
@@ -258,7 +259,9 @@ class LatentVideoStage:
         says beyond `contrast` (its motion, where contrast is its still version). control_scale: what
         the ControlNet's residuals are multiplied by. context_length, context_stride: clips longer
         than context_length frames (0: the motion modules' own length) are predicted in windows of it,
-        `context_stride` apart, blended (diffusion.windows); shorter clips are one window."""
+        `context_stride` apart, blended (diffusion.windows); shorter clips are one window.
+        cache_interval: above 1, only every cache_interval-th step computes the UNet's deep levels
+        and the others reuse them (diffusion.cache)."""
         n, frames = noise.shape[0], noise.shape[2]
         scheduler = sampler(self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
@@ -303,8 +306,10 @@ class LatentVideoStage:
                                      self.text_encoder.dim, device=self.device)
         if control is not None:
             control = torch.cat([control] * k).to(self.device)
-        with self.on_device(self.unet, self.controlnet), motion_text(self.unet, text[::frames]):
-            for t in tqdm(timesteps, desc=desc, disable=not progress):
+        with (self.on_device(self.unet, self.controlnet), motion_text(self.unet, text[::frames]),
+              StepCache(self.unet, self.controlnet, cache_interval) as cache):
+            for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress)):
+                cache.step(i)
                 latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents).prev_sample
         return latents
 

@@ -50,7 +50,8 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
     """Judge accuracy (motion included), per-frame shape/colour, first-frame PSNR against the
     reference and flicker against the ground truth's, on `count` held-out clips of `seed`.
     `call` goes to the stage (steps, guidance, noise_prior, appearance_scale, ...).
-    `generate(clips, refs)` replaces the stage (then `stage` may be None and `size` is given)."""
+    `generate(clips, refs)` replaces the stage (then `stage` may be None and `size` is given).
+    The report's `per_clip` holds each clip's counts and readings, for paired intervals."""
     size = size or stage.settings.size
     frames = call.get("frames") or (stage.settings.frames if stage is not None else 16)
     if generate is None:
@@ -61,7 +62,7 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
     clips = [draw_clip(seed, "heldout", i) for i in range(count)]
     scores, readings, truth = [], [], []
     frame_totals = np.zeros(3, int)
-    first_psnr, seconds = [], 0.0
+    first_psnr, seconds, per_clip = [], 0.0, []
     for start in tqdm(range(0, count, batch), desc="i2v on held-out clips", disable=not progress):
         chunk = clips[start : start + batch]
         refs = torch.stack([render_frames(c.scene, ref_size, [0.0])[:, 0] for c in chunk])
@@ -74,8 +75,13 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
             reading = read_clip(video)
             scores.append(score_clip(reading, expected))
             readings.append(reading)
-            frame_totals += _frame_scores(video, expected)
+            frames_scored = _frame_scores(video, expected)
+            frame_totals += frames_scored
             first_psnr.append(psnr(video[:, 0], ref))
+            per_clip.append({key: scores[-1][key] for key in ("objects_expected", "shape", "colour", "motion", "all")}
+                            | {"frame_objects": frames_scored[0], "frame_shape": frames_scored[1],
+                               "frame_colour": frames_scored[2], "first_frame_psnr": first_psnr[-1],
+                               "flicker": reading.flicker})
             truth.append(read_clip(render_frames(clip.scene, size, frame_times(KEYFRAME_FPS, frames))))
     report = aggregate(scores, readings)
     gt_flicker = float(np.mean([r.flicker for r in truth]))
@@ -86,5 +92,6 @@ def evaluate_i2v(stage, count: int = 200, seed: int = 4242, batch: int = 4, ref_
         "ground_truth_flicker": gt_flicker,
         "flicker_ratio": report["temporal"]["flicker"] / gt_flicker if gt_flicker else None,
         "seconds_per_clip": seconds / count,
+        "per_clip": per_clip,  # each clip's counts and readings, in order: for paired comparisons
     })
     return report

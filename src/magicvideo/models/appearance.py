@@ -48,7 +48,9 @@ class AppearanceEncoder(ModelMixin, ConfigMixin):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            # in fp32: the CPU has no bf16 antialiased resize
+            images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                   align_corners=False).to(images.dtype)
         x = self.pool(self.features(images * 2 - 1)).flatten(2).transpose(1, 2)  # (B, grid^2, C)
         return self.norm(self.proj(x + self.position))
 

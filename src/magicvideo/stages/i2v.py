@@ -39,7 +39,6 @@ from magicvideo.diffusion.video import LatentVideoStage, is_sparse, sparse_condi
 from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
 from magicvideo.diffusion.windows import free_noise
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
-from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import (
     BRANCH_FILE,
     AppearanceEncoder,
@@ -227,7 +226,8 @@ class ImageToVideo(LatentVideoStage):
                  motion_text_scale: float | None = None, noise_prior_decay: float | None = None,
                  negative_prompt: str | list[str] | None = None, motion_guidance: float | None = None,
                  controlnet_scale: float | None = None, still_prompt: str | list[str] | None = None,
-                 context_length: int | None = None, context_stride: int | None = None) -> I2VOutput:
+                 context_length: int | None = None, context_stride: int | None = None,
+                 cache_interval: int | None = None) -> I2VOutput:
         """image: the reference, (3, H, W) or (B, 3, H, W) in [0, 1], resized to the frames' size
         (`size`, or `height` x `width`; give it that aspect first, media.fit_shape). Every
         setting left None is the stage's (I2VSettings says what each does and its range).
@@ -245,7 +245,7 @@ class ImageToVideo(LatentVideoStage):
                                  motion_guidance=motion_guidance, controlnet_scale=controlnet_scale, size=size,
                                  width=width, height=height,
                                  motion_text_scale=motion_text_scale, context_length=context_length,
-                                 context_stride=context_stride)
+                                 context_stride=context_stride, cache_interval=cache_interval)
         context = self.context(s.context_length, s.context_stride, s.frames)  # checked before any work
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if image.ndim != 4 or image.shape[1] != 3:
@@ -284,11 +284,7 @@ class ImageToVideo(LatentVideoStage):
         # 3. The reference: the ControlNet's input and its latent, for the noise prior
         control, ref_latent = self.encode_reference(image, frame)
         # 4. Seeded noise, leaning toward the reference's latent
-        h, w = (side // vae_factor(self.vae) for side in frame)
-        seeds = seed_list(seed, n)
-        noise = initial_noise(seeds, (self.vae.config.latent_channels, s.frames, h, w))
-        noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
-        latents = lean_toward(noise, ref_latent.cpu(), s.noise_prior, s.noise_prior_decay)
+        latents = self.start(ref_latent, seed, s, context)
         # 5. Denoise, guided, every frame conditioned on the reference; 6. decode
         cn = None
         if use_controlnet and self.controlnet is not None:  # the reference on every frame; SparseCtrl: on the first
@@ -297,8 +293,21 @@ class ImageToVideo(LatentVideoStage):
         latents = self.denoise(cond, image, latents, s.steps, s.guidance, s.appearance_scale, cn, progress=progress,
                                desc="image-to-video", negative=negative, contrast=contrast,
                                contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale,
-                               context_length=context[0], context_stride=context[1])
+                               context_length=context[0], context_stride=context[1],
+                               cache_interval=s.cache_interval)
         return I2VOutput(self.decode(latents))
+
+
+    def start(self, ref_latent: torch.Tensor, seed: int | list[int], settings: I2VSettings,
+              context: tuple[int, int]) -> torch.Tensor:
+        """Where sampling starts: one seeded noise per clip (n, C, frames, h, w), shared by the
+        context windows beyond one, leaning toward the references' latents (n, C, h, w) by the
+        noise prior."""
+        n, frames = ref_latent.shape[0], settings.frames
+        seeds = seed_list(seed, n)
+        noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, *ref_latent.shape[-2:]))
+        noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
+        return lean_toward(noise, ref_latent.cpu(), settings.noise_prior, settings.noise_prior_decay)
 
 
 def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIPAppearanceEncoder | None:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from magicvideo.device import Placement
+from magicvideo.diffusion.cache import StepCache
 from magicvideo.diffusion.guidance import Guided
 from magicvideo.diffusion.schedule import initial_noise, lcm_sampler, sampler, seed_list
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
@@ -129,12 +130,14 @@ class TextToImage:
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | PromptEmbedding, seed: int | list[int] = 0,
                  steps: int | None = None, guidance: float | None = None, size: int | None = None,
-                 width: int | None = None, height: int | None = None, progress: bool = False) -> T2IOutput:
+                 width: int | None = None, height: int | None = None, progress: bool = False,
+                 cache_interval: int | None = None) -> T2IOutput:
         """Images for one prompt or a batch (or an embedding from `encode_prompt`), `size` square or
         `height` x `width`. guidance <= 1 samples without classifier-free guidance (one UNet pass
         per step)."""
         # 1. Settings: the call's, else the stage's; checked before any work
-        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height)
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height,
+                                 cache_interval=cache_interval)
         steps, guidance, (height, width) = s.steps, s.guidance, frame_size(s)
         check_size(height, width, vae_factor(self.vae))  # diffusers' UNet takes any latent size
         # 2. The prompt, encoded once; the empty prompt beside it for guidance
@@ -154,8 +157,11 @@ class TextToImage:
         latents = latents * scheduler.init_noise_sigma
         # LCM re-noises between its steps: from each item's own generator, as its initial noise
         noise = {"generator": [torch.Generator().manual_seed(int(x) + 1) for x in seeds]} if s.sampler == "lcm" else {}
-        for t in tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress):
-            latents = scheduler.step(guide(scheduler.scale_model_input(latents, t), t), t, latents, **noise).prev_sample
+        with StepCache(self.unet, None, s.cache_interval) as cache:
+            for i, t in enumerate(tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress)):
+                cache.step(i)
+                x = scheduler.scale_model_input(latents, t)
+                latents = scheduler.step(guide(x, t), t, latents, **noise).prev_sample
         # 5. Decode to pixels in [0, 1]
         images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return T2IOutput(((images + 1) / 2).clamp(0, 1).float().cpu())
@@ -260,18 +266,27 @@ class DiffusersTextToImage:
 
     def __call__(self, prompt: str | list[str], seed: int | list[int] = 0, steps: int | None = None,
                  guidance: float | None = None, size: int | None = None, width: int | None = None,
-                 height: int | None = None, progress: bool = False) -> T2IOutput:
+                 height: int | None = None, progress: bool = False, cache_interval: int | None = None) -> T2IOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if any(not p.strip() for p in prompts):
             from magicvideo.errors import PromptError
 
             raise PromptError("the prompt is empty")
-        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height)
+        s = self.settings.merged(steps=steps, guidance=guidance, size=size, width=width, height=height,
+                                 cache_interval=cache_interval)
         height, width = frame_size(s)
         check_size(height, width, self.pipeline.vae_scale_factor)
         generators = [torch.Generator().manual_seed(g) for g in seed_list(seed, len(prompts))]
         self.pipeline.set_progress_bar_config(disable=not progress)
-        result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                               height=height, width=width, generator=generators, output_type="pt")
+
+        def next_step(pipe, i: int, t, kwargs: dict) -> dict:  # diffusers calls it after each step
+            cache.step(i + 1)
+            return {}
+
+        with StepCache(self.pipeline.unet, None, s.cache_interval) as cache:
+            cache.step(0)
+            result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
+                                   height=height, width=width, generator=generators, output_type="pt",
+                                   callback_on_step_end=next_step)
         flagged = tuple(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or ()))
         return T2IOutput(result.images.float().cpu(), flagged)

@@ -188,7 +188,8 @@ class VideoToVideo(LatentVideoStage):
                  use_reference: bool = True, back_projection: int | None = None, size: int | None = None,
                  width: int | None = None, height: int | None = None, hold_threshold: float | None = None,
                  back_projection_kernel: str | None = None, progress: bool = False, context_length: int | None = None,
-                 context_stride: int | None = None) -> V2VOutput:
+                 context_stride: int | None = None,
+                 cache_interval: int | None = None) -> V2VOutput:
         """video: (B, 3, F, h, w) or (3, F, h, w) low-res frames in [0, 1]; image: the reference,
         (3, H, W) or (B, 3, H, W). Every setting left None is the stage's (V2VSettings says what
         each does and its range): strength 0 is the upsample through the VAE, then back-projection.
@@ -198,7 +199,7 @@ class VideoToVideo(LatentVideoStage):
                                  back_projection=back_projection, size=size, width=width, height=height,
                                  hold_threshold=hold_threshold,
                                  back_projection_kernel=back_projection_kernel, context_length=context_length,
-                                 context_stride=context_stride)
+                                 context_stride=context_stride, cache_interval=cache_interval)
         video = video.unsqueeze(0) if video.ndim == 4 else video
         image = image.unsqueeze(0) if image.ndim == 3 else image
         if video.ndim != 5 or video.shape[1] != 3:
@@ -233,7 +234,8 @@ class VideoToVideo(LatentVideoStage):
         cn = self.control(up, image, use_reference) if use_controlnet and self.controlnet is not None else None
         latents = self.denoise(cond, image, noise, s.steps, s.guidance, s.appearance_scale, cn, start=start,
                                strength=s.strength, progress=progress, desc="video-to-video",
-                               context_length=context[0], context_stride=context[1])
+                               context_length=context[0], context_stride=context[1],
+                               cache_interval=s.cache_interval)
         out = hold_still_detail(self.decode(latents), video.float(), s.hold_threshold)
         if not s.back_projection:
             return V2VOutput(out)

@@ -1,0 +1,119 @@
+"""Cheaper sampling steps: what a step computes that an earlier step already did.
+
+- The ControlNet's condition embedding: the reference's pixels through its conditioning convs
+  are the same on every step of a sampling loop (only the latents and t change), so the first
+  step's embedding serves them all. Exact.
+- Deep features (DeepCache, Ma et al. 2024): adjacent steps' high-level UNet features barely
+  differ, so on `interval - 1` steps out of every `interval` the UNet runs only its outermost
+  level (the first down block and the last up block, fresh) and takes the deeper levels' output
+  from the last full step; the ControlNet likewise runs only what feeds that level. Approximate:
+  benchmarks/vs_diffusers.py measures what it costs in the judge's readings.
+
+Both are diffusers hooks (`diffusers.hooks.ModelHook`) on the models' blocks, attached for one
+sampling loop and removed after it:
+
+    with StepCache(unet, controlnet, interval=2) as cache:
+        for i, t in enumerate(timesteps):
+            cache.step(i)
+            ...  # UNet / ControlNet calls as usual
+
+Outputs are kept per call within a step (windowed sampling calls the models once per window).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+_NAME = "magicvideo_step_cache"
+
+
+class _Calls(ModelHook):
+    """On a model: counts its calls within the current step, so its blocks know which call this is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index = -1
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
+        self.index += 1
+        return args, kwargs
+
+
+class _Keep(ModelHook):
+    """On a block: runs it and keeps its output when the cache says compute, else returns the kept
+    output of the same call of an earlier step without running it."""
+
+    def __init__(self, cache: StepCache, calls: _Calls, always_reuse: bool = False) -> None:
+        super().__init__()
+        self.cache, self.calls, self.always_reuse = cache, calls, always_reuse
+        self.kept: dict[int, Any] = {}
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        reuse = self.always_reuse or self.cache.reusing
+        if reuse and self.calls.index in self.kept:
+            return self.kept[self.calls.index]
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self.kept[self.calls.index] = out
+        return out
+
+
+class StepCache:
+    """Within the block, `unet` (a UNet2DConditionModel or UNetMotionModel) and `controlnet` (a
+    ControlNetModel, SparseControlNetModel or None) reuse what earlier steps computed: the
+    ControlNet's condition embedding always; the deep levels when `interval` > 1, on every step
+    whose index is not a multiple of it. Call `step(i)` before each step's model calls."""
+
+    def __init__(self, unet: torch.nn.Module, controlnet: torch.nn.Module | None = None, interval: int = 1) -> None:
+        if interval < 1:
+            raise ValueError(f"cache interval must be at least 1, got {interval}")
+        self.interval, self.reusing = interval, False
+        self._hooked: list[torch.nn.Module] = []
+        self._counters: list[_Calls] = []
+        self._plan = [(unet, False)] + ([(controlnet, True)] if controlnet is not None else [])
+
+    def _attach(self, module: torch.nn.Module, hook: ModelHook) -> None:
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, _NAME)
+        self._hooked.append(module)
+
+    def __enter__(self) -> StepCache:
+        for model, is_controlnet in self._plan:
+            calls = _Calls()
+            self._counters.append(calls)
+            self._attach(model, calls)
+            if is_controlnet and hasattr(model, "controlnet_cond_embedding"):
+                self._attach(model.controlnet_cond_embedding, _Keep(self, calls, always_reuse=True))
+            if self.interval > 1:
+                for block in deep_blocks(model):
+                    self._attach(block, _Keep(self, calls))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for module in self._hooked:
+            registry = HookRegistry.check_if_exists_or_initialize(module)
+            registry.remove_hook(_NAME, recurse=False)
+            if not registry.hooks:  # leave the module as it was: its class's forward, no registry
+                module.__dict__.pop("forward", None)
+                del module._diffusers_hook
+        self._hooked.clear()
+        self._counters.clear()
+
+    def step(self, index: int) -> None:
+        """Before step `index` (0 first) of the loop: whether its deep levels are computed or reused."""
+        self.reusing = self.interval > 1 and index % self.interval != 0
+        for calls in self._counters:
+            calls.index = -1
+
+
+def deep_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The blocks a reusing step skips: every down block after the first, the mid block and (for a
+    UNet) every up block before the last, whose output the last up block reads with the first down
+    block's fresh skips. A ControlNet's skipped blocks feed only the UNet's skipped levels."""
+    blocks = list(model.down_blocks[1:])
+    if getattr(model, "mid_block", None) is not None:
+        blocks.append(model.mid_block)
+    if hasattr(model, "up_blocks"):
+        blocks += list(model.up_blocks[:-1])
+    return blocks
