@@ -62,6 +62,7 @@ class RunSettings:
     prompt_schedule: str | None = None  # prompt travel for stages 2-3, "0: ... | 24: ..." (travel.py)
     context_length: int | None = None  # stages 2-3's context windows (None: each stage's own setting)
     context_stride: int | None = None
+    cache_interval: int | None = None  # stages 1-3's deep-feature reuse (diffusion/cache.py; None: each stage's)
     times: int = 3  # frame-rate factor of interpolation: 8 fps keyframes -> 24 fps
     fps: float | None = None  # the final video's rate instead (any: interpolation makes what it needs)
     key_fps: float | None = None  # with fps: the keyframes' rate, recorded when the run begins (stage 2's)
@@ -429,7 +430,7 @@ class MagicVideoPipeline:
             prompt = run.prompt if isinstance(self.t2i, DiffusersTextToImage) else cond
             height, width = self.frame_sizes(run)["t2i"]
             out = self.t2i(prompt, seed=seed, steps=run.t2i_steps, guidance=run.t2i_guidance, height=height,
-                           width=width, progress=progress)
+                           width=width, progress=progress, cache_interval=run.cache_interval)
             if any(out.flagged):
                 print("note: the stage-1 pipeline's safety checker flagged the reference and blacked it out",
                       file=sys.stderr)
@@ -439,12 +440,14 @@ class MagicVideoPipeline:
             height, width = self.frame_sizes(run)["i2v"]
             return self.i2v(cond, reference, seed=seed, frames=run.frames, steps=run.i2v_steps,
                             guidance=run.i2v_guidance, height=height, width=width, progress=progress,
-                            context_length=run.context_length, context_stride=run.context_stride).frames[0]
+                            context_length=run.context_length, context_stride=run.context_stride,
+                            cache_interval=run.cache_interval).frames[0]
         if name == "v2v":
             height, width = self.frame_sizes(run)["v2v"]
             return self.v2v(cond, held["i2v"].float() / 255, reference, seed=seed, steps=run.v2v_steps,
                             strength=run.v2v_strength, height=height, width=width, progress=progress,
-                            context_length=run.context_length, context_stride=run.context_stride).frames[0]
+                            context_length=run.context_length, context_stride=run.context_stride,
+                            cache_interval=run.cache_interval).frames[0]
         return self.vfi(held["v2v"].float() / 255, times=run.times, progress=progress, rate=vfi_rate(run)).frames
 
     def _fps(self, name: str, run: RunSettings) -> float:

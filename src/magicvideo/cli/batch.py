@@ -24,8 +24,8 @@ INDEX = "index.json"
 # what a JSON line may set besides prompt and seed: the flags of one run (the models' flags,
 # --preset, --weights, --lora, --dtype, are the batch's: every process loads its models once)
 LINE_KEYS = ("image", "fit", "stages", "frames", "seconds", "fps", "times", "width", "height", "context_length",
-             "context_stride", "t2i_steps", "t2i_guidance", "t2i_size", "i2v_steps", "i2v_guidance", "i2v_size",
-             "v2v_steps", "v2v_strength", "v2v_size", "prompt_schedule", "gif", "flavour")
+             "context_stride", "cache_interval", "t2i_steps", "t2i_guidance", "t2i_size", "i2v_steps", "i2v_guidance",
+             "i2v_size", "v2v_steps", "v2v_strength", "v2v_size", "prompt_schedule", "gif", "flavour")
 
 
 @dataclasses.dataclass

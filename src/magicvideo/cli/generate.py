@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from magicvideo.cli.common import add_fit, add_lora, add_placement, placement
-from magicvideo.cli.runs import CONTEXT_FLAGS, RUN_FLAGS, STAGE_FLAGS, new_run
+from magicvideo.cli.runs import CACHE_FLAGS, CONTEXT_FLAGS, RUN_FLAGS, STAGE_FLAGS, new_run
 from magicvideo.media import FLAVOURS
 from magicvideo.presets import PRESETS
 from magicvideo.settings import I2VSettings, add_flags
@@ -79,6 +79,7 @@ def add_parsers(sub) -> None:
                    "sd15's keyframes at half); stages 1-2 keep the ratio of their sides (default: each stage's square)")
     p.add_argument("--height", type=int, help="the video's height, with --width")
     add_flags(p, I2VSettings, CONTEXT_FLAGS, what="stages 2 and 3's")
+    add_flags(p, I2VSettings, CACHE_FLAGS, what="stages 1-3's")
     for prefix, cls, names, what in STAGE_FLAGS:
         add_flags(p, cls, names, prefix=prefix, what=what)
     p.add_argument("--gif", action="store_true", help="also write final.gif")

@@ -15,9 +15,11 @@ from magicvideo.text import is_blank
 RUN_FLAGS = ("seed", "out", "image", "stages", "frames", "seconds", "fps", "times", "t2i_steps", "t2i_guidance",
              "i2v_steps", "i2v_guidance",
              "v2v_steps", "v2v_strength", "gif", "t2i_size", "i2v_size", "v2v_size", "preset", "weights", "dtype",
-             "flavour", "lora", "context_length", "context_stride", "prompt_schedule", "fit", "width", "height")
+             "flavour", "lora", "context_length", "context_stride", "prompt_schedule", "fit", "width", "height",
+             "cache_interval")
 
 CONTEXT_FLAGS = ("context_length", "context_stride")  # one clip length: stages 2 and 3 share them
+CACHE_FLAGS = ("cache_interval",)  # one for stages 1-3
 
 # each stage's settings that generate takes, prefixed with the stage's name (--i2v-steps)
 STAGE_FLAGS = (("t2i_", T2ISettings, ("steps", "guidance", "size"), "stage 1's"),
@@ -46,6 +48,7 @@ def new_run(args: argparse.Namespace) -> tuple:
         check_flags(args, cls, names, prefix)
     length = check_length(args)
     context = check_flags(args, I2VSettings, CONTEXT_FLAGS)
+    cache = check_flags(args, I2VSettings, CACHE_FLAGS)
     default = STAGES[1:] if args.image else STAGES
     stages = check_stages(tuple(args.stages.split(",")) if args.stages else default, args.image)
     if args.image:  # an unreadable image fails before any model loads
@@ -62,7 +65,7 @@ def new_run(args: argparse.Namespace) -> tuple:
     run = RunSettings(prompt=args.prompt, seed=args.seed, preset=args.preset, weights=weights,
                       dtype=where.dtype, image=args.image, fit=args.fit, stages=stages,
                       loras=tuple(map(str, files)),
-                      prompt_schedule=args.prompt_schedule, **length, **context, **settings)
+                      prompt_schedule=args.prompt_schedule, **length, **context, **cache, **settings)
     check_settings(run, size_multiple_of(args.preset, weights))  # before any weight loads
     return run, files, where
 
