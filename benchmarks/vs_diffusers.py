@@ -3,6 +3,7 @@ weights: seconds, peak memory and the judge's readings, one JSON line per row, i
 
     python benchmarks/vs_diffusers.py --preset tiny                        # the shipped tiny stage 2
     python benchmarks/vs_diffusers.py --preset tiny --dtype bf16 --cache 2 3
+    python benchmarks/vs_diffusers.py --preset tiny --no-controlnet       # against AnimateDiffPipeline
     magicvideo random-weights /tmp/sd15
     python benchmarks/vs_diffusers.py --preset sd15 --weights /tmp/sd15 --size 128 --steps 2 --clips 0 --runs 2
 
@@ -14,6 +15,7 @@ Rows, each in a process of its own (so each one's peak memory is its own):
   step for step the computation ours does, so its readings are the reference;
 - `ours`: the stage at its defaults;
 - `ours, cache N`: the stage with `cache_interval` N (diffusion/cache.py: deep features reused).
+With `--no-controlnet`, diffusers' row is AnimateDiffPipeline and ours run without the ControlNet.
 Seconds: one clip (batch 1) at the stage's defaults, the whole call (prompt encoding, sampling,
 decoding; loading excluded), median of `--runs` after one warm-up. Memory: the process's peak
 resident memory (weights included), or peak allocated on a GPU. Readings: the judge on `--clips`
@@ -50,10 +52,10 @@ def load_stage(args: argparse.Namespace):
     return stage
 
 
-def diffusers_call(stage):
+def diffusers_call(stage, controlnet: bool = True):
     """A function (prompt, reference (3, H, W)) -> frames (1, 3, F, H, W) that runs the stage's parts
-    through diffusers' AnimateDiffControlNetPipeline."""
-    from diffusers import AnimateDiffControlNetPipeline
+    through diffusers' AnimateDiffControlNetPipeline (or AnimateDiffPipeline, without the ControlNet)."""
+    from diffusers import AnimateDiffControlNetPipeline, AnimateDiffPipeline
     from diffusers.models.embeddings import MultiIPAdapterImageProjection
 
     from magicvideo.diffusion.schedule import sampler
@@ -65,14 +67,15 @@ def diffusers_call(stage):
     unet, s = stage.unet, stage.settings
     if unet_text_inputs(unet, torch.zeros(1, 1, stage.text_encoder.dim), 1):
         raise SystemExit("this stage's UNet reads a pooled sentence vector, which diffusers' pipeline cannot pass")
-    if stage.controlnet is None:
-        raise SystemExit("this stage has no ControlNet: AnimateDiffControlNetPipeline needs one")
+    if controlnet and stage.controlnet is None:
+        raise SystemExit("this stage has no ControlNet: give --no-controlnet (AnimateDiffPipeline)")
     if stage.appearance is not None:  # the tokens go in as they are: diffusers' IP-Adapter path, no projection
         unet.encoder_hid_proj = MultiIPAdapterImageProjection([torch.nn.Identity()])
         unet.register_to_config(encoder_hid_dim_type="ip_image_proj")
-    pipe = AnimateDiffControlNetPipeline(vae=stage.vae, text_encoder=None, tokenizer=None, unet=unet,
-                                         motion_adapter=None, controlnet=stage.controlnet,
-                                         scheduler=sampler(stage.scheduler_config))
+    parts = dict(vae=stage.vae, text_encoder=None, tokenizer=None, unet=unet, motion_adapter=None,
+                 scheduler=sampler(stage.scheduler_config))
+    pipe = (AnimateDiffControlNetPipeline(**parts, controlnet=stage.controlnet) if controlnet
+            else AnimateDiffPipeline(**parts))
     pipe.set_progress_bar_config(disable=True)
     height, width = frame_size(s)
     dtype = unet.dtype
@@ -83,7 +86,8 @@ def diffusers_call(stage):
         negative = stage.text_encoder.empty(1).hidden.to(stage.device, dtype)
         control, ref_latent = stage.encode_reference(image, (height, width))
         latents = stage.start(ref_latent, 0, s, stage.context(s.context_length, s.context_stride, s.frames))
-        extra = {}
+        extra = {"conditioning_frames": [control[0]] * s.frames,
+                 "controlnet_conditioning_scale": s.controlnet_scale} if controlnet else {}
         if stage.appearance is not None:
             set_appearance_scale(unet, s.appearance_scale)
             tokens = stage.appearance(image.to(stage.device, next(stage.appearance.parameters()).dtype))
@@ -94,8 +98,7 @@ def diffusers_call(stage):
         with motion_text(unet, torch.cat([negative, cond])):  # the pipeline's batch: [negative, prompt]
             out = pipe(prompt_embeds=cond, negative_prompt_embeds=negative, num_frames=s.frames, height=height,
                        width=width, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                       conditioning_frames=[control[0]] * s.frames,
-                       controlnet_conditioning_scale=s.controlnet_scale, latents=latents.to(stage.device, dtype),
+                       latents=latents.to(stage.device, dtype),
                        output_type="pt", decode_chunk_size=stage.placement.vae_chunk, **extra)
         return out.frames.float().cpu().permute(0, 2, 1, 3, 4)
 
@@ -109,12 +112,12 @@ def measure(args: argparse.Namespace) -> dict:
 
     stage = load_stage(args)
     if args.child == "diffusers":
-        call = diffusers_call(stage)
+        call = diffusers_call(stage, controlnet=not args.no_controlnet)
     else:
         cache = int(args.child.split()[-1]) if args.child.startswith("ours, cache") else None
 
         def call(prompt: str, reference: torch.Tensor) -> torch.Tensor:
-            return stage(prompt, reference, seed=0, cache_interval=cache).frames
+            return stage(prompt, reference, seed=0, cache_interval=cache, use_controlnet=not args.no_controlnet).frames
     clip = draw_clip(SPLITS[args.split], "heldout", 0)
     reference = render_frames(clip.scene, 128, [0.0])[:, 0]
     cuda = stage.device.type == "cuda"
@@ -178,6 +181,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="keyframes (default: the stage's)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")
     parser.add_argument("--cache", type=int, nargs="*", default=[2], help="cache intervals for `ours, cache N` rows")
+    parser.add_argument("--no-controlnet", action="store_true",
+                        help="without the ControlNet: diffusers' AnimateDiffPipeline, ours with use_controlnet=False")
     parser.add_argument("--clips", type=int, default=100, help="held-out clips the judge reads per row (0: speed only)")
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
     parser.add_argument("--runs", type=int, default=5)
@@ -205,7 +210,8 @@ def main() -> None:
         results[row] = json.loads(done.stdout.strip().splitlines()[-1])
     base = results["diffusers"]
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else machine()
-    lines = [f"# Stage 2 against diffusers' AnimateDiffControlNetPipeline ({args.preset})", "",
+    pipeline = "AnimateDiffPipeline" if args.no_controlnet else "AnimateDiffControlNetPipeline"
+    lines = [f"# Stage 2 against diffusers' {pipeline} ({args.preset})", "",
              f"`python benchmarks/vs_diffusers.py {' '.join(sys.argv[1:])}` on {device} ({args.device}, {args.dtype}).",
              f"Readings: {args.clips} held-out clips ({args.split}); [..]: 95% paired bootstrap interval of ours minus "
              "diffusers' over clips.", "",

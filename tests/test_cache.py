@@ -99,3 +99,18 @@ def test_stage_one_reuses_in_its_loop_and_in_a_diffusers_pipelines(tmp_path):
         reused = stage("a red circle", seed=3, size=32, cache_interval=2).images
         assert (deep[0], outer[0]) == (2, 4)  # one call a step (both guidance branches in its batch)
         assert not torch.equal(reused, full) and all(_clean(m) for m in unet.modules())
+
+
+def test_a_forward_wrapped_before_stays_wrapped(text):
+    """Whatever wrapped a model's forward before (accelerate's CPU offload does) is there after."""
+    stage = tiny_i2v(text)
+    inner, calls = stage.unet.forward, []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    stage.unet.forward = wrapped
+    stage(PROMPT, torch.rand(3, 32, 32), cache_interval=2)
+    assert stage.unet.__dict__["forward"] is wrapped and len(calls) == 2  # both steps went through it
+    assert not hasattr(stage.unet, "_diffusers_hook")

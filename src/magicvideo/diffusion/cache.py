@@ -70,13 +70,14 @@ class StepCache:
         if interval < 1:
             raise ValueError(f"cache interval must be at least 1, got {interval}")
         self.interval, self.reusing = interval, False
-        self._hooked: list[torch.nn.Module] = []
+        self._hooked: list[tuple[torch.nn.Module, bool, bool]] = []  # module, had a registry, had its own forward
         self._counters: list[_Calls] = []
         self._plan = [(unet, False)] + ([(controlnet, True)] if controlnet is not None else [])
 
     def _attach(self, module: torch.nn.Module, hook: ModelHook) -> None:
+        before = (hasattr(module, "_diffusers_hook"), "forward" in module.__dict__)  # e.g. accelerate's offload hook
         HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, _NAME)
-        self._hooked.append(module)
+        self._hooked.append((module, *before))
 
     def __enter__(self) -> StepCache:
         for model, is_controlnet in self._plan:
@@ -91,11 +92,11 @@ class StepCache:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for module in self._hooked:
-            registry = HookRegistry.check_if_exists_or_initialize(module)
-            registry.remove_hook(_NAME, recurse=False)
-            if not registry.hooks:  # leave the module as it was: its class's forward, no registry
+        for module, had_registry, had_forward in self._hooked:
+            module._diffusers_hook.remove_hook(_NAME, recurse=False)  # puts back the forward it wrapped
+            if not had_forward:  # leave the module as it was: its class's forward
                 module.__dict__.pop("forward", None)
+            if not had_registry:
                 del module._diffusers_hook
         self._hooked.clear()
         self._counters.clear()
