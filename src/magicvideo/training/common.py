@@ -68,7 +68,9 @@ def load_checkpoint(folder: str | os.PathLike) -> dict[str, Any] | None:
 def machine() -> str:
     """Where a run or benchmark ran, for its card: the GPU too when torch sees one (a card that
     named only the host's CPU threads hid that its run was trained on a lent H100)."""
-    where = f"{platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
+    used = torch.get_num_threads()  # fewer than the machine's under OMP_NUM_THREADS, beside another job
+    threads = f"{os.cpu_count()} CPU threads" + (f" (torch used {used})" if used != os.cpu_count() else "")
+    where = f"{platform.machine()}, {threads}, torch {torch.__version__}"
     return f"{torch.cuda.get_device_name(0)}; {where}" if torch.cuda.is_available() else where
 
 
