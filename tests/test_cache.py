@@ -1,8 +1,9 @@
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
 import magicvideo.diffusion.video as video
-from magicvideo.diffusion.cache import StepCache
+from magicvideo.diffusion.cache import StepCache, constant_projections
 from magicvideo.errors import MagicVideoError
 from magicvideo.settings import I2VSettings, T2ISettings
 from magicvideo.stages.t2i import DiffusersTextToImage, TextToImage
@@ -39,17 +40,30 @@ def _clean(module: torch.nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("context_length", [0, 2])  # one window, and two windows a step
-def test_interval_one_is_exact_and_embeds_the_reference_once(text, monkeypatch, context_length):
+def test_interval_one_is_exact_and_computes_the_constant_parts_once(text, monkeypatch, context_length):
     stage = tiny_i2v(text)
     stage.settings.steps = 3
     ref = torch.rand(3, 32, 32)
     embedded = _count(stage.controlnet.controlnet_cond_embedding.conv_in)
+    cross = [m for m in stage.unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
+    key, image_key = cross[0].to_k, cross[0].processor.to_k_ip[0]  # the prompt's keys, the image's
+    computed = {key: [0], image_key: [0]}  # a forward hook would count the cached calls too
+    linear = torch.nn.Linear.forward
+
+    def counted(self, *args, **kwargs):
+        computed.get(self, [0])[0] += 1
+        return linear(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", counted)
+    keys, image_keys = computed[key], computed[image_key]
+    own = [p for p in constant_projections(stage.unet) if p not in (key, image_key)]
     cached = stage(PROMPT, ref, seed=1, context_length=context_length, context_stride=1).frames
     windows = 1 if context_length == 0 else 2
-    assert embedded[0] == windows  # on the first step only, once per window
+    assert embedded[0] == keys[0] == image_keys[0] == windows  # on the first step only, once per window
+    assert own  # others too, e.g. the value projections
     monkeypatch.setattr(video, "StepCache", _NoCache)
     plain = stage(PROMPT, ref, seed=1, context_length=context_length, context_stride=1).frames
-    assert embedded[0] == windows + 3 * windows
+    assert embedded[0] == keys[0] == windows + 3 * windows
     assert torch.equal(cached, plain)
     assert all(_clean(m) for m in stage.controlnet.modules()) and all(_clean(m) for m in stage.unet.modules())
 

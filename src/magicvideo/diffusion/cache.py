@@ -1,8 +1,9 @@
 """Cheaper sampling steps: what a step computes that an earlier step already did.
 
-- The ControlNet's condition embedding: the reference's pixels through its conditioning convs
-  are the same on every step of a sampling loop (only the latents and t change), so the first
-  step's embedding serves them all. Exact.
+- What a step computes from inputs that do not change within a sampling loop (only the latents
+  and t do), kept from the first step: the ControlNet's condition embedding (the reference's
+  pixels through its conditioning convs), and the keys and values of every cross-attention (the
+  prompt's, the appearance tokens', the motion modules' caption's). Exact.
 - Deep features (DeepCache, Ma et al. 2024): adjacent steps' high-level UNet features barely
   differ, so on `interval - 1` steps out of every `interval` the UNet runs only its outermost
   level (the first down block and the last up block, fresh) and takes the deeper levels' output
@@ -86,6 +87,8 @@ class StepCache:
             self._attach(model, calls)
             if is_controlnet and hasattr(model, "controlnet_cond_embedding"):
                 self._attach(model.controlnet_cond_embedding, _Keep(self, calls, always_reuse=True))
+            for projection in constant_projections(model):
+                self._attach(projection, _Keep(self, calls, always_reuse=True))
             if self.interval > 1:
                 for block in deep_blocks(model):
                     self._attach(block, _Keep(self, calls))
@@ -106,6 +109,25 @@ class StepCache:
         self.reusing = self.interval > 1 and index % self.interval != 0
         for calls in self._counters:
             calls.index = -1
+
+
+def constant_projections(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers that read only what a sampling loop holds fixed: the key and value projections of
+    every cross-attention (diffusers' `Attention` with `is_cross_attention`: the prompt), of the
+    IP-Adapter-style appearance branch (`to_k_ip`, `to_v_ip`: its tokens) and of the motion
+    modules' caption attention (`to_k_text`, `to_v_text`)."""
+    from diffusers.models.attention_processor import Attention
+
+    found = []
+    for module in model.modules():
+        if isinstance(module, Attention) and module.is_cross_attention:
+            found += [module.to_k, module.to_v]
+        if isinstance(module, Attention):
+            processor = module.processor
+            for name in ("to_k_ip", "to_v_ip"):
+                found += list(getattr(processor, name, None) or [])
+            found += [getattr(processor, name) for name in ("to_k_text", "to_v_text") if hasattr(processor, name)]
+    return found
 
 
 def deep_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
