@@ -128,3 +128,18 @@ def test_a_forward_wrapped_before_stays_wrapped(text):
     stage(PROMPT, torch.rand(3, 32, 32), cache_interval=2)
     assert stage.unet.__dict__["forward"] is wrapped and len(calls) == 2  # both steps went through it
     assert not hasattr(stage.unet, "_diffusers_hook")
+
+
+def test_a_call_of_another_shape_is_computed_afresh():
+    """A loop whose batch changes between steps (guidance on some steps only) reuses nothing of
+    another shape's: such a step equals the UNet's plain output."""
+    unet = tiny_unet(16).eval()
+    text = torch.randn(2, 5, 16)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor(500)
+    with torch.no_grad(), StepCache(unet, None, interval=2) as cache:
+        cache.step(0)
+        unet(x, t, encoder_hidden_states=text)
+        cache.step(1)  # a reusing step, one item: nothing kept fits it
+        one = unet(x[:1], t, encoder_hidden_states=text[:1]).sample
+    with torch.no_grad():
+        assert torch.equal(one, unet(x[:1], t, encoder_hidden_states=text[:1]).sample)

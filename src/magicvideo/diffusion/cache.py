@@ -50,14 +50,17 @@ class _Keep(ModelHook):
     def __init__(self, cache: StepCache, calls: _Calls, always_reuse: bool = False) -> None:
         super().__init__()
         self.cache, self.calls, self.always_reuse = cache, calls, always_reuse
-        self.kept: dict[int, Any] = {}
+        self.kept: dict[tuple, Any] = {}
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        reuse = self.always_reuse or self.cache.reusing
-        if reuse and self.calls.index in self.kept:
-            return self.kept[self.calls.index]
+        # the call's place in the step, and its input's shape: a loop whose batch changes between
+        # steps (guidance on some steps only) computes afresh instead of reusing another shape's
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        key = (self.calls.index, None if first is None else tuple(first.shape))
+        if (self.always_reuse or self.cache.reusing) and key in self.kept:
+            return self.kept[key]
         out = self.fn_ref.original_forward(*args, **kwargs)
-        self.kept[self.calls.index] = out
+        self.kept[key] = out
         return out
 
 

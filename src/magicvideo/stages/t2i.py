@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -283,10 +284,15 @@ class DiffusersTextToImage:
             cache.step(i + 1)
             return {}
 
+        steps = {}
+        if s.cache_interval > 1:  # the pipeline must say when a step ends
+            if "callback_on_step_end" not in inspect.signature(self.pipeline.__call__).parameters:
+                raise ValueError(f"{type(self.pipeline).__name__} does not report its steps (no callback_on_step_end):"
+                                 " it cannot reuse features across them; leave the cache interval at 1")
+            steps["callback_on_step_end"] = next_step
         with StepCache(self.pipeline.unet, None, s.cache_interval) as cache:
             cache.step(0)
             result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
-                                   height=height, width=width, generator=generators, output_type="pt",
-                                   callback_on_step_end=next_step)
+                                   height=height, width=width, generator=generators, output_type="pt", **steps)
         flagged = tuple(bool(f) for f in (getattr(result, "nsfw_content_detected", None) or ()))
         return T2IOutput(result.images.float().cpu(), flagged)
