@@ -213,8 +213,9 @@ def main() -> None:
     pipeline = "AnimateDiffPipeline" if args.no_controlnet else "AnimateDiffControlNetPipeline"
     lines = [f"# Stage 2 against diffusers' {pipeline} ({args.preset})", "",
              f"`python benchmarks/vs_diffusers.py {' '.join(sys.argv[1:])}` on {device} ({args.device}, {args.dtype}).",
-             f"Readings: {args.clips} held-out clips ({args.split}); [..]: 95% paired bootstrap interval of ours minus "
-             "diffusers' over clips.", "",
+             (f"Readings: {args.clips} held-out clips ({args.split}); [..]: 95% paired bootstrap interval of ours "
+              "minus diffusers' over clips." if args.clips else
+              f"Speed only: one {args.split} clip, median of {args.runs} after a warm-up, rows one after another."), "",
              "| row | seconds per clip | vs diffusers | peak GiB | motion | shape | colour | all | frames: shape | "
              "first-frame PSNR | flicker ratio |", "|---" * 11 + "|"]
     for row, r in results.items():
