@@ -76,12 +76,14 @@ class StepCache:
         self.interval, self.reusing = interval, False
         self._hooked: list[tuple[torch.nn.Module, bool, bool]] = []  # module, had a registry, had its own forward
         self._counters: list[_Calls] = []
+        self._hooks: list[ModelHook] = []
         self._plan = [(unet, False)] + ([(controlnet, True)] if controlnet is not None else [])
 
     def _attach(self, module: torch.nn.Module, hook: ModelHook) -> None:
         before = (hasattr(module, "_diffusers_hook"), "forward" in module.__dict__)  # e.g. accelerate's offload hook
         HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, _NAME)
         self._hooked.append((module, *before))
+        self._hooks.append(hook)
 
     def __enter__(self) -> StepCache:
         for model, is_controlnet in self._plan:
@@ -104,8 +106,12 @@ class StepCache:
                 module.__dict__.pop("forward", None)
             if not had_registry:
                 del module._diffusers_hook
+        for hook in self._hooks:  # the hooks and their forwards form cycles: free the kept tensors now, not at GC
+            if isinstance(hook, _Keep):
+                hook.kept.clear()
         self._hooked.clear()
         self._counters.clear()
+        self._hooks.clear()
 
     def step(self, index: int) -> None:
         """Before step `index` (0 first) of the loop: whether its deep levels are computed or reused."""
