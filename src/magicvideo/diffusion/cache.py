@@ -65,30 +65,28 @@ class _Keep(ModelHook):
 
 
 class StepCache:
-    """Within the block, `unet` (a UNet2DConditionModel or UNetMotionModel) and `controlnet` (a
-    ControlNetModel, SparseControlNetModel or None) reuse what earlier steps computed: the
-    ControlNet's condition embedding always; the deep levels when `interval` > 1, on every step
-    whose index is not a multiple of it. Call `step(i)` before each step's model calls."""
+    """Within the block, `unet` (a UNet2DConditionModel or UNetMotionModel, or None: nothing to
+    cache) and `controlnet` (a ControlNetModel, SparseControlNetModel or None) reuse what earlier
+    steps computed: what reads only fixed inputs always; the deep levels when `interval` > 1, on
+    every step whose index is not a multiple of it. Call `step(i)` before each step's model calls."""
 
-    def __init__(self, unet: torch.nn.Module, controlnet: torch.nn.Module | None = None, interval: int = 1) -> None:
+    def __init__(self, unet: torch.nn.Module | None, controlnet: torch.nn.Module | None = None,
+                 interval: int = 1) -> None:
         if interval < 1:
             raise ValueError(f"cache interval must be at least 1, got {interval}")
         self.interval, self.reusing = interval, False
-        self._hooked: list[tuple[torch.nn.Module, bool, bool]] = []  # module, had a registry, had its own forward
-        self._counters: list[_Calls] = []
-        self._hooks: list[ModelHook] = []
-        self._plan = [(unet, False)] + ([(controlnet, True)] if controlnet is not None else [])
+        # (module, its hook, whether it had a hook registry and a forward of its own before)
+        self._hooked: list[tuple[torch.nn.Module, ModelHook, bool, bool]] = []
+        self._plan = [(m, is_controlnet) for m, is_controlnet in ((unet, False), (controlnet, True)) if m is not None]
 
     def _attach(self, module: torch.nn.Module, hook: ModelHook) -> None:
         before = (hasattr(module, "_diffusers_hook"), "forward" in module.__dict__)  # e.g. accelerate's offload hook
         HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, _NAME)
-        self._hooked.append((module, *before))
-        self._hooks.append(hook)
+        self._hooked.append((module, hook, *before))
 
     def __enter__(self) -> StepCache:
         for model, is_controlnet in self._plan:
             calls = _Calls()
-            self._counters.append(calls)
             self._attach(model, calls)
             if is_controlnet and hasattr(model, "controlnet_cond_embedding"):
                 self._attach(model.controlnet_cond_embedding, _Keep(self, calls, always_reuse=True))
@@ -100,24 +98,22 @@ class StepCache:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for module, had_registry, had_forward in self._hooked:
+        for module, hook, had_registry, had_forward in self._hooked:
             module._diffusers_hook.remove_hook(_NAME, recurse=False)  # puts back the forward it wrapped
             if not had_forward:  # leave the module as it was: its class's forward
                 module.__dict__.pop("forward", None)
             if not had_registry:
                 del module._diffusers_hook
-        for hook in self._hooks:  # the hooks and their forwards form cycles: free the kept tensors now, not at GC
-            if isinstance(hook, _Keep):
+            if isinstance(hook, _Keep):  # hooks and forwards form cycles: free the kept tensors now, not at GC
                 hook.kept.clear()
         self._hooked.clear()
-        self._counters.clear()
-        self._hooks.clear()
 
     def step(self, index: int) -> None:
         """Before step `index` (0 first) of the loop: whether its deep levels are computed or reused."""
         self.reusing = self.interval > 1 and index % self.interval != 0
-        for calls in self._counters:
-            calls.index = -1
+        for _, hook, *_ in self._hooked:
+            if isinstance(hook, _Calls):
+                hook.index = -1
 
 
 def constant_projections(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -129,9 +125,9 @@ def constant_projections(model: torch.nn.Module) -> list[torch.nn.Module]:
 
     found = []
     for module in model.modules():
-        if isinstance(module, Attention) and module.is_cross_attention:
-            found += [module.to_k, module.to_v]
         if isinstance(module, Attention):
+            if module.is_cross_attention:
+                found += [module.to_k, module.to_v]
             processor = module.processor
             for name in ("to_k_ip", "to_v_ip"):
                 found += list(getattr(processor, name, None) or [])

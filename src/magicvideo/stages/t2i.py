@@ -284,13 +284,13 @@ class DiffusersTextToImage:
             cache.step(i + 1)
             return {}
 
-        steps = {}
-        if s.cache_interval > 1:  # the pipeline must say when a step ends
-            if "callback_on_step_end" not in inspect.signature(self.pipeline.__call__).parameters:
-                raise ValueError(f"{type(self.pipeline).__name__} does not report its steps (no callback_on_step_end):"
-                                 " it cannot reuse features across them; leave the cache interval at 1")
+        steps, unet = {}, getattr(self.pipeline, "unet", None)  # a transformer pipeline has none: nothing kept
+        if s.cache_interval > 1:  # a UNet's levels, and the pipeline must say when a step ends
+            if unet is None or "callback_on_step_end" not in inspect.signature(self.pipeline.__call__).parameters:
+                raise ValueError(f"{type(self.pipeline).__name__} has no UNet or does not report its steps "
+                                 "(callback_on_step_end): leave the cache interval at 1")
             steps["callback_on_step_end"] = next_step
-        with StepCache(self.pipeline.unet, None, s.cache_interval) as cache:
+        with StepCache(unet, None, s.cache_interval) as cache:
             cache.step(0)
             result = self.pipeline(prompts, num_inference_steps=s.steps, guidance_scale=s.guidance,
                                    height=height, width=width, generator=generators, output_type="pt", **steps)
