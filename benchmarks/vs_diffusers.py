@@ -4,6 +4,7 @@ weights: seconds, peak memory and the judge's readings, one JSON line per row, i
     python benchmarks/vs_diffusers.py --preset tiny                        # the shipped tiny stage 2
     python benchmarks/vs_diffusers.py --preset tiny --dtype bf16 --cache 2 3
     python benchmarks/vs_diffusers.py --preset tiny --no-controlnet       # against AnimateDiffPipeline
+    python benchmarks/vs_diffusers.py --student runs/lcm_i2v/final --student-steps 2 4 8 --cache
     magicvideo random-weights /tmp/sd15
     python benchmarks/vs_diffusers.py --preset sd15 --weights /tmp/sd15 --size 128 --steps 2 --clips 0 --runs 2
 
@@ -14,7 +15,9 @@ Rows, each in a process of its own (so each one's peak memory is its own):
   latents (`latents=`, the noise prior) and the same DPM-Solver++ schedule, steps and guidance:
   step for step the computation ours does, so its readings are the reference;
 - `ours`: the stage at its defaults;
-- `ours, cache N`: the stage with `cache_interval` N (diffusion/cache.py: deep features reused).
+- `ours, cache N`: the stage with `cache_interval` N (diffusion/cache.py: deep features reused);
+- `student, N steps`: a few-step student of the stage (`magicvideo train distill-i2v`, a LoRA
+  folder over it, `--student`), sampled by LCM in N steps without guidance.
 With `--no-controlnet`, diffusers' row is AnimateDiffPipeline and ours run without the ControlNet.
 Seconds: one clip (batch 1) at the stage's defaults, the whole call (prompt encoding, sampling,
 decoding; loading excluded), median of `--runs` after one warm-up. Memory: the process's peak
@@ -42,12 +45,15 @@ SHARES = ("motion", "shape", "colour", "all")  # the judge's clip-level readings
 FRAME_SHARES = ("frame_shape", "frame_colour")
 
 
-def load_stage(args: argparse.Namespace):
+def load_stage(args: argparse.Namespace, row: str = "ours"):
     from magicvideo.device import Placement
     from magicvideo.presets import load_i2v
 
-    stage = load_i2v(args.preset, args.weights, Placement(device=args.device, dtype=args.dtype))
-    changes = {k: v for k, v in {"size": args.size, "steps": args.steps, "frames": args.frames}.items() if v}
+    student = row.startswith("student")
+    stage = load_i2v(args.preset, args.student if student else args.weights,
+                     Placement(device=args.device, dtype=args.dtype))
+    steps = int(row.split()[1]) if student else args.steps
+    changes = {k: v for k, v in {"size": args.size, "steps": steps, "frames": args.frames}.items() if v}
     stage.settings = stage.settings.merged(**changes)
     return stage
 
@@ -110,7 +116,7 @@ def measure(args: argparse.Namespace) -> dict:
     from magicvideo.judge.i2v import evaluate_i2v
     from magicvideo.world import draw_clip, render_frames
 
-    stage = load_stage(args)
+    stage = load_stage(args, args.child)
     if args.child == "diffusers":
         call = diffusers_call(stage, controlnet=not args.no_controlnet)
     else:
@@ -181,6 +187,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="keyframes (default: the stage's)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the stage's)")
     parser.add_argument("--cache", type=int, nargs="*", default=[2], help="cache intervals for `ours, cache N` rows")
+    parser.add_argument("--student", help="a few-step student folder of the stage (`magicvideo train distill-i2v`)")
+    parser.add_argument("--student-steps", type=int, nargs="*", default=[4], help="LCM steps for `student` rows")
     parser.add_argument("--no-controlnet", action="store_true",
                         help="without the ControlNet: diffusers' AnimateDiffPipeline, ours with use_controlnet=False")
     parser.add_argument("--clips", type=int, default=100, help="held-out clips the judge reads per row (0: speed only)")
@@ -200,7 +208,8 @@ def main() -> None:
     from magicvideo.training.common import machine
     from report import publish
 
-    rows = ["diffusers", "ours", *[f"ours, cache {n}" for n in args.cache]]
+    rows = ["diffusers", "ours", *[f"ours, cache {n}" for n in args.cache],
+            *[f"student, {n} steps" for n in (args.student_steps if args.student else [])]]
     results = {}
     for row in rows:
         child = [sys.executable, __file__, *sys.argv[1:], "--child", row]

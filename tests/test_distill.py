@@ -1,15 +1,18 @@
-"""Few-step stage 1 (latent consistency distillation): the loss's fixed point at the grid's
-first step, and the LoRA folder that loads with the LCM sampler, seeded."""
+"""Few-step stages 1 and 2 (latent consistency distillation): the loss's fixed point at the
+grid's first step, and the LoRA folders that load with the LCM sampler, seeded."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from magicvideo.diffusion.schedule import lcm_sampler
-from magicvideo.presets import load_t2i
+from magicvideo.presets import load_i2v, load_t2i
+from magicvideo.stages.parts import part_name
 from magicvideo.stages.t2i import TextToImage
 from magicvideo.training.distill import DISTILLTrainConfig, consistency_loss, train_distill
+from magicvideo.training.distill_i2v import DISTILL_I2VTrainConfig, train_distill_i2v
 from tiny_components import tiny_unet
 
 
@@ -55,3 +58,40 @@ def test_a_distilled_stage_is_a_lora_that_samples_in_few_steps(tmp_path):
     assert not torch.allclose(pair[1], first[0], atol=1e-3)
     with pytest.raises(FileNotFoundError, match="no cached latents"):
         train_distill(DISTILLTrainConfig(data=str(tmp_path / "none"), eval_prompts=0), tmp_path / "x", progress=False)
+
+
+def test_a_distilled_i2v_stage_is_a_lora_over_the_stage_that_samples_in_few_steps(tmp_path):
+    config = DISTILL_I2VTrainConfig(clips=2, batch_size=2, steps=2, warmup=1, lr=0.0, eval_clips=0, lora=4)
+    final = train_distill_i2v(config, tmp_path / "run", progress=False)
+    own = json.loads((final / "stage.json").read_text())
+    assert {k: own[k] for k in ("sampler", "steps", "guidance")} == {"sampler": "lcm", "steps": 4, "guidance": 1.0}
+    assert Path(own["stage"]).is_absolute()  # the shipped stage is in another tree than tmp_path
+    student, teacher = load_i2v("tiny", final), load_i2v("tiny")
+    assert (student.settings.sampler, student.settings.steps, student.settings.guidance) == ("lcm", 4, 1.0)
+    assert student.settings.noise_prior == teacher.settings.noise_prior  # the rest: the stage's own
+    # lr 0: the LoRA is zero, so the student's prediction is the teacher's (motion LoRA fused, not lost)
+    x, t = torch.randn(1, 4, 16, 8, 8), torch.tensor(600)
+    text = teacher.encode_prompt(["a red circle moves left over a meadow"]).hidden.repeat(16, 1, 1)
+    ref = torch.rand(1, 3, 64, 64)
+    tokens, control = teacher.appearance(ref).repeat_interleave(16, 0), ref.repeat_interleave(16, 0)
+    with torch.no_grad():
+        assert torch.allclose(student.predict(x, t, text, tokens, control),
+                              teacher.predict(x, t, text, tokens, control), atol=1e-4)
+    caption = "a red circle moves left over a meadow"
+    first = student(caption, ref, seed=3, frames=4).frames
+    assert first.shape == (1, 3, 4, 64, 64)
+    assert torch.equal(first, student(caption, ref, seed=3, frames=4).frames)  # LCM's re-noising is seeded
+    pair = student([caption, caption], ref, seed=[3, 4], frames=4).frames
+    assert torch.allclose(pair[0], first[0], atol=1e-5)  # a clip's noise does not depend on its batch
+    assert not torch.allclose(pair[1], first[0], atol=1e-3)
+    with pytest.raises(FileNotFoundError, match="no cached clips"):
+        train_distill_i2v(DISTILL_I2VTrainConfig(data=str(tmp_path / "none")), tmp_path / "x", progress=False)
+    (final / "lora.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no lora.safetensors"):
+        load_i2v("tiny", final)
+
+
+def test_a_folder_names_its_neighbours_relative_to_itself_and_strangers_absolutely(tmp_path):
+    assert part_name(tmp_path / "runs" / "a" / "final", tmp_path / "weights" / "i2v") == "../../../weights/i2v"
+    assert part_name(tmp_path / "lcm", tmp_path / "i2v") == "../i2v"
+    assert part_name(tmp_path, "/") == "/"

@@ -163,6 +163,11 @@ def _cache_interval() -> Any:
                    "(DeepCache: cheaper steps, approximate; 1: every step in full)", low=1, high=10)
 
 
+def _sampler(trainer: str) -> Any:
+    return setting("dpm++", f"dpm++ (DPM-Solver++, any UNet) or lcm (a consistency-distilled one: `magicvideo train "
+                   f"{trainer}`, 1-8 steps, unguided)", choices=("dpm++", "lcm"))
+
+
 @dataclass
 class T2ISettings(Settings):
     size: int = setting(128, "image side, a multiple of its VAE's factor", low=1)
@@ -171,8 +176,7 @@ class T2ISettings(Settings):
     steps: int = setting(DEFAULT_STEPS, "sampler steps", low=1)
     guidance: float = setting(DEFAULT_GUIDANCE, "classifier-free guidance scale (1 or less: none, one UNet pass a "
                               "step)")
-    sampler: str = setting("dpm++", "dpm++ (DPM-Solver++, any UNet) or lcm (a consistency-distilled one: "
-                           "`magicvideo train distill`, 1-8 steps)", choices=("dpm++", "lcm"))
+    sampler: str = _sampler("distill")
     cache_interval: int = _cache_interval()
 
 
@@ -210,6 +214,7 @@ class I2VSettings(Settings):
     controlnet_scale: float = setting(1.0, "weight of the ControlNet's residuals (diffusers' "
                                       "controlnet_conditioning_scale)", low=0)
     fps: float = setting(8.0, "the keyframes' rate: that of the clips the motion module was trained on", low=1)
+    sampler: str = _sampler("distill-i2v")
     context_length: int = _context_length()
     context_stride: int = _context_stride()
     cache_interval: int = _cache_interval()

@@ -8,7 +8,7 @@ import shlex
 
 from magicvideo.media import FLAVOURS
 
-TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi", "preference", "distill")
+TRAINABLE = ("vae", "t2i", "i2v", "v2v", "vfi", "preference", "distill", "distill-i2v")
 
 
 def run_synth(args: argparse.Namespace) -> None:
@@ -36,8 +36,9 @@ def trainer(stage: str) -> tuple:
     """(config class, train function) of a stage, importing only that trainer."""
     import importlib
 
-    module = importlib.import_module(f"magicvideo.training.{stage}")
-    return getattr(module, f"{stage.upper()}TrainConfig"), getattr(module, f"train_{stage}")
+    name = stage.replace("-", "_")
+    module = importlib.import_module(f"magicvideo.training.{name}")
+    return getattr(module, f"{name.upper()}TrainConfig"), getattr(module, f"train_{name}")
 
 
 def run_train(args: argparse.Namespace) -> None:

@@ -28,8 +28,16 @@ LCM_GRID = 50  # points of the DDIM grid consistency distillation trains on (LCM
 
 def lcm_sampler(config: dict | None = None) -> LCMScheduler:
     """diffusers' LCMScheduler on a training schedule (default: ours), its steps taken from the
-    LCM_GRID-point grid a consistency-distilled UNet was trained on (`magicvideo train distill`)."""
-    return LCMScheduler.from_config(config or noise_scheduler().config, original_inference_steps=LCM_GRID)
+    LCM_GRID-point grid a consistency-distilled UNet was trained on (`magicvideo train distill`).
+    A config of another sampler gives its training schedule; its own solver keys are left out."""
+    config = {k: v for k, v in (config or noise_scheduler().config).items() if k not in _SOLVER_KEYS}
+    return LCMScheduler.from_config(config, original_inference_steps=LCM_GRID)
+
+
+# what sampler() adds to a training schedule's config, which LCMScheduler does not take
+_SOLVER_KEYS = ("solver_order", "algorithm_type", "final_sigmas_type", "solver_type", "lower_order_final",
+                "euler_at_final", "use_karras_sigmas", "use_lu_lambdas", "lambda_min_clipped",
+                "variance_type", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift")
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:

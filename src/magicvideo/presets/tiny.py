@@ -30,6 +30,8 @@ def i2v_parts(folder: Path) -> dict[str, Path]:
     if not (folder / STAGE_FILE).is_file():
         raise FileNotFoundError(f"no image-to-video weights in {folder} (no {STAGE_FILE})")
     named = json.loads((folder / STAGE_FILE).read_text())
+    if named.get("stage"):  # a LoRA over another stage-2 folder: that folder's
+        return i2v_parts(named_part(folder, named["stage"], folder))
     return {part: folder / part if (folder / part / "config.json").is_file()
             else named_part(folder, named.get(part), default)
             for part, default in (("unet", TINY_UNET), ("vae", TINY_UNET_VAE))}

@@ -47,17 +47,20 @@ from magicvideo.models.appearance import (
     CLIPAppearanceEncoder,
     appearance_processors,
 )
-from magicvideo.models.lora import without_lora
+from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.models.motion_lora import has_motion_lora, load_motion_lora, save_motion_lora
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors, set_motion_text_scale
 from magicvideo.settings import I2VSettings, frame_size
-from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part, variant
+from magicvideo.stages.parts import STAGE_FILE, check_weights_folder, named_part, part_name, variant
 from magicvideo.text import CLIPTextEncoder, MiniLMTextEncoder, PromptEmbedding, TextEncoder
 from magicvideo.travel import PromptSchedule
 
 TEXT_ATTENTION_FILE = "text_attention.safetensors"
 MOTION_TEXT_FILE = "motion_text.safetensors"
 MOTION_LORA_FILE = "motion_lora.safetensors"
+# a LoRA over a whole stage-2 folder (a few-step student: `magicvideo train distill-i2v`), which its
+# stage.json names (`stage`), with the sampling settings it loads with
+LORA_FILE, LORA_NAME = "lora.safetensors", "stage_lora"
 
 
 def text_attention(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -166,7 +169,17 @@ class ImageToVideo(LatentVideoStage):
         path = Path(path)
         if not (path / STAGE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved image-to-video stage (no {STAGE_FILE})")
-        settings = {**(defaults or {}), **json.loads((path / STAGE_FILE).read_text())}
+        own = json.loads((path / STAGE_FILE).read_text())
+        if own.get("stage"):  # a LoRA over a whole stage-2 folder: that stage first, then the LoRA fused in
+            base = named_part(path, own.pop("stage"), path)
+            stage = cls.from_pretrained(base, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                        scheduler=scheduler, torch_dtype=torch_dtype, loras=loras, defaults=defaults)
+            if not (path / LORA_FILE).is_file():
+                raise FileNotFoundError(f"{path} names a stage to go over but holds no {LORA_FILE}")
+            fuse_stage_lora(stage.unet, path / LORA_FILE)
+            stage.settings = I2VSettings.from_dict(vars(stage.settings) | own)  # its sampling settings over the stage's
+            return stage
+        settings = {**(defaults or {}), **own}
         max_tokens = settings.pop("max_tokens", 40)
         # a folder may name the UNet and VAE it was trained on, relative to itself (the shipped one does)
         named = {k: named_part(path, settings.pop(k), path / k) for k in ("unet", "vae") if k in settings}
@@ -294,7 +307,8 @@ class ImageToVideo(LatentVideoStage):
                                desc="image-to-video", negative=negative, contrast=contrast,
                                contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale,
                                context_length=context[0], context_stride=context[1],
-                               cache_interval=s.cache_interval)
+                               cache_interval=s.cache_interval, sampler_name=s.sampler,
+                               seeds=seed_list(seed, len(latents)))
         return I2VOutput(self.decode(latents))
 
 
@@ -308,6 +322,29 @@ class ImageToVideo(LatentVideoStage):
         noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, *ref_latent.shape[-2:]))
         noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         return lean_toward(noise, ref_latent.cpu(), settings.noise_prior, settings.noise_prior_decay)
+
+
+def fuse_stage_lora(unet: UNetMotionModel, path: Path) -> None:
+    """Fuse a LoRA over a whole stage (LORA_FILE) into its motion UNet. A motion LoRA the UNet
+    carries is fused first: diffusers makes the newest adapter the only active one."""
+    if getattr(unet, "peft_config", None):
+        fuse_lora(unet)
+    load_lora(unet, LORA_NAME, path)
+    fuse_lora(unet)
+
+
+def save_stage_lora(unet: UNetMotionModel, folder: str | os.PathLike, stage: str | os.PathLike,
+                    settings: dict) -> Path:
+    """Write the UNet's LORA_NAME LoRA as a stage-2 folder over the stage folder `stage` (named
+    relative to the new folder, so the two move together), with the sampling `settings` it loads
+    with (I2VSettings' fields): what `ImageToVideo.from_pretrained` and `magicvideo i2v --weights`
+    take."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_lora(unet, LORA_NAME, folder / LORA_FILE, dtype=torch.float16)
+    over = {"stage": part_name(folder, stage), **settings}
+    (folder / STAGE_FILE).write_text(json.dumps(over, indent=2) + "\n")
+    return folder
 
 
 def _load_appearance(path: Path, dtype: torch.dtype) -> AppearanceEncoder | CLIPAppearanceEncoder | None:

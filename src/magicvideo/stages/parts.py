@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 STAGE_FILE = "stage.json"
+
+
+def part_name(folder: str | os.PathLike, part: str | os.PathLike) -> str:
+    """How a folder being written names another folder it loads (`named_part` reads it back):
+    relative to itself where the two share a tree (a run folder and the repository's weights, a
+    shipped folder and its neighbour), so they move together; else absolute."""
+    folder, part = Path(folder).resolve(), Path(part).resolve()
+    if Path(os.path.commonpath([folder, part])) == Path(folder.anchor):
+        return str(part)
+    return os.path.relpath(part, folder)
 
 
 def named_part(folder: Path, name: str | None, default: Path) -> Path:

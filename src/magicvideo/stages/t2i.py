@@ -28,7 +28,7 @@ from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
 from magicvideo.settings import T2ISettings, frame_size
-from magicvideo.stages.parts import STAGE_FILE, named_part, variant
+from magicvideo.stages.parts import STAGE_FILE, named_part, part_name, variant
 from magicvideo.text import MiniLMTextEncoder, PromptEmbedding, TextEncoder, unet_text_inputs
 
 LORA_FILE, LORA_NAME = "lora.safetensors", "t2i_lora"
@@ -208,7 +208,7 @@ def save_t2i_lora(unet: UNet2DConditionModel, folder: str | os.PathLike, base: s
         save_file({k: v.detach().half().contiguous() for k, v in vectors_of(unet.state_dict()).items()},
                   folder / VECTORS_FILE)
     config = unet.peft_config[LORA_NAME]
-    over = {"base": base, "vae": vae, **({"stage": stage} if stage else {}),
+    over = {"base": base, "vae": vae, **({"stage": part_name(folder, stage)} if stage else {}),
             **({"settings": settings} if settings else {}),
             "rank": config.r, "alpha": config.lora_alpha, "targets": config.target_modules,
             "vectors": vectors}

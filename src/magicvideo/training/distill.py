@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,42 +63,64 @@ def _eps(v: torch.Tensor, x: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> 
     return s * x + a * v
 
 
-def _boundary(scheduler: LCMScheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c_skip, c_out) per timestep, shaped to broadcast over latents: LCMScheduler's own."""
+def _boundary(scheduler: LCMScheduler, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out) per timestep, shaped to broadcast over latents of `ndim` dimensions:
+    LCMScheduler's own."""
     pairs = [scheduler.get_scalings_for_boundary_condition_discrete(int(step)) for step in t]
-    c_skip, c_out = (torch.tensor(c, dtype=torch.float32).view(-1, 1, 1, 1) for c in zip(*pairs, strict=True))
-    return c_skip, c_out
+    return tuple(torch.tensor(c, dtype=torch.float32).view(-1, *[1] * (ndim - 1)) for c in zip(*pairs, strict=True))
 
 
-def consistency_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch, guidance: float, skip: int,
-                     huber_c: float, scheduler: LCMScheduler) -> torch.Tensor:
-    """One LCM step's loss (see the module's docstring). `batch`: clean latents, noise, the text
-    states, the empty prompt's, and grid indices (t = (index + 1) * skip - 1)."""
-    x0, noise, hidden, empty, index = batch
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (latents, timesteps) -> v-prediction
+
+
+def consistency_step(student: Predict, teacher: Predict, x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor,
+                     skip: int, huber_c: float, scheduler: LCMScheduler) -> torch.Tensor:
+    """One LCM step's loss on latents of any shape (B, ...): images or videos. `teacher` is the
+    guided teacher's prediction; `index` the grid points (t = (index + 1) * skip - 1)."""
     t = (index + 1) * skip - 1
     s = (t - skip).clamp(min=0)
     bars = scheduler.alphas_cumprod.to(x0.device)
+    shape = (-1, *[1] * (x0.ndim - 1))
 
     def scales(step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        bar = bars[step].view(-1, 1, 1, 1)
+        bar = bars[step].view(shape)
         return bar.sqrt(), (1 - bar).sqrt()
 
     (a_t, s_t), (a_s, s_s) = scales(t), scales(s)
     x_t = a_t * x0 + s_t * noise
+    (skip_t, out_t), (skip_s, out_s) = (tuple(c.to(x0.device) for c in _boundary(scheduler, v, x0.ndim))
+                                        for v in (t, s))
+    online = skip_t * x_t + out_t * _x0(student(x_t, t), x_t, a_t, s_t)
+    with torch.no_grad():
+        v = teacher(x_t, t)
+        x_s = a_s * _x0(v, x_t, a_t, s_t) + s_s * _eps(v, x_t, a_t, s_t)  # the teacher's DDIM step t -> s
+        target = skip_s * x_s + out_s * _x0(student(x_s, s), x_s, a_s, s_s)
+    return (((online - target) ** 2 + huber_c**2).sqrt() - huber_c).mean()
+
+
+def guided(predict: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], guidance: float) -> Predict:
+    """predict(x, t, conditional) -> the classifier-free guided prediction at `guidance`."""
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v = predict(x, t, True)
+        if guidance > 1.0:
+            v_empty = predict(x, t, False)
+            v = v_empty + guidance * (v - v_empty)
+        return v
+    return call
+
+
+def consistency_loss(student: torch.nn.Module, teacher: torch.nn.Module, batch, guidance: float, skip: int,
+                     huber_c: float, scheduler: LCMScheduler) -> torch.Tensor:
+    """Stage 1's LCM loss (see the module's docstring). `batch`: clean latents, noise, the text
+    states, the empty prompt's, and grid indices."""
+    x0, noise, hidden, empty, index = batch
 
     def call(model: torch.nn.Module, x: torch.Tensor, step: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return model(x, step, text, **unet_text_inputs(model, text)).sample.float()
 
-    (skip_t, out_t), (skip_s, out_s) = (tuple(c.to(x0.device) for c in _boundary(scheduler, v)) for v in (t, s))
-    online = skip_t * x_t + out_t * _x0(call(student, x_t, t, hidden), x_t, a_t, s_t)
-    with torch.no_grad():
-        v = call(teacher, x_t, t, hidden)
-        if guidance > 1.0:
-            v_empty = call(teacher, x_t, t, empty)
-            v = v_empty + guidance * (v - v_empty)
-        x_s = a_s * _x0(v, x_t, a_t, s_t) + s_s * _eps(v, x_t, a_t, s_t)  # the teacher's DDIM step t -> s
-        target = skip_s * x_s + out_s * _x0(call(student, x_s, s, hidden), x_s, a_s, s_s)
-    return (((online - target) ** 2 + huber_c**2).sqrt() - huber_c).mean()
+    return consistency_step(lambda x, t: call(student, x, t, hidden),
+                            guided(lambda x, t, cond: call(teacher, x, t, hidden if cond else empty), guidance),
+                            x0, noise, index, skip, huber_c, scheduler)
 
 
 def _batch(cache: dict[str, torch.Tensor], config: DISTILLTrainConfig, step: int):
@@ -147,7 +170,7 @@ def train_distill(config: DISTILLTrainConfig, out: str | Path, command: str = ""
         return out / "final"
     final = out / "final"
     settings = {"sampler": "lcm", "steps": config.sample_steps, "guidance": 1.0}
-    save_t2i_lora(result.model, final, stage=str(Path(config.teacher or TINY_T2I).resolve()), settings=settings)
+    save_t2i_lora(result.model, final, stage=config.teacher or TINY_T2I, settings=settings)
     metrics: dict = {"teacher_guidance": guidance}
     if config.eval_prompts:
         place = Placement(device=str(student.device))

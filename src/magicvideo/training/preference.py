@@ -199,7 +199,7 @@ def train_preference(config: PREFERENCETrainConfig, out: str | Path, command: st
         return out / "final"
     final = out / "final"
     if config.lora:  # a LoRA over the stage it tuned, which it names (loading it loads that stage first)
-        save_t2i_lora(result.model, final, stage=str(Path(config.base or TINY_T2I).resolve()))
+        save_t2i_lora(result.model, final, stage=config.base or TINY_T2I)
         fuse_lora(result.model)
     tuned = TextToImage(result.model, stage.vae, stage.text_encoder, stage.settings)
     if not config.lora:
