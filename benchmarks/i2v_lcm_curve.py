@@ -4,6 +4,7 @@ its teacher at the teacher's defaults, with 95% paired bootstrap intervals of st
 
     python benchmarks/i2v_lcm_curve.py runs/lcm_i2v --clips 100 --sample-steps 4
     python benchmarks/i2v_lcm_curve.py runs/lcm_i2v --steps 500 1000 --sample-steps 2 4 8
+    python benchmarks/i2v_lcm_curve.py runs/lcm_i2v --timesteps 999 499 199 59   # 4 steps at these
 
 Validation clips (seed 777) by default: where a run is judged while it trains; `--split test` once,
 for the shipped student. The teacher's per-clip readings are kept in the run folder
@@ -35,7 +36,8 @@ def readings(report: dict) -> dict:
 
 
 def student(config: dict, snapshot: Path, steps: int):
-    """The teacher stage with the snapshot's LoRA fused in, sampling as the student's folder does."""
+    """The teacher stage with the snapshot's LoRA fused in, sampling as the student's folder does
+    (at the config's `sample_timesteps` where `steps` is their count)."""
     from magicvideo.device import Placement
     from magicvideo.models.lora import attach_lora, fuse_lora
     from magicvideo.presets import load_i2v
@@ -51,7 +53,9 @@ def student(config: dict, snapshot: Path, steps: int):
     if missing:
         raise SystemExit(f"{snapshot} does not match this student ({len(missing)} unexpected weights)")
     stage.place(Placement(device="cpu"))
-    stage.settings = stage.settings.merged(sampler="lcm", steps=steps, guidance=1.0)
+    plan = tuple(config.get("sample_timesteps") or ())
+    stage.settings = stage.settings.merged(sampler="lcm", steps=steps, guidance=1.0,
+                                           lcm_timesteps=plan if len(plan) == steps else None)
     return stage
 
 
@@ -60,15 +64,20 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `magicvideo train distill-i2v` run folder")
     parser.add_argument("--steps", type=int, nargs="*", help="snapshots to judge (default: all)")
     parser.add_argument("--sample-steps", type=int, nargs="*", default=[4], help="LCM steps of the student")
+    parser.add_argument("--timesteps", type=int, nargs="*",
+                        help="the student's LCM timesteps (default: the run config's sample_timesteps)")
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
     parser.add_argument("--out", help="markdown table (default: benchmarks/results/i2v_lcm_curve.md)")
+    parser.add_argument("--teacher-only", action="store_true", help="only judge the teacher (kept for later calls)")
     args = parser.parse_args()
     from magicvideo.judge.i2v import evaluate_i2v
     from magicvideo.presets import load_i2v
     from magicvideo.training.common import machine
 
     config = yaml.safe_load((args.run / "config.yaml").read_text())
+    if args.timesteps is not None:
+        config["sample_timesteps"] = args.timesteps
     snapshots = run_snapshots(args.run, args.steps)
     kept = args.run / f"teacher_{args.split}_{args.clips}.json"
     if kept.is_file():
@@ -77,6 +86,9 @@ def main() -> None:
         teacher = readings(evaluate_i2v(load_i2v("tiny", config.get("teacher") or None), args.clips,
                                         SPLITS[args.split], progress=False))
         kept.write_text(json.dumps(teacher))
+    if args.teacher_only:
+        print(json.dumps(teacher["readings"]))
+        return
     lines = [f"# Few-step stage 2: the learning curve of {args.run}", "",
              f"`python benchmarks/i2v_lcm_curve.py {' '.join(sys.argv[1:])}` on {machine()}, CPU, fp32.",
              f"{args.clips} held-out clips ({args.split}), the true first frame as the reference, seed 0. The student "
@@ -99,7 +111,9 @@ def main() -> None:
             torch.manual_seed(0)
             r = readings(evaluate_i2v(student(config, path, n), args.clips, SPLITS[args.split], progress=False))
             gap = against(r["per_clip"], teacher["per_clip"], teacher["truth_flicker"])
-            lines.append(row(str(step), f"{step * int(config['batch_size']):,}", str(n), r, gap))
+            plan = config.get("sample_timesteps") or []
+            steps = f"{n} at {', '.join(map(str, plan))}" if len(plan) == n else str(n)
+            lines.append(row(str(step), f"{step * int(config['batch_size']):,}", steps, r, gap))
             print(json.dumps({"step": step, "sample_steps": n, **r["readings"],
                               "vs_teacher": gap}), flush=True)
     publish(args.out or "benchmarks/results/i2v_lcm_curve.md", lines)

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from magicvideo.diffusion.schedule import lcm_sampler
+from magicvideo.errors import MagicVideoError
 from magicvideo.presets import load_i2v, load_t2i
+from magicvideo.settings import I2VSettings
+from magicvideo.stages.i2v import lcm_plan
 from magicvideo.stages.parts import part_name
 from magicvideo.stages.t2i import TextToImage
 from magicvideo.training.distill import DISTILLTrainConfig, consistency_loss, train_distill
@@ -61,14 +64,18 @@ def test_a_distilled_stage_is_a_lora_that_samples_in_few_steps(tmp_path):
 
 
 def test_a_distilled_i2v_stage_is_a_lora_over_the_stage_that_samples_in_few_steps(tmp_path):
-    config = DISTILL_I2VTrainConfig(clips=2, batch_size=2, steps=2, warmup=1, lr=0.0, eval_clips=0, lora=4)
+    config = DISTILL_I2VTrainConfig(clips=2, batch_size=2, steps=2, warmup=1, lr=0.0, eval_clips=0, lora=4,
+                                    sample_timesteps=(999, 499, 199, 59))
     final = train_distill_i2v(config, tmp_path / "run", progress=False)
     own = json.loads((final / "stage.json").read_text())
-    assert {k: own[k] for k in ("sampler", "steps", "guidance")} == {"sampler": "lcm", "steps": 4, "guidance": 1.0}
+    assert {k: own[k] for k in ("sampler", "steps", "guidance", "lcm_timesteps")} == {
+        "sampler": "lcm", "steps": 4, "guidance": 1.0, "lcm_timesteps": [999, 499, 199, 59]}
     assert Path(own["stage"]).is_absolute()  # the shipped stage is in another tree than tmp_path
     student, teacher = load_i2v("tiny", final), load_i2v("tiny")
     assert (student.settings.sampler, student.settings.steps, student.settings.guidance) == ("lcm", 4, 1.0)
     assert student.settings.noise_prior == teacher.settings.noise_prior  # the rest: the stage's own
+    assert lcm_plan(student.settings) == [999, 499, 199, 59]
+    assert lcm_plan(student.settings.merged(steps=3)) is None  # another count: LCM's own spacing
     # lr 0: the LoRA is zero, so the student's prediction is the teacher's (motion LoRA fused, not lost)
     x, t = torch.randn(1, 4, 16, 8, 8), torch.tensor(600)
     text = teacher.encode_prompt(["a red circle moves left over a meadow"]).hidden.repeat(16, 1, 1)
@@ -95,3 +102,9 @@ def test_a_folder_names_its_neighbours_relative_to_itself_and_strangers_absolute
     assert part_name(tmp_path / "runs" / "a" / "final", tmp_path / "weights" / "i2v") == "../../../weights/i2v"
     assert part_name(tmp_path / "lcm", tmp_path / "i2v") == "../i2v"
     assert part_name(tmp_path, "/") == "/"
+
+
+@pytest.mark.parametrize("plan", [[], [999, 999], [499, 999], [1000, 10], [999, -1], [999.0, 10]])
+def test_lcm_timesteps_are_checked_in_one_line(plan):
+    with pytest.raises(MagicVideoError, match="lcm timesteps must be whole numbers from 999 down to 0"):
+        I2VSettings.from_dict({"sampler": "lcm", "lcm_timesteps": plan})

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from magicvideo.device import Placement
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, load_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text
 from magicvideo.stages.i2v import MOTION_LORA_FILE, ImageToVideo
@@ -47,6 +48,16 @@ def test_round_trip_keeps_the_motion_adapter_as_it_was(text, tmp_path):
     assert has_motion_lora(again.unet)
     torch.testing.assert_close(again(PROMPT, ref).frames, stage(PROMPT, ref).frames)
     assert not has_motion_lora(ImageToVideo.from_pretrained(tmp_path / "before").unet)
+
+
+def test_a_placed_stage_carries_its_motion_lora_fused_with_the_same_frames(text):
+    stage, ref = tiny_i2v(text), torch.rand(3, 32, 32)
+    attach_motion_lora(stage.unet, rank=2)
+    _randomise(motion_lora_parameters(stage.unet))
+    before = stage(PROMPT, ref, seed=1).frames
+    stage.place(Placement(device="cpu"))
+    assert not has_motion_lora(stage.unet) and not any("lora_" in n for n, _ in stage.unet.named_parameters())
+    torch.testing.assert_close(stage(PROMPT, ref, seed=1).frames, before, atol=1e-5, rtol=0)
 
 
 def test_errors(text, tmp_path):

@@ -215,9 +215,21 @@ class I2VSettings(Settings):
                                       "controlnet_conditioning_scale)", low=0)
     fps: float = setting(8.0, "the keyframes' rate: that of the clips the motion module was trained on", low=1)
     sampler: str = _sampler("distill-i2v")
+    lcm_timesteps: tuple[int, ...] | None = setting(None, "the lcm sampler's timesteps, highest first, used when "
+                                                    "`steps` is their count (default: LCM's own, evenly spaced)")
     context_length: int = _context_length()
     context_stride: int = _context_stride()
     cache_interval: int = _cache_interval()
+
+
+    def check(self) -> Self:
+        super().check()
+        plan = self.lcm_timesteps
+        if plan is not None and (not plan or any(type(t) is not int for t in plan) or plan[0] > 999 or plan[-1] < 0
+                                 or any(a <= b for a, b in zip(plan, plan[1:]))):
+            raise MagicVideoError(f"lcm timesteps must be whole numbers from 999 down to 0, highest first, each once; "
+                                  f"got {plan}")
+        return self
 
 
 KERNELS = ("bicubic", "bilinear")  # how back-projection upsamples its error

@@ -254,7 +254,7 @@ class LatentVideoStage:
                 negative: PromptEmbedding | None = None, contrast: PromptEmbedding | None = None,
                 contrast_scale: float = 0.0, control_scale: float = 1.0, context_length: int = 0,
                 context_stride: int = 4, cache_interval: int = 1, sampler_name: str = "dpm++",
-                seeds: list[int] | None = None) -> torch.Tensor:
+                seeds: list[int] | None = None, timesteps: list[int] | None = None) -> torch.Tensor:
         """The sampling loop (DPM-Solver++, classifier-free guidance when guidance > 1) on video
         latents shaped like `noise` (n, 4, F, h, w), from `noise` itself; or, given clean latents
         `start`, only the last `strength` of the schedule, from `start` noised to that level (SDEdit,
@@ -270,14 +270,18 @@ class LatentVideoStage:
         cache_interval: above 1, only every cache_interval-th step computes the UNet's deep levels
         and the others reuse them (diffusion.cache). sampler_name "lcm": diffusers' LCMScheduler, for a
         consistency-distilled UNet (`magicvideo train distill-i2v`); it re-noises between steps, from
-        one generator per clip seeded from `seeds` (so a clip's frames do not depend on its batch)."""
+        one generator per clip seeded from `seeds` (so a clip's frames do not depend on its batch), at
+        `timesteps` if given (then `steps` is their count)."""
         n, frames = noise.shape[0], noise.shape[2]
         lcm = sampler_name == "lcm"
         scheduler = lcm_sampler(self.scheduler_config) if lcm else sampler(self.scheduler_config)
         renoise = {}
         if lcm:  # as stage 1's: each clip's generator seeded one past its initial noise's
             renoise = {"generator": [torch.Generator().manual_seed(int(x) + 1) for x in (seeds or [0] * n)]}
-        scheduler.set_timesteps(steps, device=self.device)
+        if timesteps is not None:
+            scheduler.set_timesteps(device=self.device, timesteps=list(timesteps))
+        else:
+            scheduler.set_timesteps(steps, device=self.device)
         timesteps, latents = scheduler.timesteps, noise
         if start is not None:
             skip = steps - min(steps, round(steps * strength))

@@ -308,7 +308,7 @@ class ImageToVideo(LatentVideoStage):
                                contrast_scale=s.motion_guidance, control_scale=s.controlnet_scale,
                                context_length=context[0], context_stride=context[1],
                                cache_interval=s.cache_interval, sampler_name=s.sampler,
-                               seeds=seed_list(seed, len(latents)))
+                               seeds=seed_list(seed, len(latents)), timesteps=lcm_plan(s))
         return I2VOutput(self.decode(latents))
 
 
@@ -322,6 +322,12 @@ class ImageToVideo(LatentVideoStage):
         noise = initial_noise(seeds, (self.vae.config.latent_channels, frames, *ref_latent.shape[-2:]))
         noise = free_noise(noise, *context, seed=seeds[0])  # beyond one window: noise the windows share
         return lean_toward(noise, ref_latent.cpu(), settings.noise_prior, settings.noise_prior_decay)
+
+
+def lcm_plan(settings: I2VSettings) -> list[int] | None:
+    """The timesteps a few-step student samples at: its folder's, where `steps` is their count."""
+    plan = settings.lcm_timesteps
+    return list(plan) if settings.sampler == "lcm" and plan and len(plan) == settings.steps else None
 
 
 def fuse_stage_lora(unet: UNetMotionModel, path: Path) -> None:

@@ -32,6 +32,7 @@ from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora, fuse_lora
 from magicvideo.presets import load_i2v
 from magicvideo.presets.tiny import TINY_I2V
+from magicvideo.settings import I2VSettings
 from magicvideo.stages.i2v import LORA_NAME, ImageToVideo, save_stage_lora
 from magicvideo.training.cache import cached, encode_captions
 from magicvideo.training.common import start_run, write_card
@@ -54,6 +55,7 @@ class DISTILL_I2VTrainConfig(LoopSettings):  # noqa: N801 (the trainer registry'
     lora: int = 16  # rank of the student's LoRA over the teacher's motion UNet
     guidance: float = 0.0  # the teacher's classifier-free guidance; 0: the teacher stage's default
     sample_steps: int = 4  # the student's default sampler steps, written into its folder
+    sample_timesteps: tuple[int, ...] = ()  # and the timesteps it takes them at (highest first); empty: LCM's own
     huber_c: float = 0.001  # pseudo-Huber loss scale (LCM's choice over plain MSE)
     batch_size: int = 4  # clips a step
     steps: int = 2000
@@ -147,7 +149,9 @@ def train_distill_i2v(config: DISTILL_I2VTrainConfig, out: str | Path, command: 
     if not state.is_main_process:
         return out / "final"
     final = out / "final"
-    settings = {"sampler": "lcm", "steps": config.sample_steps, "guidance": 1.0}
+    settings = {"sampler": "lcm", "steps": config.sample_steps, "guidance": 1.0,
+                **({"lcm_timesteps": list(config.sample_timesteps)} if config.sample_timesteps else {})}
+    I2VSettings.from_dict(settings)  # checked before the folder is written
     save_stage_lora(result.model.unet, final, config.teacher or TINY_I2V, settings)
     metrics: dict = {"teacher_guidance": guidance}
     if config.eval_clips:
