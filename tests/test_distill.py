@@ -108,3 +108,4 @@ def test_a_folder_names_its_neighbours_relative_to_itself_and_strangers_absolute
 def test_lcm_timesteps_are_checked_in_one_line(plan):
     with pytest.raises(MagicVideoError, match="lcm timesteps must be whole numbers from 999 down to 0"):
         I2VSettings.from_dict({"sampler": "lcm", "lcm_timesteps": plan})
+
