@@ -45,8 +45,7 @@ def student(config: dict, snapshot: Path, steps: int):
     from magicvideo.training.distill_i2v import TARGETS
 
     stage = load_i2v("tiny", config.get("teacher") or None)
-    if getattr(stage.unet, "peft_config", None):
-        fuse_lora(stage.unet)  # the motion LoRA, as the trainer did before attaching its own
+    fuse_lora(stage.unet)  # the motion LoRA, as the trainer did before attaching its own
     attach_lora(stage.unet, LORA_NAME, TARGETS, int(config["lora"]))
     weights = {k.removeprefix("unet."): v.float() for k, v in load_file(snapshot).items()}
     missing = stage.unet.load_state_dict(weights, strict=False).unexpected_keys

@@ -221,7 +221,6 @@ class I2VSettings(Settings):
     context_stride: int = _context_stride()
     cache_interval: int = _cache_interval()
 
-
     def check(self) -> Self:
         super().check()
         plan = self.lcm_timesteps

@@ -40,6 +40,12 @@ _SOLVER_KEYS = ("solver_order", "algorithm_type", "final_sigmas_type", "solver_t
                 "variance_type", "use_exponential_sigmas", "use_beta_sigmas", "use_flow_sigmas", "flow_shift")
 
 
+def renoise_generators(seeds: list[int]) -> list[torch.Generator]:
+    """What LCM's re-noising between steps draws from: one generator per item, seeded one past its
+    initial noise's, so an item's result does not depend on its batch."""
+    return [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+
+
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     """One N(0, 1) tensor of `shape` per seed, each from its own generator: an item's noise does
     not depend on what else is in the batch."""

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from magicvideo.device import Placement
 from magicvideo.diffusion.cache import StepCache
 from magicvideo.diffusion.guidance import Guided
-from magicvideo.diffusion.schedule import lcm_sampler, sampler
+from magicvideo.diffusion.schedule import lcm_sampler, renoise_generators, sampler
 from magicvideo.diffusion.windows import windowed
 from magicvideo.latent import size_multiple
 from magicvideo.models.appearance import (
@@ -132,8 +132,7 @@ class LatentVideoStage:
         the UNet still carries as peft layers (a motion LoRA) is fused into its weights: the same
         frames (to 1e-5), 11% less time a step on the tiny stage (CPU); a stage saved after this
         writes its motion modules whole."""
-        if getattr(self.unet, "peft_config", None):
-            fuse_lora(self.unet)
+        fuse_lora(self.unet)
         resident = "cpu" if placement.offload else placement.device
         for model in self.models():
             if next(model.parameters()).dtype != placement.torch_dtype:  # (diffusers warns on every cast)
@@ -275,9 +274,7 @@ class LatentVideoStage:
         n, frames = noise.shape[0], noise.shape[2]
         lcm = sampler_name == "lcm"
         scheduler = lcm_sampler(self.scheduler_config) if lcm else sampler(self.scheduler_config)
-        renoise = {}
-        if lcm:  # as stage 1's: each clip's generator seeded one past its initial noise's
-            renoise = {"generator": [torch.Generator().manual_seed(int(x) + 1) for x in (seeds or [0] * n)]}
+        renoise = {"generator": renoise_generators(seeds or [0] * n)} if lcm else {}
         if timesteps is not None:
             scheduler.set_timesteps(device=self.device, timesteps=list(timesteps))
         else:

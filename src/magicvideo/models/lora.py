@@ -75,7 +75,9 @@ def load_lora(model: torch.nn.Module, name: str, path: str | os.PathLike, target
 
 def fuse_lora(model: torch.nn.Module) -> torch.nn.Module:
     """Merge every attached LoRA into the weights it updates and drop peft's layers: the model
-    then runs at its own speed and saves as a plain model."""
+    then runs at its own speed and saves as a plain model. A model with none is left as it is."""
+    if not getattr(model, "peft_config", None):
+        return model
     model.fuse_lora()
     model.unload_lora()
     return model

@@ -333,8 +333,7 @@ def lcm_plan(settings: I2VSettings) -> list[int] | None:
 def fuse_stage_lora(unet: UNetMotionModel, path: Path) -> None:
     """Fuse a LoRA over a whole stage (LORA_FILE) into its motion UNet. A motion LoRA the UNet
     carries is fused first: diffusers makes the newest adapter the only active one."""
-    if getattr(unet, "peft_config", None):
-        fuse_lora(unet)
+    fuse_lora(unet)
     load_lora(unet, LORA_NAME, path)
     fuse_lora(unet)
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from magicvideo.device import Placement
 from magicvideo.diffusion.cache import StepCache
 from magicvideo.diffusion.guidance import Guided
-from magicvideo.diffusion.schedule import initial_noise, lcm_sampler, sampler, seed_list
+from magicvideo.diffusion.schedule import initial_noise, lcm_sampler, renoise_generators, sampler, seed_list
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
 from magicvideo.latent import check_size, vae_factor
 from magicvideo.models.lora import fuse_lora, load_lora, save_lora, without_lora
@@ -157,7 +157,7 @@ class TextToImage:
         scheduler.set_timesteps(steps)
         latents = latents * scheduler.init_noise_sigma
         # LCM re-noises between its steps: from each item's own generator, as its initial noise
-        noise = {"generator": [torch.Generator().manual_seed(int(x) + 1) for x in seeds]} if s.sampler == "lcm" else {}
+        noise = {"generator": renoise_generators(seeds)} if s.sampler == "lcm" else {}
         with StepCache(self.unet, None, s.cache_interval) as cache:
             for i, t in enumerate(tqdm(scheduler.timesteps, desc="text-to-image", disable=not progress)):
                 cache.step(i)

@@ -87,8 +87,9 @@ def _batch(cache: dict[str, torch.Tensor], config: DISTILL_I2VTrainConfig, step:
             "reference": cache["firsts"][idx].float() / 255}
 
 
-def _loss(model: Distillation, stage: ImageToVideo, batch: dict[str, torch.Tensor], guidance: float, skip: int,
-          huber_c: float, scheduler) -> torch.Tensor:
+def _loss(model: Distillation, stage: ImageToVideo, teacher: ImageToVideo, batch: dict[str, torch.Tensor],
+          guidance: float, skip: int, huber_c: float, scheduler) -> torch.Tensor:
+    """`stage` predicts with the student UNet, `teacher` (the same stage on the frozen UNet) with the teacher's."""
     f = batch["x0"].shape[2]
     text, empty = batch["text"].repeat_interleave(f, 0), batch["empty"].repeat_interleave(f, 0)
     tokens = control = None
@@ -97,8 +98,6 @@ def _loss(model: Distillation, stage: ImageToVideo, batch: dict[str, torch.Tenso
             tokens = model.appearance(batch["reference"]).repeat_interleave(f, 0)
         if model.controlnet is not None:
             control = batch["reference"].repeat_interleave(f, 0)
-    teacher = copy.copy(stage)
-    teacher.unet = model.teacher
 
     def student(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return stage.predict(x, t, text, tokens, control)
@@ -136,15 +135,16 @@ def train_distill_i2v(config: DISTILL_I2VTrainConfig, out: str | Path, command: 
     for model in (stage.appearance, stage.controlnet):
         if model is not None:
             model.eval().requires_grad_(False)
-    if getattr(stage.unet, "peft_config", None):  # a motion LoRA: into the weights, the teacher's and the student's
-        fuse_lora(stage.unet)
+    fuse_lora(stage.unet)  # a motion LoRA into the weights, the teacher's and the student's
     teacher = copy.deepcopy(stage.unet).eval().requires_grad_(False)
+    teaching = copy.copy(stage)  # the stage's predict on the frozen UNet
+    teaching.unet = teacher
     stage.unet.requires_grad_(False)
     attach_lora(stage.unet, LORA_NAME, TARGETS, config.lora)
     scheduler = lcm_sampler(stage.scheduler_config)
     skip = scheduler.config.num_train_timesteps // LCM_GRID
     result = run_loop(out / "state", Distillation(stage, teacher), config, lambda step: _batch(cache, config, step),
-                      lambda m, b: _loss(m, stage, b, guidance, skip, config.huber_c, scheduler),
+                      lambda m, b: _loss(m, stage, teaching, b, guidance, skip, config.huber_c, scheduler),
                       "train distill-i2v", progress)
     if not state.is_main_process:
         return out / "final"
