@@ -3,6 +3,7 @@ weights: seconds, peak memory and the judge's readings, one JSON line per row, i
 
     python benchmarks/vs_diffusers.py --preset tiny                        # the shipped tiny stage 2
     python benchmarks/vs_diffusers.py --preset tiny --dtype bf16 --cache 2 3
+    python benchmarks/vs_diffusers.py --preset tiny --cache --also-dtype bf16   # bf16 judged against fp32
     python benchmarks/vs_diffusers.py --preset tiny --no-controlnet       # against AnimateDiffPipeline
     python benchmarks/vs_diffusers.py --student runs/lcm_i2v/final --student-steps 2 4 8 --cache
     magicvideo random-weights /tmp/sd15
@@ -17,7 +18,9 @@ Rows, each in a process of its own (so each one's peak memory is its own):
 - `ours`: the stage at its defaults;
 - `ours, cache N`: the stage with `cache_interval` N (diffusion/cache.py: deep features reused);
 - `student, N steps`: a few-step student of the stage (`magicvideo train distill-i2v`, a LoRA
-  folder over it, `--student`), sampled by LCM in N steps without guidance.
+  folder over it, `--student`), sampled by LCM in N steps without guidance;
+- `diffusers in D`, `ours in D` (`--also-dtype D`): those two rows with weights and activations in
+  dtype D, judged against diffusers' row in `--dtype`, so what D costs in readings is paired.
 With `--no-controlnet`, diffusers' row is AnimateDiffPipeline and ours run without the ControlNet.
 Seconds: one clip (batch 1) at the stage's defaults, the whole call (prompt encoding, sampling,
 decoding; loading excluded), median of `--runs` after one warm-up. Memory: the process's peak
@@ -45,13 +48,21 @@ SHARES = ("motion", "shape", "colour", "all")  # the judge's clip-level readings
 FRAME_SHARES = ("frame_shape", "frame_colour")
 
 
+def split_row(row: str, dtype: str) -> tuple[str, str]:
+    """A row's name without its dtype, and its dtype: `ours in bf16` is `ours` in bf16; a row without
+    ` in ...` runs in the run's `--dtype`."""
+    name, _, own = row.partition(" in ")
+    return name, own or dtype
+
+
 def load_stage(args: argparse.Namespace, row: str = "ours"):
     from magicvideo.device import Placement
     from magicvideo.presets import load_i2v
 
+    row, dtype = split_row(row, args.dtype)
     student = row.startswith("student")
     stage = load_i2v(args.preset, args.student if student else args.weights,
-                     Placement(device=args.device, dtype=args.dtype))
+                     Placement(device=args.device, dtype=dtype))
     steps = int(row.split()[1]) if student else args.steps
     changes = {k: v for k, v in {"size": args.size, "steps": steps, "frames": args.frames}.items() if v}
     stage.settings = stage.settings.merged(**changes)
@@ -117,10 +128,11 @@ def measure(args: argparse.Namespace) -> dict:
     from magicvideo.world import draw_clip, render_frames
 
     stage = load_stage(args, args.child)
-    if args.child == "diffusers":
+    name, _ = split_row(args.child, args.dtype)
+    if name == "diffusers":
         call = diffusers_call(stage, controlnet=not args.no_controlnet)
     else:
-        cache = int(args.child.split()[-1]) if args.child.startswith("ours, cache") else None
+        cache = int(name.split()[-1]) if name.startswith("ours, cache") else None
 
         def call(prompt: str, reference: torch.Tensor) -> torch.Tensor:
             return stage(prompt, reference, seed=0, cache_interval=cache, use_controlnet=not args.no_controlnet).frames
@@ -196,6 +208,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, help="fp16 | bf16 | fp32 (default: fp16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--also-dtype", help="fp16 | bf16 | fp32: `diffusers in D` and `ours in D` rows as well, "
+                        "judged against diffusers' row in --dtype")
     parser.add_argument("--out", help="markdown table (default: benchmarks/results/vs_diffusers_PRESET.md)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,7 +223,8 @@ def main() -> None:
     from report import publish
 
     rows = ["diffusers", "ours", *[f"ours, cache {n}" for n in args.cache],
-            *[f"student, {n} steps" for n in (args.student_steps if args.student else [])]]
+            *[f"student, {n} steps" for n in (args.student_steps if args.student else [])],
+            *([f"diffusers in {args.also_dtype}", f"ours in {args.also_dtype}"] if args.also_dtype else [])]
     results = {}
     for row in rows:
         child = [sys.executable, __file__, *sys.argv[1:], "--child", row]
@@ -228,7 +243,7 @@ def main() -> None:
              "| row | seconds per clip | vs diffusers | peak GiB | motion | shape | colour | all | frames: shape | "
              "first-frame PSNR | flicker ratio |", "|---" * 11 + "|"]
     for row, r in results.items():
-        r.update(preset=args.preset, dtype=args.dtype, device=args.device)
+        r.update(preset=args.preset, dtype=split_row(row, args.dtype)[1], device=args.device)
         r["speedup"] = base["seconds"] / r["seconds"]
         cells = [f"{r['seconds']:.2f}", f"{r['speedup']:.2f}x", f"{r['peak_gib']:.2f}"]
         if "readings" in r:

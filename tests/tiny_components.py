@@ -39,12 +39,21 @@ def clip_image_encoder(dim: int = 32, projection_dim: int = 16):
     return CLIPVisionModelWithProjection(config).eval()
 
 
-def tiny_unet(cross_attention_dim: int, sample_size: int = 8) -> UNet2DConditionModel:
+def tiny_unet(cross_attention_dim: int, sample_size: int = 8, pooled: bool = False) -> UNet2DConditionModel:
+    """pooled=True: the tiny 4x recipes' two extras, the prompt's sentence vector added to the
+    timestep embedding (`time_cond_proj_dim`) and text-only attention at the outer level
+    (`only_cross_attention`), which then has attention too."""
     torch.manual_seed(0)
-    return UNet2DConditionModel(
+    outer = "CrossAttnDownBlock2D" if pooled else "DownBlock2D"
+    extras = dict(time_cond_proj_dim=cross_attention_dim, only_cross_attention=(True, False)) if pooled else {}
+    unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=32)
+        down_block_types=(outer, "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", outer.replace("Down", "Up")),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=32, **extras)
+    if pooled:  # large enough that the sentence vector visibly moves the output
+        torch.nn.init.normal_(unet.time_embedding.cond_proj.weight, std=0.5)
+    return unet
 
 
 def tiny_vae(levels: int = 2) -> AutoencoderKL:
@@ -67,15 +76,17 @@ def tiny_sd_pipeline(folder: Path) -> Path:
     return folder / "sd"
 
 
-def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int = 32):
-    """A random-init image-to-video stage on `tiny_unet`: 3 frames at 32x32, 2 steps. Its motion
-    module and ControlNet outputs are not zero (as they are before training), so both act."""
-    from diffusers import ControlNetModel, MotionAdapter
+def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int = 32, pooled: bool = False):
+    """A random-init image-to-video stage on `tiny_unet` (`pooled`: the 4x recipes' UNet): 3 frames
+    at 32x32, 2 steps. Its motion module and ControlNet outputs are not zero (as they are before
+    training), so both act."""
+    from diffusers import MotionAdapter
 
+    from magicvideo.diffusion.video import controlnet_from_unet
     from magicvideo.models.appearance import AppearanceEncoder
     from magicvideo.stages.i2v import I2VSettings, ImageToVideo
 
-    unet = tiny_unet(text.dim)
+    unet = tiny_unet(text.dim, pooled=pooled)
     torch.manual_seed(1)
     adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
                             motion_norm_num_groups=32, use_motion_mid_block=False)
@@ -83,7 +94,7 @@ def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int =
         torch.nn.init.normal_(p, std=0.02)
     torch.manual_seed(2)
     enc = AppearanceEncoder(image_size=32, widths=(8, 16), grid=2, dim=text.dim) if appearance else None
-    cn = (ControlNetModel.from_unet(tiny_unet(text.dim), conditioning_embedding_out_channels=(8, 16, 16, 32))
+    cn = (controlnet_from_unet(tiny_unet(text.dim, pooled=pooled), conditioning_embedding_out_channels=(8, 16, 16, 32))
           if controlnet else None)
     if cn is not None:
         for p in cn.controlnet_down_blocks.parameters():
@@ -94,8 +105,9 @@ def tiny_i2v(text, appearance: bool = True, controlnet: bool = True, size: int =
 
 def tiny_v2v(i2v, controlnet: bool = True):
     """A random-init stage 3 on `i2v`: 32x32 frames in, 64x64 out, 2 steps from strength 0.5."""
-    from diffusers import ControlNetModel, MotionAdapter
+    from diffusers import MotionAdapter
 
+    from magicvideo.diffusion.video import controlnet_from_unet
     from magicvideo.stages.v2v import V2VSettings, VideoToVideo
 
     torch.manual_seed(5)
@@ -105,7 +117,7 @@ def tiny_v2v(i2v, controlnet: bool = True):
         torch.nn.init.normal_(p, std=0.02)
     cn = None
     if controlnet:
-        cn = ControlNetModel.from_unet(i2v.spatial_unet(), conditioning_channels=6,
+        cn = controlnet_from_unet(i2v.spatial_unet(), conditioning_channels=6,
                                        conditioning_embedding_out_channels=(8, 16, 16, 32))
         # ControlNet zero-initialises its outputs and its input embedding's last layer
         for p in [*cn.controlnet_down_blocks.parameters(), *cn.controlnet_cond_embedding.conv_out.parameters()]:

@@ -4,11 +4,12 @@ latent noise prior that starts stage 2's sampling near its reference."""
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel, UNetMotionModel
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from tqdm import tqdm
 
 from magicvideo.device import Placement
@@ -79,6 +80,58 @@ def sparse_condition(controlnet, image: torch.Tensor, latent: torch.Tensor, fram
     return out.flatten(0, 1)
 
 
+def text_only_levels(config) -> list[bool]:
+    """Per down level, whether its attention reads the text only (`only_cross_attention`: no
+    self-attention over the level's cells, as the tiny 4x UNets' full-resolution level)."""
+    only = config.get("only_cross_attention", False) if isinstance(config, dict) else \
+        getattr(config, "only_cross_attention", False)
+    return [bool(only)] * len(config["down_block_types"]) if isinstance(only, bool) else [bool(o) for o in only]
+
+
+def motion_unet(unet: UNet2DConditionModel, adapter: MotionAdapter, load_weights: bool = True) -> UNetMotionModel:
+    """diffusers' `UNetMotionModel.from_unet2d` (AnimateDiff's inflation), for any of our UNets.
+    UNetMotionModel has no `only_cross_attention`: from_unet2d builds a text-only level with
+    self-attention and cannot load it. Such levels get the 2D UNet's own attention modules (the
+    same classes, so the motion UNet's forward runs them unchanged), and the setting is kept in
+    the motion UNet's config, where `spatial_config` reads it back."""
+    levels = text_only_levels(unet.config)
+    if not any(levels):
+        return UNetMotionModel.from_unet2d(unet, adapter, load_weights=load_weights)
+    model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
+    n = len(levels)
+    for i, only in enumerate(levels):
+        if only:  # the up blocks run the levels in reverse, as UNet2DConditionModel builds them
+            model.down_blocks[i].attentions = copy.deepcopy(unet.down_blocks[i].attentions)
+            model.up_blocks[n - 1 - i].attentions = copy.deepcopy(unet.up_blocks[n - 1 - i].attentions)
+    model.register_to_config(only_cross_attention=tuple(levels))
+    if load_weights:
+        missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False)
+        wrong = unexpected or [k for k in missing if "motion_modules" not in k]
+        if wrong:
+            raise ValueError(f"the motion UNet does not match the UNet it inflates (e.g. {wrong[0]})")
+        model.load_motion_modules(adapter)
+        model.to(unet.dtype)
+    return model
+
+
+def controlnet_from_unet(unet: UNet2DConditionModel, **kwargs) -> ControlNetModel:
+    """diffusers' `ControlNetModel.from_unet`, for any of our UNets. Its ControlNet has no
+    `time_cond_proj_dim`, so from a UNet that adds the prompt's sentence vector to the timestep
+    embedding (the tiny 4x UNets' `pooled_text`) it is copied without that projection: the
+    ControlNet reads the prompt through its cross-attention only, and its callers pass it no
+    `timestep_cond` (`text.unet_text_inputs` finds none in its config)."""
+    if not unet.config.get("time_cond_proj_dim"):
+        return ControlNetModel.from_unet(unet, **kwargs)
+    controlnet = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **kwargs)
+    state = {k: v for k, v in unet.state_dict().items() if not k.startswith("time_embedding.cond_proj.")}
+    missing, _ = controlnet.load_state_dict(state, strict=False)  # the UNet's up blocks have no counterpart
+    wrong = [k for k in missing if not k.startswith(("controlnet_down_blocks", "controlnet_mid_block",
+                                                     "controlnet_cond_embedding"))]
+    if wrong:
+        raise ValueError(f"the ControlNet does not match the UNet it copies (e.g. {wrong[0]})")
+    return controlnet
+
+
 def spatial_state(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
     """The motion UNet's spatial weights under UNet2DConditionModel's names (motion modules and
     the appearance branch left out)."""
@@ -97,6 +150,7 @@ def spatial_config(unet: UNetMotionModel) -> dict:
         "block_out_channels": c.block_out_channels, "layers_per_block": c.layers_per_block,
         "norm_num_groups": c.norm_num_groups, "cross_attention_dim": c.cross_attention_dim,
         "attention_head_dim": c.num_attention_heads, "transformer_layers_per_block": c.transformer_layers_per_block,
+        "time_cond_proj_dim": c.time_cond_proj_dim, "only_cross_attention": c.get("only_cross_attention", False),
     }
 
 

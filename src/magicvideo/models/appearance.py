@@ -148,8 +148,13 @@ class CLIPAppearanceEncoder(nn.Module):
         return self.projection(torch.zeros(n, self.projection.config.embed_dim, device=p.device, dtype=p.dtype))
 
 
-def _is_spatial_cross_attention(name: str) -> bool:
-    return name.endswith("attn2.processor") and "motion_modules" not in name
+def _is_spatial_cross_attention(unet: nn.Module, name: str) -> bool:
+    """A spatial attention that reads the text: every block's attn2, and attn1 too at a text-only
+    level (`only_cross_attention`), where it is handed the text (and so the image tokens) as well."""
+    if "motion_modules" in name:
+        return False
+    return name.endswith("attn2.processor") or (
+        name.endswith("attn1.processor") and unet.get_submodule(name.removesuffix(".processor")).is_cross_attention)
 
 
 def attach_appearance(unet: nn.Module, num_tokens: int, scale: float = 1.0) -> nn.ModuleList:
@@ -157,7 +162,7 @@ def attach_appearance(unet: nn.Module, num_tokens: int, scale: float = 1.0) -> n
     Returns the new processors (the trainable parameters of the branch)."""
     processors, added = {}, []
     for name, processor in unet.attn_processors.items():
-        if not _is_spatial_cross_attention(name):
+        if not _is_spatial_cross_attention(unet, name):
             processors[name] = processor
             continue
         attn = unet.get_submodule(name.removesuffix(".processor"))

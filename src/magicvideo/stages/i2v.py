@@ -35,7 +35,7 @@ from diffusers import (
 from safetensors.torch import load_file, save_file
 
 from magicvideo.diffusion.schedule import initial_noise, sampler, seed_list
-from magicvideo.diffusion.video import LatentVideoStage, is_sparse, sparse_condition
+from magicvideo.diffusion.video import LatentVideoStage, is_sparse, motion_unet, sparse_condition
 from magicvideo.diffusion.video import noise_prior as lean_toward  # the call has a setting of that name
 from magicvideo.diffusion.windows import free_noise
 from magicvideo.formats import LoraFile, fuse_loras, lora_host
@@ -112,7 +112,7 @@ class ImageToVideo(LatentVideoStage):
         default = torch.get_default_dtype()
         torch.set_default_dtype(unet.dtype)  # from_unet2d builds in the default dtype: not twice the memory
         try:
-            motion = UNetMotionModel.from_unet2d(unet, adapter)
+            motion = motion_unet(unet, adapter)
         finally:
             torch.set_default_dtype(default)
         return cls(motion, vae, text_encoder, appearance, controlnet, settings, spatial_config=unet.config,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
 from magicvideo.diffusion.schedule import initial_noise, seed_list
-from magicvideo.diffusion.video import LatentVideoStage, resize_reference
+from magicvideo.diffusion.video import LatentVideoStage, motion_unet, resize_reference
 from magicvideo.diffusion.windows import free_noise
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import attach_appearance
@@ -132,7 +132,7 @@ class VideoToVideo(LatentVideoStage):
         with init_empty_weights():  # (from_unet2d moves the adapter it is given to the UNet's device: a stand-in)
             spatial = UNet2DConditionModel.from_config(i2v.spatial_config)
             shape = MotionAdapter.from_config(adapter.config)
-            unet = UNetMotionModel.from_unet2d(spatial, shape, load_weights=False)
+            unet = motion_unet(spatial, shape, load_weights=False)
         unet.load_state_dict(adapter.state_dict(), strict=False, assign=True)  # the motion modules, as saved
         share_spatial(unet, i2v.unet)
         if i2v.appearance is not None:

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from torch import nn
 from tqdm import tqdm
 
 from magicvideo.device import process_state
 from magicvideo.diffusion.schedule import noise_scheduler
+from magicvideo.diffusion.video import controlnet_from_unet
 from magicvideo.latent import vae_factor
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, motion_lora_parameters
@@ -88,9 +89,14 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
                             motion_num_attention_heads=config.motion_heads,
                             motion_norm_num_groups=unet.config.norm_num_groups,
                             motion_max_seq_length=32, use_motion_mid_block=False)
+    # AnimateDiff starts each motion module's output projection at zero, so the inflated UNet is
+    # the image UNet on every frame at step 0; diffusers' MotionAdapter draws it at random.
+    for name, p in adapter.named_parameters():
+        if name.endswith(("proj_out.weight", "proj_out.bias")):
+            torch.nn.init.zeros_(p)
     appearance = (AppearanceEncoder(image_size=config.size, widths=config.appearance_widths,
                                     grid=config.appearance_grid, dim=text.dim) if config.appearance else None)
-    controlnet = (ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=config.controlnet_channels)
+    controlnet = (controlnet_from_unet(unet, conditioning_embedding_out_channels=config.controlnet_channels)
                   if config.controlnet else None)
     stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,
                                  I2VSettings(size=config.size, frames=config.frames))
