@@ -35,6 +35,16 @@ def readings(report: dict) -> dict:
             "per_clip": report["per_clip"], "truth_flicker": report["ground_truth_flicker"]}
 
 
+def cells(r: dict, gap: dict | None) -> str:
+    """A row's readings as table cells, each with its paired interval where `gap` has one."""
+    out = []
+    for key in ROW:
+        value = r["readings"][key]
+        out.append(("-" if value is None else f"{value:.3f}")
+                   + (f" [{gap[key][1]:+.3f}, {gap[key][2]:+.3f}]" if gap else ""))
+    return " | ".join(out)
+
+
 def student(config: dict, snapshot: Path, steps: int):
     """The teacher stage with the snapshot's LoRA fused in, sampling as the student's folder does
     (at the config's `sample_timesteps` where `steps` is their count)."""
@@ -97,12 +107,7 @@ def main() -> None:
              "|---" * (len(ROW) + 4) + "|"]
 
     def row(name: str, seen: str, steps: str, r: dict, gap: dict | None) -> str:
-        cells = []
-        for key in ROW:
-            value = r["readings"][key]
-            cells.append(("-" if value is None else f"{value:.3f}")
-                         + (f" [{gap[key][1]:+.3f}, {gap[key][2]:+.3f}]" if gap else ""))
-        return f"| {name} | {seen} | {steps} | " + " | ".join(cells) + f" | {r['readings']['seconds_per_clip']:.2f} |"
+        return f"| {name} | {seen} | {steps} | {cells(r, gap)} | {r['readings']['seconds_per_clip']:.2f} |"
 
     lines.append(row("teacher", "-", "20, guided", teacher, None))
     for step, path in snapshots:
