@@ -2,6 +2,7 @@
 timestep embedding and give the outer level text-only attention, which diffusers' inflation
 (`UNetMotionModel.from_unet2d`) and `ControlNetModel.from_unet` do not carry by themselves."""
 
+import pytest
 import torch
 from diffusers import ControlNetModel, MotionAdapter
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
@@ -87,3 +88,6 @@ def test_a_new_stage_2_starts_as_its_image_unet_on_every_frame(text):
         frame = unet(x[:, :, 2], 300, encoder_hidden_states=hidden, timestep_cond=pooled).sample
     torch.testing.assert_close(video[:, :, 2], frame, atol=1e-5, rtol=1e-5)
     assert any(p.requires_grad for n, p in stage.unet.named_parameters() if "motion_modules" in n)
+    # a ControlNet whose condition embedding misses the VAE's latent grid is refused before any work
+    with pytest.raises(ValueError, match=r"downsample 8x, but the VAE's latents are 4x: give 3 widths"):
+        build_stage(I2VTrainConfig(controlnet_channels=(8, 16, 16, 32)), unet, tiny_vae(levels=3), text)

@@ -3,6 +3,7 @@ nothing else may assume either."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -13,6 +14,14 @@ def _config(model_or_config: Any) -> dict:
 def vae_factor(vae: Any) -> int:
     """Pixels per latent cell along a side: 2 ** (levels - 1) of an AutoencoderKL (or its config)."""
     return 2 ** (len(_config(vae)["block_out_channels"]) - 1)
+
+
+def check_control_embedding(channels: Sequence[int], vae: Any) -> None:
+    """A ControlNet's condition embedding halves the frame once per width after the first; its
+    output must land on the VAE's latent grid."""
+    if 2 ** (len(channels) - 1) != vae_factor(vae):
+        raise ValueError(f"controlnet_channels {list(channels)} downsample {2 ** (len(channels) - 1)}x, but the "
+                         f"VAE's latents are {vae_factor(vae)}x: give {vae_factor(vae).bit_length()} widths")
 
 
 def size_multiple(unet: Any, vae: Any) -> int:

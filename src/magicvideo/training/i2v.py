@@ -23,7 +23,7 @@ from tqdm import tqdm
 from magicvideo.device import process_state
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.diffusion.video import controlnet_from_unet
-from magicvideo.latent import vae_factor
+from magicvideo.latent import check_control_embedding, vae_factor
 from magicvideo.models.appearance import AppearanceEncoder, appearance_processors
 from magicvideo.models.motion_lora import attach_motion_lora, has_motion_lora, motion_lora_parameters
 from magicvideo.models.motion_text import attach_motion_text, motion_text_processors
@@ -96,6 +96,8 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
             torch.nn.init.zeros_(p)
     appearance = (AppearanceEncoder(image_size=config.size, widths=config.appearance_widths,
                                     grid=config.appearance_grid, dim=text.dim) if config.appearance else None)
+    if config.controlnet:
+        check_control_embedding(config.controlnet_channels, vae)
     controlnet = (controlnet_from_unet(unet, conditioning_embedding_out_channels=config.controlnet_channels)
                   if config.controlnet else None)
     stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from magicvideo.device import process_state
 from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.diffusion.video import controlnet_from_unet, resize_reference
-from magicvideo.latent import vae_factor
+from magicvideo.latent import check_control_embedding, vae_factor
 from magicvideo.presets import load_i2v
 from magicvideo.presets.tiny import TINY_I2V
 from magicvideo.stages.i2v import ImageToVideo
@@ -78,8 +78,9 @@ def build_stage(config: V2VTrainConfig, i2v: ImageToVideo, i2v_folder: Path) -> 
     """The untrained stage: I2V's motion module as the starting point of its own, and a ControlNet
     copied from the spatial UNet with a 6-channel input (zero convolutions: a no-op at step 0)."""
     adapter = MotionAdapter.from_pretrained(i2v_folder / "motion_adapter", torch_dtype=torch.float32)
+    check_control_embedding(config.controlnet_channels, i2v.vae)
     controlnet = controlnet_from_unet(i2v.spatial_unet(), conditioning_channels=6,
-                                           conditioning_embedding_out_channels=config.controlnet_channels)
+                                      conditioning_embedding_out_channels=config.controlnet_channels)
     stage = VideoToVideo.attach(i2v, adapter, controlnet, V2VSettings(size=config.size))
     stage.unet.requires_grad_(False)
     for name, p in stage.unet.named_parameters():
