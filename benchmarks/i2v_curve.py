@@ -5,6 +5,7 @@ of the run's own VAE (the true keyframes through it).
 
     python benchmarks/i2v_curve.py runs/i2v4x --clips 40
     python benchmarks/i2v_curve.py runs/i2v4x --steps 400 800 --clips 100
+    python benchmarks/i2v_curve.py runs/i2v4x --final --clips 40
 
 Validation clips (seed 777) by default: where a run is judged while it trains; `--split test` once,
 for what ships. The shipped stage's and the ceiling's per-clip readings are kept in the run folder
@@ -74,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a `magicvideo train i2v` run folder")
     parser.add_argument("--steps", type=int, nargs="*", help="snapshots to judge (default: all, and final)")
+    parser.add_argument("--final", action="store_true", help="judge only the run's final, no snapshots")
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
     parser.add_argument("--out", help="markdown table (default: benchmarks/results/i2v_curve.md)")
@@ -95,7 +97,7 @@ def main() -> None:
                    lambda: readings(evaluate_i2v(None, args.clips, seed, size=config.size, frames=config.frames,
                                                  generate=ground_truth(config.size, config.frames, vae),
                                                  progress=False)))
-    rows = [(step, path) for step, path in run_snapshots(args.run, args.steps)]
+    rows = [] if args.final else [(step, path) for step, path in run_snapshots(args.run, args.steps)]
     if not args.steps and (args.run / "final").is_dir():
         rows.append(("final", None))
     lines = [f"# Stage 2: the learning curve of {args.run}", "",
