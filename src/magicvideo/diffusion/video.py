@@ -80,11 +80,11 @@ def sparse_condition(controlnet, image: torch.Tensor, latent: torch.Tensor, fram
     return out.flatten(0, 1)
 
 
-def text_only_levels(config) -> list[bool]:
-    """Per down level, whether its attention reads the text only (`only_cross_attention`: no
-    self-attention over the level's cells, as the tiny 4x UNets' full-resolution level)."""
-    only = config.get("only_cross_attention", False) if isinstance(config, dict) else \
-        getattr(config, "only_cross_attention", False)
+def text_only_levels(config: dict) -> list[bool]:
+    """Per down level of a UNet config, whether its attention reads the text only
+    (`only_cross_attention`: no self-attention over the level's cells, as the tiny 4x UNets'
+    full-resolution level)."""
+    only = config.get("only_cross_attention", False)
     return [bool(only)] * len(config["down_block_types"]) if isinstance(only, bool) else [bool(o) for o in only]
 
 
