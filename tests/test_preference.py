@@ -111,3 +111,31 @@ def test_cli_preference_errors_are_one_line(tmp_path, capsys):
     assert len(errors) == 3 and "once" in errors[0] and "no pairs file" in errors[1] and "study" in errors[2]
     assert not (tmp_path / "r").exists()
     assert main(["study", "stills", str(tmp_path / "s.db"), "--seeds", "1"]) == 2
+
+
+def test_world_pairs_differ_in_one_objects_shape_and_read_as_a_pairs_file(tmp_path, capsys):
+    import dataclasses
+
+    import numpy as np
+
+    from magicvideo.world import draw_clip, render_frames, render_masks
+    from magicvideo.world.pairs import counterfactual
+
+    for i in range(6):
+        scene = draw_clip(0, "train", i).scene
+        other = counterfactual(scene, np.random.default_rng(i), "shape")
+        changed = [k for k, (a, b) in enumerate(zip(scene.objects, other.objects, strict=True)) if a != b]
+        assert len(changed) == 1 and other.background == scene.background
+        a, b = scene.objects[changed[0]], other.objects[changed[0]]
+        assert a.shape != b.shape and dataclasses.replace(b, shape=a.shape) == a
+        # the two stills differ only where either version of the changed object is drawn
+        diff = (render_frames(scene, 64, [0.0]) - render_frames(other, 64, [0.0])).abs().amax(0)[0]
+        where = (render_masks(scene, 64, [0.0])[changed[0], 0] + render_masks(other, 64, [0.0])[changed[0], 0]) > 0
+        assert diff.max() > 0.1 and diff[~where].max() == 0
+    assert main(["synth-pairs", "--out", str(tmp_path / "p"), "--count", "3", "--size", "32", "--quiet"]) == 0
+    found = read_pairs(PREFERENCETrainConfig(pairs=str(tmp_path / "p" / "pairs.jsonl")))
+    assert [prompt for prompt, _, _ in found] == [draw_clip(0, "train", i).caption for i in range(3)]
+    assert all(c.is_file() and r.is_file() and c.read_bytes() != r.read_bytes() for _, c, r in found)
+    capsys.readouterr()
+    assert main(["synth-pairs", "--out", str(tmp_path / "q"), "--count", "0"]) == 2
+    assert "count must be positive" in capsys.readouterr().err and not (tmp_path / "q").exists()

@@ -23,6 +23,15 @@ def run_synth(args: argparse.Namespace) -> None:
     print(f"wrote {args.count} clip{'s' if args.count != 1 else ''} and {meta}")
 
 
+def run_synth_pairs(args: argparse.Namespace) -> None:
+    from magicvideo.world.pairs import write_pairs
+
+    if args.size < 8:
+        raise ValueError(f"--size must be at least 8, got {args.size}")
+    path = write_pairs(args.out, args.count, args.change, args.split, args.seed, args.size, progress=not args.quiet)
+    print(f"wrote {args.count} pair{'s' if args.count != 1 else ''} ({args.change} changed) and {path}")
+
+
 def run_judge(args: argparse.Namespace) -> None:
     from magicvideo.judge.files import judge_path
 
@@ -102,6 +111,17 @@ def add_parsers(sub) -> None:
                    help="measure: yuv444p, keeps colours for measurement (default); web: yuv420p, plays anywhere")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_synth)
+
+    p = sub.add_parser("synth-pairs", help="write preference pairs of world stills: each as its caption says, and "
+                       "with one object's shape (or colour) changed (for `magicvideo train preference --pairs`)")
+    p.add_argument("--out", required=True, help="output folder: PNG pairs + pairs.jsonl")
+    p.add_argument("--count", type=int, required=True, help="number of pairs")
+    p.add_argument("--change", choices=("shape", "colour"), default="shape", help="what the rejected image gets wrong")
+    p.add_argument("--split", choices=("train", "heldout"), default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_synth_pairs)
 
     p = sub.add_parser("judge", help="read attributes and temporal metrics off frames; print JSON")
     p.add_argument("path", help="a synth folder, a video, a folder of frames, or an image")
