@@ -32,6 +32,10 @@ def test_dpo_starts_at_log_2_and_learns_to_prefer_the_chosen_image():
     reference.requires_grad_(False)
     batch = _batch(unet)
     assert dpo_loss(unet, reference, batch, beta=2500).item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    noisy, t, target, hidden = batch
+    plain = (unet(noisy[:2], t[:2], hidden[:2]).sample - target[:2]).pow(2).mean()  # the preferred rows' loss
+    assert dpo_loss(unet, reference, batch, beta=2500, sft_weight=0.5).item() == pytest.approx(
+        torch.log(torch.tensor(2.0)).item() + 0.5 * plain.item(), rel=1e-5)
     opt = torch.optim.Adam(unet.parameters(), lr=1e-3)
     for _ in range(20):
         loss = dpo_loss(unet, reference, batch, beta=2500)
