@@ -143,3 +143,15 @@ def test_world_pairs_differ_in_one_objects_shape_and_read_as_a_pairs_file(tmp_pa
     capsys.readouterr()
     assert main(["synth-pairs", "--out", str(tmp_path / "q"), "--count", "0"]) == 2
     assert "count must be positive" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_t_min_keeps_pairs_at_high_noise_and_is_checked(tmp_path):
+    from magicvideo.diffusion.schedule import noise_scheduler
+    from magicvideo.training.preference import _batch as pair_batch
+
+    cache = {"latents": torch.randn(5, 2, 4, 8, 8), "hidden": torch.randn(5, 3, 16).half()}
+    config = PREFERENCETrainConfig(pairs="x", batch_size=8, t_min=600)
+    _, t, _, _ = pair_batch(cache, config, noise_scheduler(), step=0)
+    assert t.min() >= 600 and t.view(-1, 2).eq(t.view(-1, 2)[:, :1]).all()  # one timestep per pair
+    with pytest.raises(ValueError, match="t_min"):
+        train_preference(PREFERENCETrainConfig(pairs="x", t_min=1000), tmp_path / "r")
