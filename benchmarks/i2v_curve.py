@@ -6,6 +6,7 @@ of the run's own VAE (the true keyframes through it).
     python benchmarks/i2v_curve.py runs/i2v4x --clips 40
     python benchmarks/i2v_curve.py runs/i2v4x --steps 400 800 --clips 100
     python benchmarks/i2v_curve.py runs/i2v4x --final --clips 40
+    python benchmarks/i2v_curve.py runs/i2v4x --steps 3200 --set noise_prior=0.3 noise_prior_decay=1
 
 Validation clips (seed 777) by default: where a run is judged while it trains; `--split test` once,
 for what ships. The shipped stage's and the ceiling's per-clip readings are kept in the run folder
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--final", action="store_true", help="judge only the run's final, no snapshots")
     parser.add_argument("--clips", type=int, default=100)
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="sampling settings over each snapshot's (e.g. noise_prior=0.3): a sweep on validation")
     parser.add_argument("--out", help="markdown table (default: benchmarks/results/i2v_curve.md)")
     args = parser.parse_args()
     from diffusers import AutoencoderKL
@@ -85,10 +88,15 @@ def main() -> None:
     from magicvideo.judge.i2v import evaluate_i2v, ground_truth
     from magicvideo.presets import load_i2v
     from magicvideo.presets.tiny import TINY_UNET_VAE
+    from magicvideo.settings import I2VSettings
     from magicvideo.training.common import load_config, machine
     from magicvideo.training.i2v import I2VTrainConfig
 
     config = load_config(I2VTrainConfig, args.run / "config.yaml")
+    try:
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    except ValueError:
+        raise SystemExit(f"--set takes NAME=VALUE with a JSON value, got {args.set}") from None
     seed = SPLITS[args.split]
     shipped = kept(args.run / f"shipped_{args.split}_{args.clips}.json",
                    lambda: readings(evaluate_i2v(load_i2v("tiny"), args.clips, seed, progress=False)))
@@ -102,6 +110,7 @@ def main() -> None:
         rows.append(("final", None))
     lines = [f"# Stage 2: the learning curve of {args.run}", "",
              f"`python benchmarks/i2v_curve.py {' '.join(sys.argv[1:])}` on {machine()}, CPU, fp32.",
+             *([f"The run's rows sample with {overrides} over their stage's settings."] if overrides else []),
              f"{args.clips} held-out clips ({args.split}), the true first frame as the reference, seed 0, each "
              "stage at its defaults. [..]: 95% paired bootstrap interval of the run minus the shipped stage "
              "over clips. Ceiling: the true keyframes through the run's VAE.", "",
@@ -114,7 +123,9 @@ def main() -> None:
               row("shipped stage 2", "-", shipped, None)]
     for step, path in rows:
         torch.manual_seed(0)
-        r = readings(evaluate_i2v(run_stage(args.run, path), args.clips, seed, progress=False))
+        stage = run_stage(args.run, path)
+        stage.settings = I2VSettings.from_dict(vars(stage.settings) | overrides)
+        r = readings(evaluate_i2v(stage, args.clips, seed, progress=False))
         gap = against(r["per_clip"], shipped["per_clip"], shipped["truth_flicker"])
         lines.append(row(str(step), seen(config, step) if isinstance(step, int) else "-", r, gap))
         print(json.dumps({"step": step, **r["readings"], "vs_shipped": gap}), flush=True)

@@ -200,6 +200,11 @@ def test_i2v_trainer_joint_batches_resume_and_load(tmp_path):
     frozen = UNet2DConditionModel.from_pretrained(tmp_path / "unet").state_dict()
     saved = UNet2DConditionModel.from_pretrained(straight / "unet").state_dict()
     assert all(torch.equal(frozen[k], saved[k]) for k in frozen)  # the spatial UNet did not move
+    # the trained stage samples with its config's noise prior; a bad one is refused before any work
+    assert (a.settings.noise_prior, a.settings.noise_prior_decay) == (0.3, 1.0)
+    with pytest.raises(ValueError, match="noise prior"):
+        train_i2v(replace(config(1), noise_prior=1.0), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_i2v_trainer_fine_tunes_a_saved_stage_and_draws_clips_in_workers(tmp_path):
@@ -386,3 +391,22 @@ def test_timestep_focus_draws_the_share_asked_from_high_noise_and_leaves_plain_c
     half = draw(focus_share=0.5, focus_from=500)
     assert 0.70 < (half >= 500).float().mean() < 0.80  # 0.5 focused + 0.5 x 0.5 of the uniform ones
     assert half.max() < 1000
+
+
+def test_i2v_object_weights_favour_the_objects_in_video_and_image_batches():
+    from magicvideo.diffusion.schedule import noise_scheduler
+    from magicvideo.training.i2v import I2VTrainConfig, _batch, _draw_coverage
+
+    coverage = torch.from_numpy(_draw_coverage((0, 0, 2, 3, 32, 4)))  # 2 train clips, 3 keyframes, 8x8 cells
+    assert coverage.shape == (2, 1, 3, 8, 8) and 0 < coverage.mean() < 0.5 and coverage.max() <= 1
+    config = I2VTrainConfig(clips=2, frames=3, size=32, batch_size=2, image_batch_size=2, image_every=2,
+                            object_weight=10)
+    cache = {"latents": torch.randn(2, 4, 3, 8, 8).half(), "firsts": torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+             "hidden": torch.zeros(2, 5, 384).half(), "empty_hidden": torch.zeros(5, 384).half(),
+             "objects": coverage.half()}
+    for step, frames in ((0, 3), (1, 1)):  # a video batch, then an image batch of single frames
+        weight = _batch(cache, config, noise_scheduler(), step)["weight"]
+        assert weight.shape == (2, 1, frames, 8, 8)
+        torch.testing.assert_close(weight.mean(dim=(1, 2, 3, 4)), torch.ones(2))
+        assert weight.max() > 3 * weight.min()  # object cells weigh more than the background's
+    assert "weight" not in _batch(cache, replace(config, object_weight=0), noise_scheduler(), 0)

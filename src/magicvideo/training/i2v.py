@@ -33,9 +33,12 @@ from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
-from magicvideo.world import WorldClips
+from magicvideo.training.t2i import object_weights
+from magicvideo.world import WorldClips, render_masks
+from magicvideo.world.render import frame_times
+from magicvideo.world.scene import KEYFRAME_FPS
 
-PROMPTS, CLIPS = "prompts.pt", "clips.pt"
+PROMPTS, CLIPS, OBJECTS = "prompts.pt", "clips.pt", "objects.pt"
 
 
 @dataclass(kw_only=True)
@@ -64,7 +67,17 @@ class I2VTrainConfig(LoopSettings):
     motion_text: bool = False  # give the motion modules a caption branch (models/motion_text.py) and train it
     motion_lora: int = 0  # rank of a LoRA on the motion modules (models/motion_lora.py), trained; 0: none
     motion_weight: float = 0.0  # > 0: weigh the loss toward what moves (see _motion_weights); 0: plain v-MSE
+    # > 0: weigh the loss toward the objects' latent cells in every frame (training.t2i.object_weights,
+    # from the world's exact masks). Why: the objects cover a tenth of the cells, and a 4x run that had
+    # learnt to copy its reference's background drew the objects in the wrong colour
+    object_weight: float = 0.0
     freeze: tuple[str, ...] = ()  # of "motion_modules", "appearance", "controlnet": kept as they are
+    # the latent noise prior the trained stage samples with (its stage.json): the shipped tiny stage's
+    # tuned values. Why a default and not 0: measured on the 4x run's step 3,200 (40 validation clips),
+    # sampling from plain noise kept 0.26 of the frames' shapes and 18.8 dB on the first frame, the
+    # prior 0.35 and 23.6 dB (benchmarks/results/i2v_curve_4x_3200_*.md)
+    noise_prior: float = 0.3
+    noise_prior_decay: float = 1.0
     init: str = ""  # a saved I2V stage to fine-tune (its architecture wins over the fields above); empty: new
     workers: int = 0  # processes drawing the training clips before the loop; 0: this one
 
@@ -101,7 +114,8 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
     controlnet = (controlnet_from_unet(unet, conditioning_embedding_out_channels=config.controlnet_channels)
                   if config.controlnet else None)
     stage = ImageToVideo.inflate(unet, vae, text, adapter, appearance, controlnet,
-                                 I2VSettings(size=config.size, frames=config.frames))
+                                 I2VSettings(size=config.size, frames=config.frames, noise_prior=config.noise_prior,
+                                             noise_prior_decay=config.noise_prior_decay))
     return _set_trainable(stage, config)
 
 
@@ -150,6 +164,26 @@ def _draw_keyframes(job: tuple[int, int, int, int, int]) -> np.ndarray:
     return np.stack([data[i]["keyframes"].numpy() for i in range(start, stop)])
 
 
+def _draw_coverage(job: tuple[int, int, int, int, int, int]) -> np.ndarray:
+    """(n, 1, F, size/f, size/f) float32: the share of each latent cell (f pixels a side) the objects of
+    train clips start..stop-1 cover in each keyframe (the world's exact masks, not the pixels)."""
+    seed, start, stop, frames, size, factor = job
+    data = WorldClips("train", seed, stop, keyframes=frames, low_size=size, parts=())
+    times = frame_times(KEYFRAME_FPS, frames)
+    masks = torch.stack([render_masks(data.clip(i).scene, size, times).sum(0).clamp(max=1)
+                         for i in range(start, stop)])  # (n, F, size, size)
+    return F.avg_pool2d(masks, factor).unsqueeze(1).numpy()
+
+
+def object_coverage_cache(config: I2VTrainConfig, factor: int, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Latent-cell object coverage (fp16, (N, 1, F, h, w)) of the train clips' keyframes."""
+    jobs = [(config.seed, start, min(start + 100, config.clips), config.frames, config.size, factor)
+            for start in range(0, config.clips, 100)]
+    parts = tqdm(in_workers(_draw_coverage, jobs, config.workers), total=len(jobs), desc="object masks",
+                 disable=not progress)
+    return {"objects": torch.from_numpy(np.concatenate(list(parts))).half()}
+
+
 @torch.no_grad()
 def encode_clips(config: I2VTrainConfig, vae: AutoencoderKL, progress: bool = True) -> dict[str, torch.Tensor]:
     """Keyframe latents (fp16, (N, 4, F, h, w)) and first frames (uint8, (N, 3, size, size)).
@@ -183,9 +217,11 @@ def _batch(cache: dict[str, torch.Tensor], config: I2VTrainConfig, scheduler, st
     n = config.image_batch_size if images else config.batch_size
     idx = torch.randint(len(cache["latents"]), (n,), generator=g)
     x0 = cache["latents"][idx].float()
+    objects = cache["objects"][idx] if config.object_weight else None
     if images:
         frame = torch.randint(config.frames, (n,), generator=g)
         x0 = x0[torch.arange(n), :, frame].unsqueeze(2)  # (n, 4, 1, h, w)
+        objects = objects[torch.arange(n), :, frame].unsqueeze(2) if objects is not None else None
     reference = cache["firsts"][idx].float() / 255
     text = cache["hidden"][idx].float()
     drop_text = torch.rand(n, generator=g) < config.text_dropout
@@ -195,8 +231,13 @@ def _batch(cache: dict[str, torch.Tensor], config: I2VTrainConfig, scheduler, st
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=g)
     batch = {"noisy": scheduler.add_noise(x0, noise, t), "t": t, "target": scheduler.get_velocity(x0, noise, t),
              "text": text, "reference": reference, "keep_image": keep_image}
+    weight = torch.ones(n, 1, *x0.shape[2:])
     if config.motion_weight > 0:
-        batch["weight"] = _motion_weights(x0, config.motion_weight)
+        weight = weight * _motion_weights(x0, config.motion_weight)
+    if objects is not None:
+        weight = weight * object_weights(objects, config.object_weight)
+    if config.motion_weight > 0 or objects is not None:  # both: their product, again of mean 1 per clip
+        batch["weight"] = weight / weight.mean(dim=(1, 2, 3, 4), keepdim=True)
     return batch
 
 
@@ -229,6 +270,8 @@ def _loss(modules: I2VModules, stage: ImageToVideo, batch: dict[str, torch.Tenso
 
 
 def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progress: bool = True) -> Path:
+    # the sampling prior the stage will carry, checked before any encoding
+    I2VSettings(noise_prior=config.noise_prior, noise_prior_decay=config.noise_prior_decay).check()
     out = start_run(config, out)
     state = process_state()
     fp32 = {"torch_dtype": torch.float32}
@@ -237,6 +280,8 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
     with state.local_main_process_first():  # one process per machine makes the caches, the others read them
         cache = cached(out / PROMPTS, lambda: encode_captions(text, config.seed, config.clips, progress=progress))
         cache.update(cached(out / CLIPS, lambda: encode_clips(config, vae, progress)))
+        if config.object_weight:
+            cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
     text.to("cpu")
     if config.init:
         stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,

@@ -121,7 +121,8 @@ def object_coverage_cache(config: T2ITrainConfig, factor: int, progress: bool = 
 
 
 def object_weights(coverage: torch.Tensor, strength: float) -> torch.Tensor:
-    """Loss weights (n, 1, h, w): 1 + strength * coverage, normalised to mean 1 per image. Why: an
+    """Loss weights (n, 1, h, w), or (n, 1, F, h, w) for clips: 1 + strength * coverage, normalised
+    to mean 1 per image (per clip). Why: an
     object covers a few cells of the 16x16 latent and its shape lives in fewer still (the points
     of a star, the corners of a square), so plain MSE is almost all background, which the UNet
     already draws; measured, the shipped UNet's shapes did not depend on the prompt at all.
@@ -130,7 +131,7 @@ def object_weights(coverage: torch.Tensor, strength: float) -> torch.Tensor:
     the possible images): a UNet trained so draws objects wherever its noise leans to one.
     `object_weight_below` keeps them to the low-noise steps, where the noisy latent shows them."""
     weight = 1 + strength * coverage.float()
-    return weight / weight.mean(dim=(1, 2, 3), keepdim=True)
+    return weight / weight.mean(dim=tuple(range(1, weight.ndim)), keepdim=True)
 
 
 @torch.no_grad()
