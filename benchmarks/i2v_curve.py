@@ -30,24 +30,21 @@ from vs_diffusers import SPLITS, against
 
 
 def run_stage(run: Path, snapshot: Path | None):
-    """The run's stage as its trainer builds it, with a snapshot's EMA weights (or its `final`)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """The run's stage as its trainer builds it (a fine-tune's from its `init`), with a snapshot's
+    EMA weights (or its `final`)."""
+    from diffusers import AutoencoderKL
 
     from magicvideo.presets import load_i2v
-    from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE
+    from magicvideo.presets.tiny import TINY_UNET_VAE
     from magicvideo.text import MiniLMTextEncoder
     from magicvideo.training.common import load_config
-    from magicvideo.training.i2v import I2VModules, I2VTrainConfig, build_stage
+    from magicvideo.training.i2v import I2VModules, I2VTrainConfig, initial_stage
 
     if snapshot is None:
         return load_i2v("tiny", str(run / "final"))
     config = load_config(I2VTrainConfig, run / "config.yaml")
-    if config.init:
-        raise SystemExit("judging snapshots of a fine-tune (`init`) is not supported: judge its final")
-    fp32 = {"torch_dtype": torch.float32}
-    stage = build_stage(config, UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32),
-                        AutoencoderKL.from_pretrained(config.vae or TINY_UNET_VAE, **fp32),
-                        MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens))
+    stage = initial_stage(config, AutoencoderKL.from_pretrained(config.vae or TINY_UNET_VAE, torch_dtype=torch.float32),
+                          MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens))
     unexpected = I2VModules(stage).load_state_dict(
         {k: v.float() for k, v in load_file(snapshot).items()}, strict=False).unexpected_keys
     if unexpected:

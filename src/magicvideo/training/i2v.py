@@ -119,6 +119,16 @@ def build_stage(config: I2VTrainConfig, unet: UNet2DConditionModel, vae: Autoenc
     return _set_trainable(stage, config)
 
 
+def initial_stage(config: I2VTrainConfig, vae: AutoencoderKL, text: MiniLMTextEncoder) -> ImageToVideo:
+    """The stage a run starts from (a run's snapshots hold its trainable weights over this): its
+    `init`, a saved stage, made trainable as the config says, or a new one (build_stage)."""
+    if config.init:
+        return _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
+                                                           vae=config.vae or TINY_UNET_VAE), config)
+    unet = UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, torch_dtype=torch.float32)
+    return build_stage(config, unet, vae, text)
+
+
 FREEZABLE = ("motion_modules", "appearance", "controlnet")
 
 
@@ -283,12 +293,7 @@ def train_i2v(config: I2VTrainConfig, out: str | Path, command: str = "", progre
         if config.object_weight:
             cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
     text.to("cpu")
-    if config.init:
-        stage = _set_trainable(ImageToVideo.from_pretrained(config.init, unet=config.t2i_unet or TINY_UNET,
-                                                            vae=config.vae or TINY_UNET_VAE), config)
-    else:
-        stage = build_stage(config, UNet2DConditionModel.from_pretrained(config.t2i_unet or TINY_UNET, **fp32), vae,
-                            text)
+    stage = initial_stage(config, vae, text)
     modules = I2VModules(stage)
     scheduler = noise_scheduler()
     result = run_loop(out / "state", modules, config, lambda s: _batch(cache, config, scheduler, s),
