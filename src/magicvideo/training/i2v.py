@@ -33,8 +33,8 @@ from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
-from magicvideo.training.t2i import object_weights
-from magicvideo.world import WorldClips, render_masks
+from magicvideo.training.t2i import cell_coverage, object_weights
+from magicvideo.world import WorldClips
 from magicvideo.world.render import frame_times
 from magicvideo.world.scene import KEYFRAME_FPS
 
@@ -175,14 +175,12 @@ def _draw_keyframes(job: tuple[int, int, int, int, int]) -> np.ndarray:
 
 
 def _draw_coverage(job: tuple[int, int, int, int, int, int]) -> np.ndarray:
-    """(n, 1, F, size/f, size/f) float32: the share of each latent cell (f pixels a side) the objects of
-    train clips start..stop-1 cover in each keyframe (the world's exact masks, not the pixels)."""
+    """(n, 1, F, size/f, size/f) float32: training.t2i.cell_coverage of train clips start..stop-1 at
+    their keyframes' instants."""
     seed, start, stop, frames, size, factor = job
     data = WorldClips("train", seed, stop, keyframes=frames, low_size=size, parts=())
     times = frame_times(KEYFRAME_FPS, frames)
-    masks = torch.stack([render_masks(data.clip(i).scene, size, times).sum(0).clamp(max=1)
-                         for i in range(start, stop)])  # (n, F, size, size)
-    return F.avg_pool2d(masks, factor).unsqueeze(1).numpy()
+    return torch.stack([cell_coverage(data.clip(i).scene, size, times, factor) for i in range(start, stop)]).numpy()
 
 
 def object_coverage_cache(config: I2VTrainConfig, factor: int, progress: bool = True) -> dict[str, torch.Tensor]:

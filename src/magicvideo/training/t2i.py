@@ -31,7 +31,7 @@ from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
-from magicvideo.world import WorldImages, render_masks
+from magicvideo.world import Scene, WorldImages, render_masks
 
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
 
@@ -101,14 +101,19 @@ def _draw_images(job: tuple[int, int, int, int]) -> np.ndarray:
     return np.stack([data[i]["image"].numpy() for i in range(start, stop)])
 
 
+def cell_coverage(scene: Scene, size: int, times: list[float], factor: int) -> torch.Tensor:
+    """(1, F, size/f, size/f): the share of each latent cell (f pixels a side) the scene's objects
+    cover at each of `times` (from the world's exact masks, not from the pixels)."""
+    masks = render_masks(scene, size, times).sum(0).clamp(max=1)  # (F, size, size)
+    return F.avg_pool2d(masks[None], factor)
+
+
 def _draw_coverage(job: tuple[int, int, int, int]) -> np.ndarray:
-    """(n, 1, size/f, size/f) float32: the share of each latent cell (f pixels a side) the objects
-    of train images start..stop-1 cover (from the world's exact masks, not from the pixels)."""
+    """(n, 1, size/f, size/f) float32: cell_coverage of train images start..stop-1."""
     seed, start, stop, size, factor = job
     data = WorldImages("train", seed, size, stop)
-    masks = torch.stack([render_masks(data.clip(i).scene, size, [0.0])[:, 0].sum(0).clamp(max=1)
-                         for i in range(start, stop)])
-    return F.avg_pool2d(masks[:, None], factor).numpy()
+    return torch.stack([cell_coverage(data.clip(i).scene, size, [0.0], factor)[:, 0]
+                        for i in range(start, stop)]).numpy()
 
 
 def object_coverage_cache(config: T2ITrainConfig, factor: int, progress: bool = True) -> dict[str, torch.Tensor]:
