@@ -84,11 +84,18 @@ def test_t2i_unet_attention_levels_are_a_setting():
     assert plain.config.down_block_types == ("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",)
 
 
-def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path):
+def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path, monkeypatch):
+    import magicvideo.judge.t2i as judge
+
+    judged = []
+    evaluate = judge.evaluate_t2i
+    monkeypatch.setattr(judge, "evaluate_t2i", lambda stage, *a, **k: judged.append(stage.settings.size)
+                        or evaluate(stage, *a, **k))
     vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=3, warmup=1, checkpoint_every=2,
                             widths=(32, 64), head_dim=16, eval_prompts=2, snapshot_every=2)
     final = train_t2i(config, tmp_path / "t2i", progress=False)
+    assert judged == [32]  # judged at the size it was trained at, not the stage's default 128
     in_workers = encode_images(replace(config, workers=1), AutoencoderKL.from_pretrained(vae), progress=False)
     torch.testing.assert_close(in_workers["latents"], torch.load(tmp_path / "t2i" / LATENTS)["latents"])
     unet = UNet2DConditionModel.from_pretrained(final)

@@ -26,6 +26,7 @@ from magicvideo.diffusion.schedule import noise_scheduler
 from magicvideo.latent import vae_factor
 from magicvideo.models.lora import attach_lora
 from magicvideo.presets.tiny import TINY_UNET, TINY_UNET_VAE, TINY_VAE
+from magicvideo.settings import T2ISettings
 from magicvideo.stages.t2i import LORA_NAME, LORA_TARGETS, TextToImage, save_t2i_lora
 from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
@@ -230,7 +231,9 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
                       "train t2i", progress)
     if not state.is_main_process:  # the main process judges and writes the weights
         return out / "final"
-    stage = TextToImage(result.model, vae, text).place(Placement(device=str(result.model.device)))
+    # judged, and saved, at the size it was trained at
+    stage = TextToImage(result.model, vae, text, T2ISettings(size=config.size))
+    stage = stage.place(Placement(device=str(result.model.device)))
     metrics = {}
     if config.eval_prompts:
         metrics = evaluate_t2i(stage, "heldout", config.eval_prompts, progress=progress)["accuracy"]
