@@ -8,7 +8,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file
 
-from magicvideo.training.t2i import LATENTS, T2ITrainConfig, encode_images, train_t2i
+from magicvideo.stages.t2i import TextToImage
+from magicvideo.training.t2i import LATENTS, T2ITrainConfig, encode_images, export_snapshot, train_t2i
 from magicvideo.training.vae import VAETrainConfig, train_vae
 
 
@@ -108,11 +109,15 @@ def test_t2i_trainer_runs_and_saves_a_loadable_unet(tmp_path, monkeypatch):
     started = UNet2DConditionModel.from_pretrained(again).state_dict()
     for key, value in load_file(snapshot).items():
         torch.testing.assert_close(started[key], value.float(), msg=key)
+    # ... or be exported as a stage folder that loads at the run's size
+    exported = TextToImage.from_pretrained(export_snapshot(tmp_path / "t2i", 2, tmp_path / "stage"))
+    assert exported.settings.size == 32
+    torch.testing.assert_close(exported.unet.state_dict(), started)
+    with pytest.raises(FileNotFoundError, match=r"no snapshot at step 3 .*kept: \[2\]"):
+        export_snapshot(tmp_path / "t2i", 3, tmp_path / "other")
 
 
 def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
-    from magicvideo.stages.t2i import TextToImage
-
     vae = train_vae(_vae_config(2), tmp_path / "vae", progress=False)
     config = T2ITrainConfig(samples=8, size=32, vae=str(vae), batch_size=4, steps=2, warmup=1, checkpoint_every=2,
                             widths=(32, 64), head_dim=16, eval_prompts=0)

@@ -88,6 +88,13 @@ def run_extract_lora(args: argparse.Namespace) -> None:
           "change's squared norm, mean over layers)")
 
 
+def run_export_snapshot(args: argparse.Namespace) -> None:
+    from magicvideo.training.t2i import export_snapshot
+
+    out = export_snapshot(args.run, args.step, args.output)
+    print(f"wrote step {args.step} of {args.run} as a stage folder: {out} (its UNet: {out / 'unet'})")
+
+
 def run_random_weights(args: argparse.Namespace) -> None:
     from magicvideo.device import DTYPES
     from magicvideo.presets.sd15 import check_folder, write_random
@@ -154,6 +161,13 @@ def add_parsers(sub) -> None:
                    "to fit on (default: the folder TUNED is in)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_extract_lora)
+
+    p = sub.add_parser("export-snapshot", help="write the EMA snapshot a `train t2i` run kept at one step as a "
+                       "stage folder (`magicvideo t2i --weights` loads it)")
+    p.add_argument("run", help="the `magicvideo train t2i` output folder")
+    p.add_argument("--step", type=int, required=True, help="the snapshot's step (snapshot_every in its config)")
+    p.add_argument("-o", "--output", required=True, help="the stage folder to write (new or empty)")
+    p.set_defaults(func=run_export_snapshot)
 
     p = sub.add_parser("random-weights", help="write a random-init weights folder at the sd15 preset's real shapes "
                        "(runs the full-size path with nothing downloaded; not a model)")

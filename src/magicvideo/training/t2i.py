@@ -253,6 +253,34 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
     return out / "final"
 
 
+def export_snapshot(run: str | Path, step: int, out: str | Path) -> Path:
+    """Write the EMA snapshot a `train t2i` run kept at `step` as a stage folder (unet/, vae/,
+    stage.json at the run's image size), which `magicvideo t2i --weights` and stage 2's `t2i_unet`
+    (its unet/) load. Why: a run's final weights come only at its end, and a long run's middle is
+    often what the next experiment builds on."""
+    from magicvideo.training.common import load_config
+    from magicvideo.training.loop import SNAPSHOTS
+
+    run, out = Path(run), Path(out)
+    snapshot = run / "state" / SNAPSHOTS / f"step_{step:07d}.safetensors"
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not a `magicvideo train t2i` run folder (no config.yaml)")
+    if not snapshot.is_file():
+        kept = sorted(int(p.stem.split("_")[1]) for p in (run / "state" / SNAPSHOTS).glob("step_*.safetensors"))
+        raise FileNotFoundError(f"no snapshot at step {step} in {run} (kept: {kept or 'none'})")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    config = load_config(T2ITrainConfig, run / "config.yaml")
+    if config.lora:
+        raise ValueError(f"{run} trains a LoRA; its snapshots are not whole UNets")
+    vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32)
+    unet = build_unet(config, config.size // vae_factor(vae))
+    unet.load_state_dict({k: v.float() for k, v in load_file(snapshot).items()})
+    text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
+    TextToImage(unet, vae, text, T2ISettings(size=config.size)).save_pretrained(out)
+    return out
+
+
 @dataclass
 class T2IDistillConfig:
     tuned: str  # the fully fine-tuned UNet: a UNet folder, or a saved stage's
