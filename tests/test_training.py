@@ -140,6 +140,28 @@ def test_t2i_lora_trains_over_a_frozen_unet_and_loads_fused(tmp_path):
     assert torch.allclose(again(prompt, steps=2, size=32).images, tuned(prompt, steps=2, size=32).images)
 
 
+def test_upright_stills_keep_the_scene_but_the_angles():
+    from magicvideo.training.t2i import _draw_images, object_coverage_cache
+    from magicvideo.world import WorldImages, render_frames
+
+    data = WorldImages("train", 0, 32, 6)
+    scenes = [data.clip(i).scene for i in range(6)]
+    assert any(o.angle != 0 for s in scenes for o in s.objects)
+    for scene in scenes:
+        up = scene.upright()
+        assert [o.angle for o in up.objects] == [0.0] * len(scene.objects)
+        assert [(o.shape, o.colour, o.x, o.y, o.radius) for o in up.objects] == \
+            [(o.shape, o.colour, o.x, o.y, o.radius) for o in scene.objects] and up.background == scene.background
+    plain, upright = (torch.from_numpy(_draw_images((0, 0, 6, 32, u))) for u in (False, True))
+    torch.testing.assert_close(plain, torch.stack([data[i]["image"] for i in range(6)]))
+    torch.testing.assert_close(upright, torch.stack([render_frames(s.upright(), 32, [0.0])[:, 0] for s in scenes]))
+    assert not torch.equal(plain, upright)
+    # the object masks the loss weights come from follow the stills trained on
+    config = T2ITrainConfig(samples=6, size=32)
+    covers = [object_coverage_cache(replace(config, upright=u), 4, progress=False)["objects"] for u in (False, True)]
+    assert not torch.equal(*covers)
+
+
 def test_object_weights_favour_the_objects_and_keep_the_loss_scale():
     from magicvideo.training.t2i import object_coverage_cache, object_weights
 

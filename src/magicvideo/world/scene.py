@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -73,6 +73,11 @@ class Scene:
             "background_seed": self.background_seed,
             "objects": [asdict(o) for o in self.objects],
         }
+
+    def upright(self) -> Scene:
+        """The same scene with every object at angle 0 (each shape's upright pose). Captions never
+        name an angle, so a still of it is as right for its caption as the scene itself."""
+        return replace(self, objects=tuple(replace(o, angle=0.0) for o in self.objects))
 
     @classmethod
     def from_dict(cls, data: dict) -> Scene:
