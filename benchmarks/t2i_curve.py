@@ -56,7 +56,8 @@ def main() -> None:
         unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
         report = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)
-        a = report["accuracy"] | {"found": report["count"]["found"], "named": report["count"]["named"]}
+        a = report["accuracy"] | {"found": report["count"]["found"], "named": report["count"]["named"],
+                                  "by_shape": report["by_shape"]}
         rows.append((step, step * config.batch_size, a))
         if args.sheet:
             images = stage([c.caption for c in sheet_clips], seed=0, guidance=args.guidance).images
@@ -72,12 +73,14 @@ def main() -> None:
         f"lr {config.lr}, VAE `{config.vae or 'weights/tiny/vae'}`. {args.prompts} validation prompts "
         "(held-out split, seed 777), one image each at seed 0, default steps, guidance "
         f"{args.guidance if args.guidance is not None else T2ISettings().guidance:g}.", "",
-        "| step | images seen | shape | colour | background | all | objects found / named per image |",
-        "|---|---|---|---|---|---|---|",
+        "| step | images seen | shape | colour | background | all | objects found / named per image "
+        "| shape right by the shape asked |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for step, seen, a in rows:
+        shapes = ", ".join(f"{k} {v:.2f}" for k, v in a["by_shape"].items())
         lines.append(f"| {step} | {seen:,} | {a['shape']:.3f} | {a['colour']:.3f} | {a['background']:.3f} "
-                     f"| {a['all']:.3f} | {a['found']:.2f} / {a['named']:.2f} |")
+                     f"| {a['all']:.3f} | {a['found']:.2f} / {a['named']:.2f} | {shapes} |")
     if args.sheet:
         grid = (torch.cat(sheet, 1).permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(grid).save(args.sheet)

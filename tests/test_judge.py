@@ -112,3 +112,22 @@ def test_object_neighbourhoods_grow_each_frames_objects_by_two_pixels():
     assert near[0, 6:11, 6:11].all() and near[0].sum() == 25  # the pixel and 2 px around it
     assert not near[1].any()  # frame by frame: the second frame found nothing
 
+
+
+def test_shape_accuracy_is_broken_down_by_the_shape_asked(heldout_clips):
+    from dataclasses import replace
+
+    from magicvideo.judge.t2i import expected, shape_accuracy
+    from magicvideo.world import render_frames
+
+    clips = heldout_clips[:8]
+    readings = [read_clip(render_frames(c.scene, 64, [0.0])[:, 0]) for c in clips]
+    scores = [score_clip(r, expected(c)) for c, r in zip(clips, readings)]
+    asked = {o.shape for c in clips for o in c.scene.objects}
+    assert shape_accuracy(clips, scores, readings) == {s: 1.0 for s in sorted(asked)}
+    # every object drawn as a circle: only the circles asked for stay right
+    circles = [replace(c.scene, objects=tuple(replace(o, shape="circle") for o in c.scene.objects)) for c in clips]
+    readings = [read_clip(render_frames(s, 64, [0.0])[:, 0]) for s in circles]
+    scores = [score_clip(r, expected(c)) for c, r in zip(clips, readings)]
+    got = shape_accuracy(clips, scores, readings)
+    assert got.keys() == asked and all(v == (1.0 if s == "circle" else 0.0) for s, v in got.items())
