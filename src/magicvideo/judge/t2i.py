@@ -76,9 +76,9 @@ def evaluate_t2i(stage, split: str = "heldout", count: int = 200, seed: int = 77
 
 
 def shape_accuracy(clips: list, scores: list[dict], readings: list) -> dict[str, float]:
-    """Shape right, by the shape each object was asked as. Why: the world turns every shape but
-    the heart to any angle, and a stage that draws hearts and not stars reads as a middling
-    shape figure that hides it."""
+    """Shape right, by the shape each object was asked as. Why: one shape figure hides which
+    shapes a stage can draw. Read it with the judge's habits in mind: it reads an irregular blob
+    as a heart, so a stage that draws only blobs scores well on hearts and nowhere else."""
     right, asked = defaultdict(int), defaultdict(int)
     for clip, score, reading in zip(clips, scores, readings, strict=True):
         found = {a: reading.objects[b] for a, b in score["matches"]}

@@ -60,9 +60,10 @@ class T2ITrainConfig(LoopSettings):
     focus_share: float = 0.0
     focus_from: int = 500
     # train on each still with its objects upright (Scene.upright). Why: the world turns squares,
-    # triangles and stars to any angle and hearts by at most 30 degrees, and stage 1 v1 draws hearts
-    # right for 0.96 of validation prompts and the others for 0.04-0.17: a shape at an unknown
-    # angle averages to a round blob at the noise levels where it must be chosen
+    # triangles and stars to any angle, and at the noise levels where a shape must be chosen its
+    # angle is not yet visible, so the denoiser's best guess is every angle at once, a round blob.
+    # Stage 1 v1 draws circles, the one shape no angle changes, right for 21 of 34 validation
+    # objects and squares, stars and triangles for 2/28, 4/24 and 1/25. Captions never name an angle.
     upright: bool = False
     widths: tuple[int, ...] = (64, 128, 192)
     # the levels (0: full latent resolution) with text cross-attention; empty: all but the deepest
