@@ -25,11 +25,9 @@ def interval(diffs: np.ndarray, draws: int = 4000) -> tuple[float, float]:
 def run_snapshots(run: Path, steps: list[int] | None = None) -> list[tuple[int, Path]]:
     """(step, file) of the EMA snapshots a training run kept (`snapshot_every`), only `steps` if
     given; exits with a one-line message when there are none."""
-    from magicvideo.training.loop import SNAPSHOTS
+    from magicvideo.training.loop import SNAPSHOTS, kept_snapshots
 
-    folder = Path(run) / "state" / SNAPSHOTS
-    found = [(int(p.stem.split("_")[1]), p) for p in sorted(folder.glob("step_*.safetensors"))]
-    found = [(s, p) for s, p in found if not steps or s in steps]
+    found = [(s, p) for s, p in kept_snapshots(Path(run) / "state").items() if not steps or s in steps]
     if not found:
-        raise SystemExit(f"no snapshots in {folder} (the run needs snapshot_every > 0)")
+        raise SystemExit(f"no snapshots in {Path(run) / 'state' / SNAPSHOTS} (the run needs snapshot_every > 0)")
     return found

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
-from safetensors.torch import load_file
 
 from magicvideo.judge.t2i import evaluate_t2i
 from magicvideo.latent import vae_factor
@@ -28,7 +27,7 @@ from magicvideo.presets.tiny import TINY_VAE
 from magicvideo.stages.t2i import T2ISettings, TextToImage
 from magicvideo.text import MiniLMTextEncoder
 from magicvideo.training.common import load_config, machine
-from magicvideo.training.t2i import T2ITrainConfig, build_unet
+from magicvideo.training.t2i import T2ITrainConfig, snapshot_unet
 from magicvideo.world import draw_clip, render_frames
 from report import publish, run_snapshots
 
@@ -52,8 +51,7 @@ def main() -> None:
     truth = [render_frames(c.scene, config.size, [0.0])[:, 0] for c in sheet_clips]
     sheet = [torch.cat(truth, 2)] if truth else []  # the truth on top
     for step, path in snapshots:
-        unet = build_unet(config, config.size // vae_factor(vae))
-        unet.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+        unet = snapshot_unet(config, config.size // vae_factor(vae), path)
         stage = TextToImage(unet, vae, text, T2ISettings(size=config.size))
         report = evaluate_t2i(stage, "heldout", args.prompts, seed=777, guidance=args.guidance, progress=False)
         a = report["accuracy"] | {"found": report["count"]["found"], "named": report["count"]["named"],

@@ -113,7 +113,6 @@ def test_object_neighbourhoods_grow_each_frames_objects_by_two_pixels():
     assert not near[1].any()  # frame by frame: the second frame found nothing
 
 
-
 def test_shape_accuracy_is_broken_down_by_the_shape_asked(heldout_clips):
     from dataclasses import replace
 

@@ -13,6 +13,7 @@ snapshots, logs, the progress bar).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,18 @@ from magicvideo.media import atomic_path
 from magicvideo.training.common import load_checkpoint, save_checkpoint
 
 SNAPSHOTS = "snapshots"
+
+
+def snapshot_file(state: str | os.PathLike, step: int) -> Path:
+    """Where the loop keeps its EMA snapshot of `step` (state: the folder run_loop is given,
+    a trainer's RUN/state)."""
+    return Path(state) / SNAPSHOTS / f"step_{step:07d}.safetensors"
+
+
+def kept_snapshots(state: str | os.PathLike) -> dict[int, Path]:
+    """{step: file} of the EMA snapshots kept in `state`, by step."""
+    found = (Path(state) / SNAPSHOTS).glob("step_*.safetensors")
+    return dict(sorted((int(p.stem.split("_")[1]), p) for p in found))
 
 
 @dataclass(kw_only=True)
@@ -190,8 +203,9 @@ def run_loop(
     def snapshot() -> None:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         state = {n: s.detach().half().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)}
-        (out / SNAPSHOTS).mkdir(exist_ok=True)
-        with atomic_path(out / SNAPSHOTS / f"step_{step:07d}.safetensors") as tmp:
+        path = snapshot_file(out, step)
+        path.parent.mkdir(exist_ok=True)
+        with atomic_path(path) as tmp:
             save_file(state, tmp)
 
     bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not (progress and main))

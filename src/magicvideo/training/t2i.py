@@ -32,7 +32,7 @@ from magicvideo.text import MiniLMTextEncoder, unet_text_inputs
 from magicvideo.training.cache import cached, encode_captions, in_workers
 from magicvideo.training.common import start_run, write_card
 from magicvideo.training.loop import LoopSettings, run_loop
-from magicvideo.world import Scene, WorldImages, render_frames, render_masks
+from magicvideo.world import Scene, draw_clip, render_frames, render_masks
 
 PROMPTS, LATENTS, OBJECTS = "prompts.pt", "latents.pt", "objects.pt"  # caches: computed once per run
 
@@ -102,8 +102,15 @@ def build_unet(config: T2ITrainConfig, latent_size: int) -> UNet2DConditionModel
 
 
 def _train_scenes(seed: int, start: int, stop: int, upright: bool) -> list[Scene]:
-    data = WorldImages("train", seed, 0, stop)
-    return [data.clip(i).scene.upright() if upright else data.clip(i).scene for i in range(start, stop)]
+    scenes = [draw_clip(seed, "train", i).scene for i in range(start, stop)]
+    return [s.upright() for s in scenes] if upright else scenes
+
+
+def snapshot_unet(config: T2ITrainConfig, latent_size: int, snapshot: str | Path) -> UNet2DConditionModel:
+    """The UNet of `config` with a run's EMA snapshot's weights (stored fp16), in fp32."""
+    unet = build_unet(config, latent_size)
+    unet.load_state_dict({k: v.float() for k, v in load_file(snapshot).items()})
+    return unet
 
 
 def _draw_images(job: tuple[int, int, int, int, bool]) -> np.ndarray:
@@ -216,11 +223,13 @@ def train_t2i(config: T2ITrainConfig, out: str | Path, command: str = "", progre
             cache.update(cached(out / OBJECTS, lambda: object_coverage_cache(config, vae_factor(vae), progress)))
     text.to("cpu")
     scheduler = noise_scheduler()
-    unet = build_unet(config, config.size // vae_factor(vae))
-    if init:  # same architecture, or load_state_dict fails loudly
-        if init.endswith(".safetensors"):  # a run's EMA snapshot (snapshots/step_N.safetensors)
-            unet.load_state_dict({k: v.float() for k, v in load_file(init).items()})
-        else:
+    # a run's EMA snapshot (snapshots/step_N.safetensors), a UNet folder, or random; same
+    # architecture, or load_state_dict fails loudly
+    if init.endswith(".safetensors"):
+        unet = snapshot_unet(config, config.size // vae_factor(vae), init)
+    else:
+        unet = build_unet(config, config.size // vae_factor(vae))
+        if init:
             unet.load_state_dict(UNet2DConditionModel.from_pretrained(init, torch_dtype=torch.float32).state_dict())
     if config.lora:
         unet.requires_grad_(False)
@@ -268,23 +277,21 @@ def export_snapshot(run: str | Path, step: int, out: str | Path) -> Path:
     (its unet/) load. Why: a run's final weights come only at its end, and a long run's middle is
     often what the next experiment builds on."""
     from magicvideo.training.common import load_config
-    from magicvideo.training.loop import SNAPSHOTS
+    from magicvideo.training.loop import kept_snapshots
 
     run, out = Path(run), Path(out)
-    snapshot = run / "state" / SNAPSHOTS / f"step_{step:07d}.safetensors"
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run} is not a `magicvideo train t2i` run folder (no config.yaml)")
-    if not snapshot.is_file():
-        kept = sorted(int(p.stem.split("_")[1]) for p in (run / "state" / SNAPSHOTS).glob("step_*.safetensors"))
-        raise FileNotFoundError(f"no snapshot at step {step} in {run} (kept: {kept or 'none'})")
+    kept = kept_snapshots(run / "state")
+    if step not in kept:
+        raise FileNotFoundError(f"no snapshot at step {step} in {run} (kept: {list(kept) or 'none'})")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
     config = load_config(T2ITrainConfig, run / "config.yaml")
     if config.lora:
         raise ValueError(f"{run} trains a LoRA; its snapshots are not whole UNets")
     vae = AutoencoderKL.from_pretrained(config.vae or TINY_VAE, torch_dtype=torch.float32)
-    unet = build_unet(config, config.size // vae_factor(vae))
-    unet.load_state_dict({k: v.float() for k, v in load_file(snapshot).items()})
+    unet = snapshot_unet(config, config.size // vae_factor(vae), kept[step])
     text = MiniLMTextEncoder.from_pretrained(max_tokens=config.max_tokens)
     TextToImage(unet, vae, text, T2ISettings(size=config.size)).save_pretrained(out)
     return out
